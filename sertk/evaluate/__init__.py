@@ -1,0 +1,1 @@
+"""Inference over a fold, metrics, scoring and plots."""

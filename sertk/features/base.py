@@ -1,0 +1,43 @@
+"""The interface every feature type implements; see ``sertk.features.FEATURES`` for the registry."""
+
+from __future__ import annotations
+
+import abc
+from typing import ClassVar
+
+import torch
+
+
+class FeatureExtractor(abc.ABC):
+    """Turns a batch of waveforms into frame-level features, on whatever device the input is on.
+
+    Subclasses set ``Config`` (a dataclass whose fields are the YAML keys of the feature config, including
+    ``sample_rate``) and implement ``dim``, ``num_frames`` and ``compute``.
+    """
+
+    Config: ClassVar[type]
+
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.cfg.sample_rate)
+
+    @property
+    @abc.abstractmethod
+    def dim(self) -> int:
+        """Feature dimension D."""
+
+    @abc.abstractmethod
+    def num_frames(self, num_samples: int) -> int:
+        """Number of valid frames for a waveform of ``num_samples`` samples."""
+
+    @abc.abstractmethod
+    def compute(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Features of a zero-padded batch.
+
+        waves: (B, N) float32 in [-1, 1] at ``sample_rate``; lengths: (B,) valid samples per row.
+        Returns (B, T, D) float32 where row b's first ``num_frames(lengths[b])`` frames are exactly what
+        the utterance alone would give; frames after that are unspecified (callers trim them).
+        """

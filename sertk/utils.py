@@ -1,0 +1,85 @@
+"""Small shared helpers: atomic writes, logging to a rich console, run environment."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+from rich.console import Console
+
+console = Console(stderr=True, highlight=False)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling path; rename it onto ``path`` only if the block finishes.
+
+    An interrupted stage therefore never leaves a half-written file under the final name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            if tmp.is_dir():
+                import shutil
+
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink()
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def git_sha() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def run_environment(device: str | None = None) -> dict[str, Any]:
+    """What a result needs to be reproduced: git sha, versions, platform, device."""
+    import numpy
+    import torch
+
+    import sertk
+
+    env: dict[str, Any] = {
+        "sertk": sertk.__version__,
+        "git_sha": git_sha(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "argv": sys.argv,
+        "num_threads": torch.get_num_threads(),
+    }
+    if device is not None:
+        env["device"] = device
+        if device.startswith("cuda") and torch.cuda.is_available():
+            env["gpu"] = torch.cuda.get_device_name(0)
+    return env
