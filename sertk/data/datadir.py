@@ -111,7 +111,9 @@ class DataDir:
         try:
             return [index[emo[u]] for u in utts]
         except KeyError as err:
-            raise SertkError(f"{self.path}: utterance or class {err.args[0]} not in utt2emo/classes") from None
+            raise SertkError(
+                f"{self.path}: utterance or class {err.args[0]} not in utt2emo/classes"
+            ) from None
 
     def spk2utt(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}

@@ -1,0 +1,33 @@
+# shellcheck shell=bash
+# Turn `--some-option value` arguments into assignments of the already-declared variable `some_option`.
+# Sourced by a recipe after it has declared every tunable; an undeclared option or a missing value is an
+# error, and `--help` prints the tunables with their current values. (Same contract as Kaldi's
+# utils/parse_options.sh, written for sertk; `--config` is deliberately not special.)
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --help|-h)
+      echo "usage: $0 [--option value ...]"
+      echo "options (current values):"
+      for _name in ${_tunables:-}; do
+        printf '  --%s %q\n' "${_name//_/-}" "${!_name}"
+      done
+      exit 0 ;;
+    --*)
+      _name=${1#--}
+      _name=${_name//-/_}
+      if [[ ! " ${_tunables:-} " == *" ${_name} "* ]]; then
+        echo "$0: unknown option $1 (see --help)" >&2
+        exit 2
+      fi
+      if [ $# -lt 2 ]; then
+        echo "$0: option $1 needs a value" >&2
+        exit 2
+      fi
+      printf -v "${_name}" '%s' "$2"
+      shift 2 ;;
+    *)
+      echo "$0: unexpected argument $1 (options are --name value)" >&2
+      exit 2 ;;
+  esac
+done

@@ -1,0 +1,1 @@
+run_crnn_discriminative.sh

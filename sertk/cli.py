@@ -1,0 +1,216 @@
+"""The ``sertk`` command line: one command per pipeline stage, each a thin wrapper over one library call.
+
+Library modules are imported inside the commands so that ``sertk --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+
+from sertk.errors import SertkError
+from sertk.utils import console
+
+app = typer.Typer(
+    name="sertk",
+    help="Speech emotion recognition toolkit: Kaldi-style stages for IEMOCAP "
+    "(0 synth, 1 prep, 2 folds, 3 feats, 4 augment, 5 train, 6 eval, 7 score).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+_DEVICE_HELP = "auto (cuda if available), cpu or cuda"
+
+
+@app.command(epilog="Example: sertk synth corpus/IEMOCAP_full_release --size small --seed 0 --nj 2")
+def synth(
+    out: Path = typer.Argument(..., help="Directory to write (it becomes the IEMOCAP_full_release root)."),
+    size: str = typer.Option("tiny", help="tiny (~100 utts), small (~1,000) or full (~10,000)."),
+    seed: int = typer.Option(0, help="Random seed; the corpus is deterministic per seed."),
+    nj: int = typer.Option(1, help="Worker processes for audio synthesis."),
+) -> None:
+    """Stage 0: write a SYNTHETIC corpus in the exact IEMOCAP_full_release layout (not real emotions)."""
+    from sertk.corpora.synthetic import generate_corpus
+
+    summary = generate_corpus(out, size=size, seed=seed, nj=nj)
+    console.print(
+        f"synth: SYNTHETIC IEMOCAP-format corpus (not real emotions): {summary['utterances']} utterances, "
+        f"{summary['hours']:.2f} h, {summary['speakers']} speakers -> {summary['root']}"
+    )
+
+
+@app.command(
+    epilog="Examples: sertk prep iemocap /data/IEMOCAP_full_release data/all\n\n"
+    "IEMOCAP=/data/IEMOCAP_full_release sertk prep"
+)
+def prep(
+    corpus: str = typer.Argument(
+        "iemocap", help="Corpus name (iemocap; synthetic trees use the same layout)."
+    ),
+    root: Path | None = typer.Argument(None, help="IEMOCAP_full_release root (default: $IEMOCAP)."),
+    out: Path = typer.Argument(Path("data/iemocap"), help="Data dir to write."),
+    classes: str = typer.Option("neu,hap+exc,ang,sad", help="Classes in label order; a+b merges b into a."),
+    style: str = typer.Option("all", help="all, impro or script."),
+) -> None:
+    """Stage 1: parse an IEMOCAP_full_release tree into a Kaldi-style data dir."""
+    from sertk.corpora.iemocap import prepare_iemocap
+
+    if corpus != "iemocap":
+        raise SertkError(f"unknown corpus {corpus!r} (known: iemocap)")
+    if root is None:
+        env = os.environ.get("IEMOCAP")
+        if not env:
+            raise SertkError(
+                "no IEMOCAP root: pass ROOT or set IEMOCAP=/path/to/IEMOCAP_full_release "
+                "(or generate a synthetic one with `sertk synth`)"
+            )
+        root = Path(env)
+        console.print(f"prep: reading IEMOCAP from $IEMOCAP = {root}")
+    report = prepare_iemocap(root, out, classes=classes, style=style)
+    console.print(report.summary())
+
+
+@app.command(epilog="Example: sertk validate data/all")
+def validate(data: Path = typer.Argument(..., help="Data dir to check.")) -> None:
+    """Check a data dir as Kaldi's validate_data_dir does and print a one-line summary."""
+    from sertk.data import validate_data_dir
+
+    console.print(validate_data_dir(data))
+
+
+@app.command(
+    epilog="Examples: sertk folds data/all data/all/folds.json --protocol loso-session\n\n"
+    "sertk folds data/all folds.json --protocol random --ratios 0.8,0.1,0.1 --repeats 10"
+)
+def folds(
+    data: Path = typer.Argument(..., help="Data dir."),
+    out: Path = typer.Argument(..., help="folds.json to write."),
+    protocol: str = typer.Option("loso-session", help="loso-session, loso-speaker or random."),
+    ratios: str = typer.Option("0.55,0.25,0.2", help="train,valid,test ratios (random protocol)."),
+    repeats: int = typer.Option(5, help="Number of random splits (random protocol)."),
+    seed: int = typer.Option(0, help="Random seed."),
+) -> None:
+    """Stage 2: speaker-independent or random train/valid/test folds."""
+    from sertk.data import read_data_dir
+    from sertk.data.folds import make_folds, write_folds
+
+    try:
+        ratio_values = tuple(float(r) for r in ratios.split(","))
+    except ValueError:
+        raise SertkError(f"--ratios: expected three numbers like 0.55,0.25,0.2, got {ratios!r}") from None
+    if len(ratio_values) != 3:
+        raise SertkError(f"--ratios: expected three numbers like 0.55,0.25,0.2, got {ratios!r}")
+    data_dir = read_data_dir(data)
+    result = make_folds(data_dir, protocol, ratios=ratio_values, repeats=repeats, seed=seed)
+    write_folds(out, result, data_dir)
+    sizes = ", ".join(
+        f"{f['name']} {len(f['train'])}/{len(f['valid'])}/{len(f['test'])}" for f in result["folds"]
+    )
+    console.print(f"folds: {protocol}, {len(result['folds'])} folds (train/valid/test: {sizes}) -> {out}")
+
+
+@app.command(epilog="Example: sertk feats data/all dump/all/logmel40 --feat logmel40 --format hdf5 --nj 2")
+def feats(
+    data: Path = typer.Argument(..., help="Data dir."),
+    out: Path = typer.Argument(..., help="Feature dir to write."),
+    feat: str = typer.Option("logmel40", help="Feature type (see docs/features.md)."),
+    feat_config: Path | None = typer.Option(None, help="YAML overriding the feature's defaults."),
+    format: str = typer.Option("hdf5", "--format", help="hdf5 or ark."),
+    nj: int = typer.Option(1, help="Worker processes."),
+) -> None:
+    """Stage 3: compute features of every utterance and dump them (HDF5 or Kaldi ark/scp)."""
+    from sertk.features.dump import dump_features
+
+    dump_features(data, out, feat=feat, feat_config=feat_config, fmt=format, nj=nj)
+
+
+@app.command(
+    epilog="Examples: sertk train --arch attn-pool   (inside egs/iemocap after stage 4)\n\n"
+    "sertk train --train-config conf/crnn_discriminative.yaml --fold 1 --epochs 5 --resume"
+)
+def train(
+    arch: str | None = typer.Option(
+        None, help="Model architecture (registry name); default from the config."
+    ),
+    train_config: Path | None = typer.Option(None, help="Experiment YAML (default conf/<system>.yaml)."),
+    data: Path | None = typer.Option(None, help="Data dir (default data/<system>)."),
+    feats: Path | None = typer.Option(None, help="Feature dir (default dump/<system>/<feat>)."),
+    folds: Path | None = typer.Option(None, help="folds.json (default <data>/folds.json)."),
+    fold: str = typer.Option("all", help="all, a fold number or name, or a list: '1 3'."),
+    exp: Path | None = typer.Option(None, help="Experiment dir (default exp/<system>)."),
+    epochs: int | None = typer.Option(None, help="Override the config's number of epochs."),
+    device: str = typer.Option("auto", help=_DEVICE_HELP),
+    resume: bool = typer.Option(False, help="Continue interrupted folds from their last checkpoint."),
+) -> None:
+    """Stage 5: train one model per fold (checkpoint every epoch, early stopping, exact resume)."""
+    from sertk.train.run import train as run_training
+
+    run_training(
+        arch=arch,
+        train_config=train_config,
+        data=data,
+        feats=feats,
+        folds=folds,
+        fold=fold,
+        exp=exp,
+        epochs=epochs,
+        device=device,
+        resume=resume,
+    )
+
+
+@app.command(name="eval", epilog="Example: sertk eval exp/crnn_discriminative --fold all")
+def evaluate(
+    exp: Path = typer.Argument(..., help="Experiment dir written by sertk train."),
+    fold: str = typer.Option("all", help="all, a fold number or name, or a list: '1 3'."),
+    device: str = typer.Option("auto", help=_DEVICE_HELP),
+    checkpoint: str = typer.Option("best.pt", help="Checkpoint file name inside each fold dir."),
+) -> None:
+    """Stage 6: posteriors and predictions for each fold's test set (posteriors.tsv)."""
+    from sertk.evaluate.inference import evaluate as run_eval
+
+    run_eval(exp, fold=fold, device=device, checkpoint=checkpoint)
+
+
+@app.command(epilog="Example: sertk score exp/crnn_discriminative")
+def score(exp: Path = typer.Argument(..., help="Experiment dir with evaluated folds.")) -> None:
+    """Stage 7: results.json, RESULTS.md, confusion matrix and learning-curve PNGs."""
+    from sertk.evaluate.score import score_experiment
+
+    score_experiment(exp)
+
+
+@app.command(epilog="Example: sertk compare exp/crnn_* --out exp/compare_crnn.md")
+def compare(
+    exps: list[Path] = typer.Argument(..., help="Scored experiment dirs."),
+    out: Path = typer.Option(
+        ..., help="Markdown file to write (a PNG of confusion matrices goes beside it)."
+    ),
+    title: str | None = typer.Option(None, help="Table title."),
+) -> None:
+    """Compare scored systems in one table (UA, WA, paper's numbers, per-class recall)."""
+    from sertk.evaluate.compare import compare_experiments
+
+    console.print(compare_experiments(exps, out, title=title))
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit status 1."""
+    try:
+        app()
+    except SertkError as err:
+        console.print(f"[bold red]error:[/bold red] {escape(str(err))}", soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
