@@ -24,6 +24,7 @@ text            transcript (may be empty)
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,13 @@ DATA_FILES = (
     "text",
 )
 REQUIRED_FILES = ("wav.scp", "utt2spk", "utt2emo")
+WHITESPACE = re.compile(r"\s")
+
+
+def _split_line(line: str) -> tuple[str, str]:
+    """``<key><whitespace><value>`` -> (key, value); Kaldi separates the id by any whitespace, not only " "."""
+    parts = line.split(maxsplit=1) + ["", ""]
+    return parts[0], parts[1].strip()
 
 
 def read_table(path: str | Path) -> dict[str, str]:
@@ -59,7 +67,7 @@ def read_table(path: str | Path) -> dict[str, str]:
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             raise SertkError(f"{path}:{lineno}: empty line")
-        key, _, value = line.partition(" ")
+        key, value = _split_line(line)
         if key in table:
             raise SertkError(f"{path}:{lineno}: duplicate id {key}")
         table[key] = value.strip()
@@ -70,7 +78,7 @@ def write_table(path: str | Path, table: dict[str, str]) -> None:
     """Write a table sorted by key, atomically."""
     lines = []
     for key in sorted(table):
-        if not key or any(c.isspace() for c in key):
+        if not key or WHITESPACE.search(key):
             raise SertkError(f"{path}: invalid id {key!r} (ids may not contain whitespace)")
         value = str(table[key])
         lines.append(f"{key} {value}".rstrip() + "\n")
@@ -137,6 +145,10 @@ def read_data_dir(path: str | Path) -> DataDir:
             meta = json.loads((path / "corpus.json").read_text())
         except json.JSONDecodeError as err:
             raise SertkError(f"{path / 'corpus.json'}: invalid JSON ({err.msg}, line {err.lineno})") from None
+        except (OSError, UnicodeDecodeError):
+            raise SertkError(f"{path / 'corpus.json'}: cannot read as UTF-8 JSON") from None
+        if not isinstance(meta, dict):
+            raise SertkError(f"{path / 'corpus.json'}: expected a JSON object, got {type(meta).__name__}")
     return DataDir(path=path, tables=tables, meta=meta)
 
 
@@ -147,6 +159,11 @@ def write_data_dir(path: str | Path, tables: dict[str, dict[str, str]], meta: di
     unknown = set(tables) - set(DATA_FILES)
     if unknown:
         raise SertkError(f"{path}: unknown data dir table(s) {sorted(unknown)}")
+    # Check every id before writing anything, so a bad id never leaves a half-updated data dir.
+    for name, table in tables.items():
+        bad = next((key for key in table if not key or WHITESPACE.search(key)), None)
+        if bad is not None:
+            raise SertkError(f"{path / name}: invalid id {bad!r} (ids may not contain whitespace)")
     for name, table in tables.items():
         write_table(path / name, table)
     data = DataDir(path=path, tables=dict(tables), meta=dict(meta or {}))
@@ -172,7 +189,7 @@ def validate_data_dir(path: str | Path, check_wavs: bool = True) -> str:
         file = path / name
         if not file.is_file():
             continue
-        keys = [line.partition(" ")[0] for line in file.read_text().splitlines()]
+        keys = [_split_line(line)[0] for line in file.read_text().splitlines()]
         if keys != sorted(keys):
             first = next(i for i in range(1, len(keys)) if keys[i] < keys[i - 1])
             raise SertkError(f"{file}:{first + 1}: not sorted (id {keys[first]} after {keys[first - 1]})")

@@ -16,7 +16,9 @@ while [ $# -gt 0 ]; do
     --*)
       _name=${1#--}
       _name=${_name//-/_}
-      if [[ ! " ${_tunables:-} " == *" ${_name} "* ]]; then
+      _known=false
+      for _t in ${_tunables:-}; do [ "${_t}" = "${_name}" ] && _known=true; done
+      if ! ${_known}; then
         echo "$0: unknown option $1 (see --help)" >&2
         exit 2
       fi

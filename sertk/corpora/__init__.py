@@ -1,0 +1,1 @@
+"""Corpus preparation: one module per corpus (IEMOCAP) plus the synthetic IEMOCAP-format generator."""

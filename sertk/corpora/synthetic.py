@@ -1,0 +1,812 @@
+"""A synthetic corpus in the exact IEMOCAP_full_release layout, for running every stage without the real data.
+
+``generate_corpus(out, size, seed, nj)`` writes ``out/Session1 ... out/Session5`` the way the real release
+has them:
+
+- ``SessionN/sentences/wav/<dialog>/<utt>.wav``: 16 kHz mono PCM16, one file per labelled turn;
+- ``SessionN/dialog/EmoEvaluation/<dialog>.txt``: the header line, then one block per turn (summary line
+  ``[start - end]<TAB>utt<TAB>code<TAB>[V, A, D]``, ``C-E*`` votes, ``C-F1``/``C-M1`` self-ratings,
+  ``A-E*`` attribute lines), plus the ``Categorical/``, ``Attribute/`` and ``Self-evaluation/`` sub-folders;
+- ``SessionN/dialog/transcriptions/<dialog>.txt``: every turn in time order, including ``..._MXX0`` turns
+  that have no wav and no EmoEvaluation block.
+
+Ten speakers (one F and one M actor per session), improvised and scripted dialogs, the five suffixed dialog
+names (Ses03M_impro05a/05b/08a/08b, Ses05M_script01_1b), all eleven label codes in IEMOCAP's proportions,
+rater votes that disagree where the label is ambiguous or ``xxx``.
+
+The audio is source-filter speech (Klatt-style formant synthesis: a Rosenberg glottal pulse train with an F0
+contour, time-varying formant resonators, frication and breath noise, room coloration, background noise).
+Emotion moves F0 level and range, tempo, loudness, spectral tilt (glottal closing speed), jitter and
+breathiness relative to each speaker's neutral voice, so that the four main classes are learnable but
+confusable like real ones (hap/exc near ang, sad near neu).
+
+Every tree carries a top-level ``SYNTHETIC_CORPUS.txt``: ``sertk prep`` detects synthetic trees by that file
+and every result computed from them is marked synthetic. ``SYNTHETIC_CORPUS.json`` (size, seed, summary) is
+written last and lets a second ``sertk synth`` with the same size and seed skip the work.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from scipy import fft as scipy_fft
+from scipy import signal
+
+from sertk.errors import SertkError
+from sertk.utils import atomic_path, atomic_write_text, console
+
+SAMPLE_RATE = 16000
+SESSIONS = (1, 2, 3, 4, 5)
+MARKER = "SYNTHETIC_CORPUS.json"
+README = "SYNTHETIC_CORPUS.txt"
+# Bump when the output of a given (size, seed) changes, so that an old tree is not silently reused.
+GENERATOR_VERSION = 1
+
+CODES = ("neu", "hap", "exc", "ang", "sad", "fru", "sur", "fea", "dis", "oth", "xxx")
+CATEGORY_NAMES = {
+    "neu": "Neutral",
+    "hap": "Happiness",
+    "exc": "Excited",
+    "ang": "Anger",
+    "sad": "Sadness",
+    "fru": "Frustration",
+    "sur": "Surprise",
+    "fea": "Fear",
+    "dis": "Disgust",
+    "oth": "Other",
+}
+FOUR_CLASS_CODES = ("neu", "hap", "exc", "ang", "sad")
+
+# Published IEMOCAP counts (10,039 utterances). Improvised counts of neu/hap/ang/sad/exc are published
+# (2280 improvised with hap only, 2943 with hap+exc); the split of the other codes is not, so it is chosen
+# to put about 41% of them in improvised dialogs, which gives the real corpus's ~4,780 improvised turns.
+PUBLISHED_COUNTS = {
+    "xxx": 2507, "fru": 1849, "neu": 1708, "ang": 1103, "sad": 1084, "exc": 1041,
+    "hap": 595, "sur": 107, "fea": 40, "oth": 3, "dis": 2,
+}  # fmt: skip
+IMPRO_COUNTS = {
+    "xxx": 1080, "fru": 680, "neu": 1099, "ang": 289, "sad": 608, "exc": 663,
+    "hap": 284, "sur": 55, "fea": 24, "oth": 1, "dis": 1,
+}  # fmt: skip
+# Per session: all utterances, and those in the 4 classes with hap+exc (1085/1023/1151/1031/1241).
+SESSION_TOTALS = (1819, 1811, 2136, 2103, 2170)
+SESSION_FOUR_CLASS = (1085, 1023, 1151, 1031, 1241)
+
+IMPRO_NAMES = tuple(f"impro{i:02d}" for i in range(1, 9))
+SCRIPT_NAMES = (
+    "script01_1",
+    "script01_2",
+    "script01_3",
+    "script02_1",
+    "script02_2",
+    "script03_1",
+    "script03_2",
+)
+# The real release splits these dialogs into parts; their names must parse like the others.
+SUFFIXED_DIALOGS = {
+    "Ses03M_impro05": ("Ses03M_impro05a", "Ses03M_impro05b"),
+    "Ses03M_impro08": ("Ses03M_impro08a", "Ses03M_impro08b"),
+    "Ses05M_script01_1": ("Ses05M_script01_1b",),
+}
+
+
+@dataclass(frozen=True)
+class CorpusSize:
+    """How many utterances, how many dialogs per session and style, and their duration distribution."""
+
+    utterances: int
+    dialogs_per_style: int  # per session and style, before the suffixed ones are added; 0 = all
+    median_duration: float  # seconds; durations are lognormal around it
+    duration_sigma: float
+    min_duration: float
+    max_duration: float
+
+
+# full: IEMOCAP's 10,039 turns, lognormal with median 3.5 s and mean ~4.5 s, 0.6-35 s like the real range.
+SIZES = {
+    "tiny": CorpusSize(100, 2, 1.3, 0.25, 0.8, 2.2),
+    "small": CorpusSize(1000, 4, 3.5, 0.71, 0.6, 35.0),
+    "full": CorpusSize(10039, 0, 3.5, 0.71, 0.6, 35.0),
+}
+
+
+@dataclass
+class UttPlan:
+    """Everything written about one labelled turn except its audio."""
+
+    index: int  # position in plan_corpus()'s list; seeds the turn's audio
+    utt: str  # Ses01F_impro01_M003
+    session: int
+    dialog: str
+    speaker: str  # Ses01M: the session's actor of the id's last-token letter
+    gender: str
+    style: str  # impro | script
+    label: str  # summary-line code
+    votes: list[list[str]]  # per external rater (C-E lines), that rater's codes
+    evaluators: list[str]  # E1..E6, one per vote
+    self_rating: list[str] | None  # the actor's own C-F1/C-M1 codes (not a vote)
+    vad: tuple[float, float, float]  # mean of the A-E lines
+    attributes: list[tuple[str, int, int, int]]  # (rater, val, act, dom) per A-E line
+    start: float
+    end: float
+    duration: float
+    text: str
+
+    @property
+    def num_samples(self) -> int:
+        return int(round(self.duration * SAMPLE_RATE))
+
+
+# ---------------------------------------------------------------------------------------------- the plan
+
+# Which categories raters mix up (first = most often): drives disagreeing and multi-label votes.
+NEIGHBOURS = {
+    "neu": ("fru", "sad", "exc", "oth"),
+    "hap": ("exc", "sur", "neu"),
+    "exc": ("hap", "sur", "neu"),
+    "ang": ("fru", "dis", "exc"),
+    "sad": ("neu", "fru", "fea"),
+    "fru": ("ang", "neu", "sad"),
+    "sur": ("exc", "hap", "fea"),
+    "fea": ("sad", "sur", "fru"),
+    "dis": ("ang", "fru", "neu"),
+    "oth": ("fru", "neu", "exc"),
+}
+# What raters say when they disagree (the xxx turns): IEMOCAP's ambiguous turns are mostly fru/neu/ang/exc.
+XXX_POOL = ("fru", "neu", "ang", "exc", "sad", "hap", "sur", "fea", "oth")
+XXX_POOL_P = (0.30, 0.25, 0.14, 0.11, 0.08, 0.05, 0.03, 0.02, 0.02)
+# Valence, activation, dominance targets (1-5 scale) of the A-E attribute ratings.
+VAD_TARGETS = {
+    "neu": (2.9, 2.5, 2.7), "hap": (3.9, 3.1, 3.0), "exc": (3.8, 3.6, 3.3), "ang": (1.8, 3.8, 3.8),
+    "sad": (2.0, 2.3, 2.3), "fru": (2.0, 3.1, 3.1), "sur": (3.4, 3.7, 2.9), "fea": (2.0, 3.4, 2.2),
+    "dis": (1.7, 3.2, 3.4), "oth": (2.6, 2.9, 2.8),
+}  # fmt: skip
+OTHER_WORDS = ("annoyed", "amused", "bored", "nervous", "curious", "confused", "embarrassed")
+COMMENTS = ("mildly aggravated but staying polite", "curious", "sarcastic", "teasing", "tired", "hesitant")
+
+WORDS = (
+    "I you we they it that this what where when why how yes no okay well just really maybe never always "
+    "know think want need mean said told going come look see get take give feel tell say make leave "
+    "here there now today tomorrow again back home work car money time people thing way day night "
+    "the a my your our some all about with for from to of and but so because if not right good fine "
+    "little long wait listen please sorry honey mother father friend job flight line office letter"
+).split()
+CUE_WORDS = {
+    "ang": ("damn", "ridiculous", "stupid", "hell"),
+    "hap": ("great", "wonderful", "love", "lovely"),
+    "exc": ("amazing", "wow", "fantastic", "great"),
+    "sad": ("miss", "sorry", "alone", "lost"),
+    "fru": ("again", "ridiculous", "seriously", "whatever"),
+    "neu": (),
+}
+
+
+def _size_spec(size: str) -> CorpusSize:
+    if size not in SIZES:
+        raise SertkError(f"unknown synthetic corpus size {size!r}; choose one of {', '.join(SIZES)}")
+    return SIZES[size]
+
+
+def _largest_remainder(weights: np.ndarray, total: int, rng: np.random.Generator) -> np.ndarray:
+    """Integer counts summing to ``total`` proportional to ``weights`` (Hamilton's method, random ties)."""
+    exact = weights / weights.sum() * total
+    counts = np.floor(exact).astype(int)
+    # The jitter only breaks ties between equal remainders, so counts stay deterministic per seed.
+    order = np.argsort(-(exact - counts + rng.uniform(0, 1e-9, exact.shape)), kind="stable")
+    counts[order[: total - counts.sum()]] += 1
+    return counts
+
+
+def _label_style_counts(n: int, rng: np.random.Generator) -> dict[tuple[str, str], int]:
+    """(code, style) -> count for ``n`` turns, scaled from the published counts, every code at least once."""
+    cells = [(code, style) for code in CODES for style in ("impro", "script")]
+    weights = np.array(
+        [IMPRO_COUNTS[c] if s == "impro" else PUBLISHED_COUNTS[c] - IMPRO_COUNTS[c] for c, s in cells], float
+    )
+    counts = dict(zip(cells, _largest_remainder(weights, n, rng).tolist(), strict=True))
+    for code in CODES:
+        if counts[(code, "impro")] + counts[(code, "script")] == 0:
+            counts[(code, "impro" if IMPRO_COUNTS[code] * 2 >= PUBLISHED_COUNTS[code] else "script")] = 1
+            counts[max(counts, key=counts.get)] -= 1
+    return counts
+
+
+def _dialog_names(session: int, style: str) -> list[str]:
+    """The real release's dialogs of one session and style, suffixed parts first."""
+    names = []
+    for base in IMPRO_NAMES if style == "impro" else SCRIPT_NAMES:
+        for prefix in ("F", "M"):
+            name = f"Ses{session:02d}{prefix}_{base}"
+            names.extend(SUFFIXED_DIALOGS.get(name, (name,)))
+    suffixed = [n for n in names if n[-1] in "ab"]
+    return suffixed + [n for n in names if n not in suffixed]
+
+
+def _choose_dialogs(spec: CorpusSize, session: int, style: str, rng: np.random.Generator) -> list[str]:
+    names = _dialog_names(session, style)
+    if spec.dialogs_per_style == 0:
+        return names
+    forced = [n for n in names if n[-1] in "ab"]
+    others = [n for n in names if n not in forced]
+    extra = max(0, spec.dialogs_per_style - len(forced))
+    return forced + [others[i] for i in sorted(rng.choice(len(others), extra, replace=False))]
+
+
+def _vote_counts(votes: list[list[str]]) -> list[tuple[str, int]]:
+    counts: dict[str, int] = {}
+    for vote in votes:
+        for code in vote:
+            counts[code] = counts.get(code, 0) + 1
+    return sorted(counts.items(), key=lambda item: -item[1])
+
+
+def _majority(votes: list[list[str]]) -> str | None:
+    """The code more than half the raters chose and more often than any other, else None."""
+    counts = _vote_counts(votes)
+    unique = len(counts) == 1 or counts[1][1] < counts[0][1]
+    return counts[0][0] if unique and counts[0][1] * 2 > len(votes) else None
+
+
+def _draw_votes(label: str, num: int, rng: np.random.Generator) -> list[list[str]]:
+    """Per-rater codes whose majority is ``label`` (or that have no majority when ``label`` is xxx)."""
+    for _ in range(50):
+        if label == "xxx":
+            votes = [[str(c)] for c in rng.choice(XXX_POOL, num, p=XXX_POOL_P)]
+            for vote in votes:
+                if rng.uniform() < 0.25:
+                    second = str(rng.choice(NEIGHBOURS[vote[0]]))
+                    vote.append(second)
+            # xxx: no code chosen by more than half of the raters.
+            if _vote_counts(votes)[0][1] * 2 <= num:
+                return votes
+            continue
+        # Anything from a bare majority to unanimity: the soft labels derived from votes vary per turn.
+        agree = int(rng.integers(num // 2 + 1, num + 1))
+        near = NEIGHBOURS[label]
+        votes = [[label] for _ in range(agree)]
+        votes += [[str(rng.choice(near, p=_neighbour_p(len(near))))] for _ in range(num - agree)]
+        for vote in votes:
+            if rng.uniform() < 0.2:
+                extra = str(rng.choice(near)) if vote[0] == label else label
+                vote.append(extra)
+        if _majority(votes) == label:
+            return votes
+    # Practically unreachable; still a valid answer: all different (xxx) or unanimous.
+    return [[c] for c in XXX_POOL[:num]] if label == "xxx" else [[label] for _ in range(num)]
+
+
+def _neighbour_p(n: int) -> np.ndarray:
+    p = 0.5 ** np.arange(n)
+    return p / p.sum()
+
+
+def _words(label: str, duration: float, rng: np.random.Generator) -> str:
+    count = max(1, int(round(duration * rng.uniform(1.8, 2.8))))
+    words = [str(w) for w in rng.choice(WORDS, count)]
+    cues = CUE_WORDS.get(label, ())
+    if cues and rng.uniform() < 0.3:
+        words[int(rng.integers(count))] = str(rng.choice(cues))
+    sentence = " ".join(words)
+    return sentence[0].upper() + sentence[1:] + str(rng.choice([".", ".", "?", "!"]))
+
+
+def _draw_durations(spec: CorpusSize, n: int, rng: np.random.Generator) -> np.ndarray:
+    d = np.exp(rng.normal(np.log(spec.median_duration), spec.duration_sigma, n))
+    return np.clip(d, spec.min_duration, spec.max_duration)
+
+
+def plan_corpus(size: str = "tiny", seed: int = 0) -> list[UttPlan]:
+    """The deterministic metadata of the corpus ``generate_corpus(out, size, seed)`` writes, without audio.
+
+    One UttPlan per labelled turn, ordered by session, dialog and time; ``index`` is the list position.
+    """
+    spec = _size_spec(size)
+    rng = np.random.default_rng([seed, 0])
+    cell_counts = _label_style_counts(spec.utterances, rng)
+    four = np.array(SESSION_FOUR_CLASS, float)
+    rest = np.array(SESSION_TOTALS, float) - four
+    # (session, style) -> labels of its turns.
+    pools: dict[tuple[int, str], list[str]] = {(s, st): [] for s in SESSIONS for st in ("impro", "script")}
+    for (code, style), count in cell_counts.items():
+        per_session = _largest_remainder(four if code in FOUR_CLASS_CODES else rest, count, rng)
+        for session, k in zip(SESSIONS, per_session, strict=True):
+            pools[(session, style)].extend([code] * int(k))
+
+    plans: list[UttPlan] = []
+    for session in SESSIONS:
+        dialog_labels: dict[str, list[str]] = {}
+        for style in ("impro", "script"):
+            labels = pools[(session, style)]
+            rng.shuffle(labels)
+            dialogs = _choose_dialogs(spec, session, style, rng)
+            # Every chosen dialog gets one turn first (the suffixed ones come first), then the rest at random.
+            for i, code in enumerate(labels):
+                name = dialogs[i] if i < len(dialogs) else dialogs[int(rng.integers(len(dialogs)))]
+                dialog_labels.setdefault(name, []).append(code)
+        for dialog in sorted(dialog_labels):
+            plans.extend(_plan_dialog(spec, session, dialog, dialog_labels[dialog], rng))
+    for i, plan in enumerate(plans):
+        plan.index = i
+    return plans
+
+
+def _plan_dialog(
+    spec: CorpusSize, session: int, dialog: str, labels: list[str], rng: np.random.Generator
+) -> list[UttPlan]:
+    style = "impro" if "_impro" in dialog else "script"
+    evaluators = sorted(str(e) for e in rng.choice([f"E{i}" for i in range(1, 7)], 4, replace=False))
+    durations = _draw_durations(spec, len(labels), rng)
+    gender = str(rng.choice(["F", "M"]))
+    turns = {"F": 0, "M": 0}
+    clock = int(round(rng.uniform(1.5, 6.0) * 1e4))  # time in 1e-4 s ticks: the files' 4 decimals, exactly
+    plans = []
+    for code, duration in zip(labels, durations, strict=True):
+        # Dialog partners mostly alternate; now and then one actor holds the floor for two turns.
+        if rng.uniform() < 0.8:
+            gender = "M" if gender == "F" else "F"
+        dur_ticks = int(round(duration * 1e4))
+        num = int(rng.choice([2, 3, 4], p=[0.08, 0.84, 0.08]))
+        raters = sorted(str(e) for e in rng.choice(evaluators, num, replace=False))
+        votes = _draw_votes(code, num, rng)
+        base = votes[0][0] if code == "xxx" else code
+        attributes = []
+        for rater in rng.choice(evaluators, 2, replace=False):
+            val, act, dom = np.clip(np.rint(np.array(VAD_TARGETS[base]) + rng.normal(0, 0.7, 3)), 1, 5)
+            attributes.append((str(rater), int(val), int(act), int(dom)))
+        vad = (
+            float(np.mean([a[1] for a in attributes])),
+            float(np.mean([a[2] for a in attributes])),
+            float(np.mean([a[3] for a in attributes])),
+        )
+        self_rating = None
+        if rng.uniform() < 0.4:
+            self_rating = [base if rng.uniform() < 0.7 else str(rng.choice(NEIGHBOURS[base]))]
+        utt = f"{dialog}_{gender}{turns[gender]:03d}"
+        turns[gender] += 1
+        plans.append(
+            UttPlan(
+                index=-1,
+                utt=utt,
+                session=session,
+                dialog=dialog,
+                speaker=f"Ses{session:02d}{gender}",
+                gender=gender,
+                style=style,
+                label=code,
+                votes=votes,
+                evaluators=raters,
+                self_rating=self_rating,
+                vad=vad,
+                attributes=attributes,
+                start=clock / 1e4,
+                end=(clock + dur_ticks) / 1e4,
+                duration=dur_ticks / 1e4,
+                text=_words(code, duration, rng),
+            )
+        )
+        clock += dur_ticks + int(round(rng.uniform(0.05, 1.5) * 1e4))
+    return plans
+
+
+# ------------------------------------------------------------------------------------------- text files
+
+
+def _format_votes(codes: list[str], rng: np.random.Generator) -> str:
+    names = []
+    for code in codes:
+        name = CATEGORY_NAMES[code]
+        if code == "oth" and rng.uniform() < 0.6:
+            name += ":" + str(rng.choice(OTHER_WORDS))
+        names.append(name + ";")
+    return " ".join(names)
+
+
+def _comment(rng: np.random.Generator, p: float = 0.1) -> str:
+    return f"({rng.choice(COMMENTS)})" if rng.uniform() < p else "()"
+
+
+def _emo_evaluation_text(turns: list[UttPlan], rng: np.random.Generator) -> str:
+    lines = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]
+    for t in turns:
+        v, a, d = t.vad
+        lines.append(f"[{t.start:.4f} - {t.end:.4f}]\t{t.utt}\t{t.label}\t[{v:.4f}, {a:.4f}, {d:.4f}]")
+        for rater, vote in zip(t.evaluators, t.votes, strict=True):
+            lines.append(f"C-{rater}:\t{_format_votes(vote, rng)}\t{_comment(rng)}")
+        if t.self_rating is not None:
+            lines.append(f"C-{t.gender}1:\t{_format_votes(t.self_rating, rng)}\t{_comment(rng, 0.5)}")
+        for rater, val, act, dom in t.attributes:
+            lines.append(f"A-{rater}:\tval {val}; act {act}; dom  {dom};\t{_comment(rng)}")
+        if t.self_rating is not None:
+            val, act, dom = (int(x) for x in rng.integers(1, 6, 3))
+            lines.append(f"A-{t.gender}1:\tval {val}; act {act}; dom  {dom};\t()")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _transcription_text(turns: list[UttPlan], rng: np.random.Generator, with_xx: bool) -> str:
+    """Every turn in time order; ``with_xx`` adds turns like ``..._MXX0`` that have no wav or label."""
+    entries = [(t.start, t.end, t.utt, t.text) for t in turns]
+    if with_xx:
+        # Short back-channel turns inside the gaps between labelled turns (or after the last one).
+        counters = {"F": 0, "M": 0}
+        gaps = [(a.end, b.start) for a, b in pairwise(turns) if b.start - a.end > 0.5]
+        gaps.append((turns[-1].end, turns[-1].end + 3.0))
+        for i in sorted(rng.choice(len(gaps), min(len(gaps), int(rng.integers(1, 3))), replace=False)):
+            gap_start, gap_end = gaps[i]
+            start = round(gap_start + 0.1, 4)
+            end = round(min(gap_end - 0.05, start + rng.uniform(0.3, 1.5)), 4)
+            gender = str(rng.choice(["F", "M"]))
+            text = str(rng.choice(["[LAUGHTER]", "[BREATHING]", "Mm-hmm.", "Yeah."]))
+            entries.append((start, end, f"{turns[0].dialog}_{gender}XX{counters[gender]}", text))
+            counters[gender] += 1
+    entries.sort()
+    return "".join(f"{utt} [{s:08.4f}-{e:08.4f}]: {text}\n" for s, e, utt, text in entries)
+
+
+def _write_text_files(root: Path, plans: list[UttPlan], seed: int) -> None:
+    rng = np.random.default_rng([seed, 2])
+    dialogs: dict[str, list[UttPlan]] = {}
+    for plan in plans:
+        dialogs.setdefault(plan.dialog, []).append(plan)
+    first_of_session: set[int] = set()
+    for dialog, turns in dialogs.items():
+        session_dir = root / f"Session{turns[0].session}" / "dialog"
+        emo_dir = session_dir / "EmoEvaluation"
+        atomic_write_text(emo_dir / f"{dialog}.txt", _emo_evaluation_text(turns, rng))
+        # A few XX turns per session: always in its first dialog, then in about one dialog in six.
+        with_xx = turns[0].session not in first_of_session or rng.uniform() < 0.17
+        first_of_session.add(turns[0].session)
+        atomic_write_text(
+            session_dir / "transcriptions" / f"{dialog}.txt", _transcription_text(turns, rng, with_xx)
+        )
+        _write_sub_folders(emo_dir, dialog, turns, rng)
+
+
+def _write_sub_folders(emo_dir: Path, dialog: str, turns: list[UttPlan], rng: np.random.Generator) -> None:
+    """Per-evaluator files the real release keeps beside the EmoEvaluation files (parsers must skip them)."""
+    by_rater: dict[str, list[str]] = {}
+    for t in turns:
+        for rater, vote in zip(t.evaluators, t.votes, strict=True):
+            by_rater.setdefault(rater, []).append(f"{t.utt} :{_format_votes(vote, rng)} {_comment(rng)}")
+    for rater, lines in sorted(by_rater.items()):
+        atomic_write_text(
+            emo_dir / "Categorical" / f"{dialog}_{rater.lower()}_cat.txt", "\n".join(lines) + "\n"
+        )
+    by_rater = {}
+    for t in turns:
+        for rater, val, act, dom in t.attributes:
+            by_rater.setdefault(rater, []).append(f"{t.utt} :act {act}; val {val}; dom  {dom}; ()")
+    for rater, lines in sorted(by_rater.items()):
+        atomic_write_text(
+            emo_dir / "Attribute" / f"{dialog}_{rater.lower()}_atr.txt", "\n".join(lines) + "\n"
+        )
+    rated = [t for t in turns if t.self_rating is not None]
+    if rated:
+        lines = [f"{t.utt} :{_format_votes(t.self_rating or [], rng)} ()" for t in rated]
+        atomic_write_text(emo_dir / "Self-evaluation" / f"{dialog}.txt", "\n".join(lines) + "\n")
+
+
+# ------------------------------------------------------------------------------------------------- audio
+
+# Emotion prosody relative to the speaker's neutral voice, for the five basic classes:
+# F0 shift (semitones), F0 range (semitones, std of syllable accents), tempo (syllable-rate factor),
+# loudness (dB), glottal closing phase (fraction of the period: shorter = abrupt closure = flatter
+# spectral tilt), jitter (relative period perturbation), breathiness (aspiration noise / voiced source).
+PROSODY_FIELDS = ("f0_shift", "f0_range", "tempo", "loudness", "closing", "jitter", "breathiness")
+BASE_PROSODY = {
+    "neu": (0.0, 1.8, 1.00, 0.0, 0.30, 0.006, 0.08),
+    "ang": (4.0, 2.8, 1.12, 7.0, 0.12, 0.018, 0.04),
+    "hap": (3.8, 3.8, 1.08, 4.5, 0.20, 0.010, 0.07),
+    "exc": (4.6, 4.2, 1.14, 5.5, 0.17, 0.012, 0.06),
+    "sad": (-1.6, 1.1, 0.82, -3.8, 0.40, 0.010, 0.22),
+}
+# The other codes sound like mixtures of the basic ones (xxx: of its raters' votes, see _prosody_mix).
+MIXTURES = {
+    "fru": {"ang": 0.45, "neu": 0.55},
+    "sur": {"exc": 0.8, "ang": 0.2},
+    "fea": {"exc": 0.5, "sad": 0.5},
+    "dis": {"ang": 0.6, "sad": 0.4},
+    "oth": {"neu": 0.5, "ang": 0.25, "sad": 0.25},
+}
+# Per-utterance spread around the class target (same order): wide enough that classes overlap. F0 range and
+# jitter vary by a factor exp(N(0, s)), the others by adding N(0, s).
+PROSODY_SPREAD = np.array([3.0, 0.3, 0.1, 4.5, 0.06, 0.3, 0.05])
+MULTIPLICATIVE = np.array([False, True, False, False, False, True, False])
+# Vowel formant targets F1-F3 (Hz) of an adult male voice (Peterson & Barney 1952): i e a o u ae uh.
+VOWELS = np.array(
+    [[270, 2290, 3010], [530, 1840, 2480], [730, 1090, 2440], [570, 840, 2410],
+     [300, 870, 2240], [660, 1720, 2410], [640, 1190, 2390]], float
+)  # fmt: skip
+BANDWIDTHS = np.array([70.0, 100.0, 130.0, 180.0, 250.0])
+HOP = 128  # frame-wise formant filtering: hop, window (2 hops, Hann: sums to one) and FFT size
+FFT_SIZE = 1024
+FRICATION_FILTER = signal.butter(2, [2200, 6500], btype="bandpass", fs=SAMPLE_RATE)
+BREATH_FILTER = signal.butter(2, [400, 3000], btype="bandpass", fs=SAMPLE_RATE)
+NEUTRAL_LEVEL_DB = -28.0  # RMS of a neutral turn, dBFS
+
+
+def _prosody_mix(plan: UttPlan) -> np.ndarray:
+    """The class target of a turn: a basic class, a fixed mixture, or for xxx the mixture of its votes."""
+    if plan.label in BASE_PROSODY:
+        weights = {plan.label: 1.0}
+    elif plan.label == "xxx":
+        weights = {}
+        for vote in plan.votes:
+            for code in vote:
+                for base, w in ({code: 1.0} if code in BASE_PROSODY else MIXTURES[code]).items():
+                    weights[base] = weights.get(base, 0.0) + w / len(vote)
+    else:
+        weights = MIXTURES[plan.label]
+    total = sum(weights.values())
+    return sum(np.array(BASE_PROSODY[c]) * w / total for c, w in weights.items())
+
+
+def _speaker_voices(seed: int) -> dict[str, np.ndarray]:
+    """Speaker -> (base F0 Hz, vocal-tract scale of the formants, loudness dB, tempo, breathiness)."""
+    rng = np.random.default_rng([seed, 3])
+    voices = {}
+    for session in SESSIONS:
+        for gender in ("F", "M"):
+            f0 = rng.uniform(180, 240) if gender == "F" else rng.uniform(100, 140)
+            tract = rng.uniform(1.12, 1.22) if gender == "F" else rng.uniform(0.94, 1.04)
+            voices[f"Ses{session:02d}{gender}"] = np.array(
+                [f0, tract, rng.normal(0, 1.5), rng.uniform(0.92, 1.08), rng.uniform(0.0, 0.06)]
+            )
+    return voices
+
+
+def _room(seed: int, session: int) -> np.ndarray:
+    """A session's room impulse response: the direct path plus a short exponentially decaying tail."""
+    rng = np.random.default_rng([seed, 4, session])
+    rt60 = rng.uniform(0.15, 0.35)
+    t = np.arange(int(rt60 * SAMPLE_RATE)) / SAMPLE_RATE
+    tail = rng.normal(0, 1, t.size) * np.exp(-6.9 * t / rt60)
+    tail *= 10 ** (-rng.uniform(12, 18) / 20) / np.sqrt(np.sum(tail**2))
+    tail[:40] = 0.0  # first reflections arrive a few ms after the direct sound
+    tail[0] = 1.0
+    return tail
+
+
+def _resonator_response(freqs: np.ndarray, bandwidths: np.ndarray) -> np.ndarray:
+    """Complex response on the FFT grid of cascaded two-pole resonators with unit DC gain (Klatt 1980, eq. 2).
+
+    freqs, bandwidths: (frames, K) Hz -> (frames, FFT_SIZE // 2 + 1). The K denominators
+    1 - 2r cos(2 pi F / fs) z^-1 + r^2 z^-2 are multiplied into one polynomial per frame, whose values on the
+    unit circle are its zero-padded FFT: one FFT per frame instead of K complex divisions per bin.
+    """
+    r = np.exp(-np.pi * bandwidths / SAMPLE_RATE)
+    c = 2 * r * np.cos(2 * np.pi * freqs / SAMPLE_RATE)
+    den = np.zeros((freqs.shape[0], 2 * freqs.shape[1] + 1))
+    den[:, 0] = 1.0
+    for k in range(freqs.shape[1]):
+        order = 2 * k + 1
+        previous = den[:, : order + 1].copy()
+        den[:, 1 : order + 1] -= c[:, k, None] * previous[:, :order]
+        den[:, 2 : order + 2] += (r[:, k] ** 2)[:, None] * previous[:, :order]
+    gain = np.prod(1 - c + r**2, axis=1)
+    return gain[:, None] / scipy_fft.rfft(den, FFT_SIZE)
+
+
+def _vocal_tract(excitation: np.ndarray, formants: np.ndarray) -> np.ndarray:
+    """Filter with formants moving frame by frame: windowed frames, FFT, resonator response, overlap-add.
+
+    formants: (frames, 5) Hz at frame i centred on sample i * HOP. Frame-wise filtering in the frequency
+    domain keeps the time-varying filter vectorised (a sample-wise lfilter cannot change its poles).
+    """
+    n = excitation.size
+    frames = formants.shape[0]  # at least n / HOP + 1, so the frames cover every sample
+    # Sample s sits at padded[HOP + s], so frame i (padded[i*HOP : i*HOP + 2*HOP]) is centred on s = i*HOP.
+    padded = np.zeros((frames + 1) * HOP)
+    padded[HOP : HOP + n] = excitation
+    window = np.hanning(2 * HOP + 1)[:-1]  # periodic Hann: 50 % overlap-add sums to one
+    idx = np.arange(frames)[:, None] * HOP + np.arange(2 * HOP)[None, :]
+    spectra = scipy_fft.rfft(padded[idx] * window, FFT_SIZE)
+    spectra *= _resonator_response(formants, np.broadcast_to(BANDWIDTHS, formants.shape))
+    blocks = scipy_fft.irfft(spectra, FFT_SIZE).reshape(frames, FFT_SIZE // HOP, HOP)
+    out = np.zeros((frames + FFT_SIZE // HOP) * HOP)
+    for j in range(FFT_SIZE // HOP):
+        out[j * HOP : (j + frames) * HOP] += blocks[:, j].reshape(-1)
+    return out[HOP : HOP + n]
+
+
+def synthesize(plan: UttPlan, seed: int) -> np.ndarray:
+    """The turn's audio as float64 in [-1, 1): source-filter speech with the turn's emotion prosody."""
+    rng = np.random.default_rng([seed, 1, plan.index])
+    voice = _speaker_voices(seed)[plan.speaker]
+    base_f0, tract, speaker_db, speaker_tempo, speaker_breath = voice
+    target = _prosody_mix(plan)
+    noise = rng.normal(0, 1, len(PROSODY_FIELDS)) * PROSODY_SPREAD
+    p = np.where(MULTIPLICATIVE, target * np.exp(noise), target + noise)
+    f0_shift, f0_range, tempo, loud_db, closing, jitter, breath = p
+    tempo, closing = max(0.6, tempo * speaker_tempo), float(np.clip(closing, 0.06, 0.5))
+    breath = float(np.clip(breath + speaker_breath, 0.0, 0.5))
+    n = plan.num_samples
+    t = np.arange(n) / SAMPLE_RATE
+
+    # Syllables grouped in phrases of 3-9, separated by pauses (longer when slow); silence at both ends.
+    rate = 4.3 * tempo
+    count = int(plan.duration * rate * 1.5) + 8
+    syl_dur = rng.gamma(8.0, 1.0 / (8.0 * rate), count)
+    pause = np.zeros(count)
+    phrase_ends = np.cumsum(rng.integers(3, 10, count))
+    phrase_ends = phrase_ends[phrase_ends < count] - 1
+    pause[phrase_ends] = rng.uniform(0.12, 0.45, phrase_ends.size) / tempo
+    lead, trail = rng.uniform(0.05, 0.2, 2)
+    starts = lead + np.concatenate([[0.0], np.cumsum(syl_dur + pause)[:-1]])
+    keep = max(1, int(np.sum(starts + syl_dur <= plan.duration - trail)))
+    starts, syl_dur, pause = starts[:keep], syl_dur[:keep], pause[:keep]
+    syl_dur[-1] = min(syl_dur[-1], max(0.05, plan.duration - trail - starts[-1]))
+    syl = np.maximum(np.searchsorted(starts, t, side="right") - 1, 0)
+    pos = (t - starts[syl]) / syl_dur[syl]  # 0..1 inside the syllable, >1 in the pause after it
+    speaking = (t >= starts[0]) & (pos <= 1.0)
+
+    # Amplitude: consonant onset (first quarter, unvoiced noise or voiced) then the vowel nucleus.
+    stress = np.exp(rng.normal(0, 0.3, keep))
+    unvoiced = rng.uniform(size=keep) < 0.5
+    onset = np.sin(np.pi * np.clip(pos / 0.25, 0, 1)) * (pos < 0.25)
+    nucleus = np.sin(np.pi * np.clip((pos - 0.2) / 0.8, 0, 1)) ** 0.7
+    voiced_amp = speaking * stress[syl] * (nucleus + 0.4 * onset * ~unvoiced[syl])
+    noise_amp = speaking * stress[syl] * 0.35 * onset * unvoiced[syl]
+
+    # F0: per-syllable accents plus declination within each phrase, interpolated; jitter per ~5 ms block.
+    phrase = np.concatenate([[0], np.cumsum(pause > 0)[:-1]])
+    first = np.searchsorted(phrase, phrase)
+    last = np.searchsorted(phrase, phrase, side="right") - 1
+    in_phrase = (np.arange(keep) - first) / np.maximum(last - first, 1)
+    accents = rng.normal(0, f0_range, keep) + 1.5 - 3.0 * in_phrase + 0.6 * np.log(stress) / 0.3
+    semitones = f0_shift + np.interp(t, starts + 0.55 * syl_dur, accents)
+    blocks = rng.normal(0, jitter, n // 80 + 1)
+    f0 = base_f0 * 2 ** (semitones / 12) * (1 + np.repeat(blocks, 80)[:n])
+    f0 = np.clip(f0, 60, 600)
+
+    # Rosenberg glottal pulse from a phase accumulator; its derivative adds lip radiation.
+    phase = np.cumsum(f0 / SAMPLE_RATE) % 1.0
+    opening = 0.45
+    pulse = np.where(
+        phase < opening,
+        0.5 * (1 - np.cos(np.pi * phase / opening)),
+        np.where(phase < opening + closing, np.cos(0.5 * np.pi * (phase - opening) / closing), 0.0),
+    )
+    source = np.diff(pulse, prepend=0.0) * SAMPLE_RATE / base_f0
+    shimmer = np.exp(np.repeat(rng.normal(0, 2 * jitter, n // 80 + 1), 80)[:n])
+    aspiration = rng.normal(0, 1, n) * (0.3 + pulse) * breath * 3.0
+    excitation = voiced_amp * (source * shimmer + aspiration)
+
+    # Formants glide between per-syllable vowel targets, scaled by the speaker's vocal-tract length.
+    vowels = VOWELS[rng.integers(0, len(VOWELS), keep)]
+    centres = starts + 0.6 * syl_dur
+    frame_t = np.arange(n // HOP + 2) * HOP / SAMPLE_RATE
+    formants = np.empty((frame_t.size, 5))
+    for k in range(3):
+        formants[:, k] = np.interp(frame_t, centres, vowels[:, k])
+    formants[:, 3], formants[:, 4] = 3300.0, 4400.0
+    formants *= tract
+    formants = np.minimum(formants, 0.45 * SAMPLE_RATE)
+    speech = _vocal_tract(excitation, formants)
+    speech += signal.lfilter(*FRICATION_FILTER, rng.normal(0, 1, n)) * noise_amp * 4.0
+
+    # Inhalation in about half of the pauses between phrases.
+    in_pause = (pos > 1.0) & (t >= starts[0])
+    pause_pos = np.clip((t - starts[syl] - syl_dur[syl]) / np.maximum(pause[syl], 1e-3), 0, 1)
+    breathes = rng.uniform(size=keep) < 0.5
+    breath_env = in_pause * breathes[syl] * np.sin(np.pi * pause_pos) ** 2
+
+    speech = signal.fftconvolve(speech, _room(seed, plan.session))[:n]
+    active = voiced_amp + noise_amp > 0.1
+    level = np.sqrt(np.mean(speech[active] ** 2)) if active.any() else np.sqrt(np.mean(speech**2))
+    speech *= 10 ** ((NEUTRAL_LEVEL_DB + loud_db + speaker_db) / 20) / max(level, 1e-9)
+    breath_noise = signal.lfilter(*BREATH_FILTER, rng.normal(0, 1, n))
+    speech += breath_noise * breath_env * 10 ** ((NEUTRAL_LEVEL_DB - 14) / 20)
+    background = signal.lfilter([1.0], [1.0, -0.9], rng.normal(0, 1, n))
+    speech += background * 10 ** (rng.uniform(-62, -54) / 20) / np.std(background)
+    peak = np.max(np.abs(speech))
+    if peak > 0.97:  # a very loud turn: scale down rather than clip
+        speech *= 0.97 / peak
+    return speech
+
+
+def _wav_path(root: Path, plan: UttPlan) -> Path:
+    return root / f"Session{plan.session}" / "sentences" / "wav" / plan.dialog / f"{plan.utt}.wav"
+
+
+def _write_wav(job: tuple[Path, UttPlan, int]) -> None:
+    """Synthesise one turn and write it atomically; a top-level function so spawned workers can run it."""
+    root, plan, seed = job
+    audio = np.round(synthesize(plan, seed) * 32767).astype(np.int16)
+    with atomic_path(_wav_path(root, plan)) as tmp:
+        sf.write(tmp, audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+
+
+def _write_audio(root: Path, plans: list[UttPlan], seed: int, nj: int) -> None:
+    jobs = [(root, plan, seed) for plan in plans]
+    columns = (TextColumn("synth audio"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("synth", total=len(jobs))
+        if nj == 1:
+            for job in jobs:
+                _write_wav(job)
+                progress.advance(task)
+            return
+        # spawn: workers must not inherit the parent's threads (torch) or open files.
+        with multiprocessing.get_context("spawn").Pool(nj) as pool:
+            for _ in pool.imap_unordered(_write_wav, jobs, chunksize=8):
+                progress.advance(task)
+
+
+# ----------------------------------------------------------------------------------------------- driver
+
+
+def _summary(out: Path, plans: list[UttPlan]) -> dict:
+    labels = {code: sum(p.label == code for p in plans) for code in CODES}
+    return {
+        "root": str(out),
+        "utterances": len(plans),
+        "hours": round(sum(p.duration for p in plans) / 3600, 4),
+        "sessions": len({p.session for p in plans}),
+        "speakers": len({p.speaker for p in plans}),
+        "labels": labels,
+    }
+
+
+def _readme(size: str, seed: int, summary: dict) -> str:
+    return (
+        "THIS IS A SYNTHETIC CORPUS, NOT IEMOCAP.\n\n"
+        "It was generated by sertk.corpora.synthetic (`sertk synth`) in the IEMOCAP_full_release layout so\n"
+        "that every sertk stage can run without the real data. The audio is formant-synthesised speech whose\n"
+        "prosody follows the label; the labels, votes and transcripts are random. Results computed on it say\n"
+        "nothing about emotion recognition on real speech, and every sertk output made from it is marked\n"
+        "synthetic (sertk prep detects this file).\n\n"
+        f"size: {size}\nseed: {seed}\nutterances: {summary['utterances']}\nhours: {summary['hours']}\n"
+    )
+
+
+def generate_corpus(out: Path, size: str = "tiny", seed: int = 0, nj: int = 1) -> dict:
+    """Write the synthetic IEMOCAP_full_release tree at ``out`` and return its summary.
+
+    The tree is built in a temporary sibling and renamed onto ``out`` at the end; if ``out`` already holds
+    a complete corpus of the same size and seed (and generator version) it is left as it is.
+    """
+    _size_spec(size)
+    if nj < 1:
+        raise SertkError(f"--nj must be at least 1, got {nj}")
+    out = Path(out)
+    if out.exists():
+        existing = _read_marker(out)
+        wanted = {"size": size, "seed": seed, "version": GENERATOR_VERSION}
+        if existing is not None and all(existing.get(k) == v for k, v in wanted.items()):
+            console.print(f"{out}: already holds the synthetic corpus (size={size}, seed={seed}); skipping")
+            return {**existing["summary"], "root": str(out)}
+        if not out.is_dir() or any(out.iterdir()):
+            raise SertkError(
+                f"{out}: exists and is not the synthetic corpus size={size} seed={seed}; "
+                "remove it or choose another directory"
+            )
+    plans = plan_corpus(size, seed)
+    summary = _summary(out, plans)
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        atomic_write_text(tmp / README, _readme(size, seed, summary))
+        _write_text_files(tmp, plans, seed)
+        _write_audio(tmp, plans, seed, nj)
+        # Written last: its presence means the tree is complete.
+        marker = {"size": size, "seed": seed, "version": GENERATOR_VERSION, "summary": summary}
+        atomic_write_text(tmp / MARKER, json.dumps(marker, indent=2) + "\n")
+    return summary
+
+
+def _read_marker(out: Path) -> dict | None:
+    try:
+        marker = json.loads((out / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) and isinstance(marker.get("summary"), dict) else None
+
+
+__all__ = ["SIZES", "UttPlan", "generate_corpus", "plan_corpus", "synthesize", "CorpusSize"]

@@ -1,0 +1,374 @@
+"""Stage 7: score an experiment dir into results.json, RESULTS.md, confusion.png and learning_curves.png.
+
+WA is the overall accuracy and UA the mean per-class recall (crnn_discriminative.txt §4.1), computed with
+sertk.evaluate.metrics per fold, then averaged over folds (mean and sample std) and pooled over all folds'
+test predictions.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.table import Table
+
+from sertk.config import read_yaml
+from sertk.errors import SertkError
+from sertk.evaluate.metrics import confusion_matrix, per_class_recall, summarize
+from sertk.evaluate.plots import plot_confusion, plot_learning_curves
+from sertk.utils import atomic_write_text, console, write_json
+
+METRICS = ("wa", "ua", "macro_f1")
+METRIC_NAMES = {"wa": "WA", "ua": "UA", "macro_f1": "macro-F1"}
+CURVE_COLUMNS = ("epoch", "train_loss", "valid_loss", "valid_wa", "valid_ua")
+# Any of these in a subdirectory marks it as a fold that training started.
+FOLD_FILES = ("posteriors.tsv", "metrics.csv", "best.pt", "checkpoint.pt", "config.yaml", "train.log")
+SYNTHETIC_BANNER = (
+    "**SYNTHETIC data** — these numbers come from sertk's generated corpus, not IEMOCAP; "
+    "they say nothing about real emotion recognition"
+)
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON file with a one-line error for a missing or corrupt file."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SertkError(f"{path}: file not found") from None
+    except json.JSONDecodeError as err:
+        raise SertkError(f"{path}: line {err.lineno}: invalid JSON ({err.msg})") from None
+
+
+def read_posteriors(path: Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Label and prediction indices from a posteriors.tsv (header ``utt label pred <class...>``).
+
+    Labels and predictions may be class names or integer indices into ``classes``.
+    """
+    lines = path.read_text().splitlines()
+    if not lines:
+        raise SertkError(f"{path}: empty file, expected a header 'utt label pred <class...>'")
+    header = lines[0].split()
+    if header[:3] != ["utt", "label", "pred"] or header[3:] != classes:
+        raise SertkError(
+            f"{path}: line 1: header {' '.join(header)!r} does not match 'utt label pred {' '.join(classes)}'"
+        )
+    index = {name: i for i, name in enumerate(classes)} | {str(i): i for i in range(len(classes))}
+    y_true, y_pred = [], []
+    for lineno, line in enumerate(lines[1:], start=2):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 3 + len(classes):
+            raise SertkError(f"{path}: line {lineno}: expected {3 + len(classes)} fields, got {len(fields)}")
+        for value in fields[1:3]:
+            if value not in index:
+                raise SertkError(
+                    f"{path}: line {lineno}: unknown class {value!r} (classes: {' '.join(classes)})"
+                )
+        y_true.append(index[fields[1]])
+        y_pred.append(index[fields[2]])
+    if not y_true:
+        raise SertkError(f"{path}: no utterances after the header")
+    return np.array(y_true, dtype=np.int64), np.array(y_pred, dtype=np.int64)
+
+
+def read_learning_curve(path: Path) -> dict[str, np.ndarray]:
+    """The columns of metrics.csv needed for the learning curves, as float arrays (empty cells -> NaN)."""
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in CURVE_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise SertkError(f"{path}: line 1: missing column(s) {', '.join(missing)}")
+        rows = list(reader)
+    try:
+        return {
+            c: np.array([float(r[c]) if r[c] not in ("", None) else math.nan for r in rows])
+            for c in CURVE_COLUMNS
+        }
+    except ValueError as err:
+        raise SertkError(f"{path}: not a number ({err})") from None
+
+
+def _natural_key(name: str) -> list[Any]:
+    """Sort fold10 after fold9."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def _folds_file(exp: Path, experiment: dict[str, Any]) -> dict[str, Any]:
+    """folds.json as recorded in experiment.json, or {} when it can no longer be found.
+
+    A relative path is tried from the cwd and from the recipe dir (the parent of ``exp/<system>``'s parent),
+    since the trainer recorded it relative to where it ran.
+    """
+    recorded = experiment.get("folds")
+    if not isinstance(recorded, str):
+        return {}
+    for path in (Path(recorded), exp.resolve().parent.parent / recorded):
+        if path.is_file():
+            data = read_json(path)
+            return data if isinstance(data, dict) else {}
+    return {}
+
+
+def find_folds(exp: Path, folds_json: dict[str, Any]) -> list[str]:
+    """Fold subdirectories of ``exp`` that training started, in folds.json order when known."""
+    names = [d.name for d in exp.iterdir() if d.is_dir() and any((d / f).exists() for f in FOLD_FILES)]
+    order = {f.get("name"): i for i, f in enumerate(folds_json.get("folds", [])) if isinstance(f, dict)}
+    return sorted(names, key=lambda n: (order.get(n, len(order)), _natural_key(n)))
+
+
+def _finite_or_none(value: Any) -> Any:
+    """JSON has no NaN: undefined metrics (e.g. recall of an absent class) become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def _paper_numbers(config: dict[str, Any], path: Path) -> dict[str, float]:
+    """The paper's reported numbers from config.yaml's ``paper:`` mapping ({} when absent)."""
+    paper = config.get("paper") or {}
+    if not isinstance(paper, dict) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in paper.values()
+    ):
+        raise SertkError(f"{path}: 'paper' must map names to numbers, e.g. {{ua: 0.623, wa: 0.610}}")
+    return {str(k): float(v) for k, v in paper.items()}
+
+
+def _is_synthetic(exp: Path, experiment: dict[str, Any]) -> bool:
+    """experiment.json's flag, else the data dir's corpus.json; a results file must never pass synthetic as real."""
+    if "synthetic" in experiment:
+        return bool(experiment["synthetic"])
+    data = experiment.get("data")
+    for corpus in (
+        (Path(data) / "corpus.json", exp.resolve().parent.parent / data / "corpus.json") if data else ()
+    ):
+        if corpus.is_file():
+            meta = read_json(corpus)
+            return bool(meta.get("synthetic", False)) if isinstance(meta, dict) else False
+    console.print(
+        f"[yellow]warning:[/] {exp / 'experiment.json'}: no 'synthetic' flag and no corpus.json found"
+    )
+    return False
+
+
+def compute_results(exp: Path) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
+    """The results dict of an experiment dir, plus each fold's learning curve (for plotting)."""
+    if not exp.is_dir():
+        raise SertkError(f"{exp}: experiment dir not found")
+    experiment_path = exp / "experiment.json"
+    if not experiment_path.is_file():
+        raise SertkError(f"{exp}: no experiment.json: run stage 5 (sertk train) first")
+    experiment = read_json(experiment_path)
+    if not isinstance(experiment, dict) or not isinstance(experiment.get("classes"), list):
+        raise SertkError(f"{experiment_path}: expected a mapping with a 'classes' list")
+    classes = [str(c) for c in experiment["classes"]]
+    config_path = exp / "config.yaml"
+    config = read_yaml(config_path) if config_path.is_file() else {}
+    folds_json = _folds_file(exp, experiment)
+    test_speakers = {
+        f["name"]: f["test_speakers"]
+        for f in folds_json.get("folds", [])
+        if isinstance(f, dict) and "name" in f and "test_speakers" in f
+    }
+
+    fold_names = find_folds(exp, folds_json)
+    scored = [name for name in fold_names if (exp / name / "posteriors.tsv").is_file()]
+    missing = [name for name in fold_names if name not in scored]
+    if not scored:
+        raise SertkError(f"{exp}: no posteriors.tsv: run stage 6 (sertk eval) first")
+    for name in missing:
+        console.print(f"[yellow]warning:[/] {exp / name}: no posteriors.tsv, fold left out of the results")
+
+    folds, all_true, all_pred = [], [], []
+    for name in scored:
+        y_true, y_pred = read_posteriors(exp / name / "posteriors.tsv", classes)
+        fold = {"name": name, **summarize(y_true, y_pred, len(classes))}
+        if name in test_speakers:
+            fold["test_speakers"] = test_speakers[name]
+        folds.append(fold)
+        all_true.append(y_true)
+        all_pred.append(y_pred)
+    histories = {
+        name: read_learning_curve(exp / name / "metrics.csv")
+        for name in fold_names
+        if (exp / name / "metrics.csv").is_file()
+    }
+
+    per_fold = {m: np.array([f[m] for f in folds], dtype=float) for m in METRICS}
+    # Sample std (ddof=1): the folds are a sample of possible splits; one fold has no spread to estimate.
+    ddof = 1 if len(folds) >= 2 else 0
+    y_true, y_pred = np.concatenate(all_true), np.concatenate(all_pred)
+    cm = confusion_matrix(y_true, y_pred, len(classes))
+    pooled = summarize(y_true, y_pred, len(classes))
+    pooled["per_class_recall"] = dict(zip(classes, per_class_recall(cm).tolist(), strict=True))
+    pooled["confusion"] = cm.tolist()
+    results = {
+        "system": experiment.get("system", exp.name),
+        "protocol": experiment.get("protocol", config.get("protocol", folds_json.get("protocol"))),
+        "classes": classes,
+        "synthetic": _is_synthetic(exp, experiment),
+        "folds": folds,
+        "mean": {m: float(v.mean()) for m, v in per_fold.items()},
+        "std": {m: float(v.std(ddof=ddof)) for m, v in per_fold.items()},
+        "pooled": pooled,
+        "n_folds": len(folds),
+        "missing_folds": missing,
+        "std_ddof": ddof,
+        "arch": experiment.get("arch", config.get("arch")),
+        "feat": experiment.get("feat", config.get("feat")),
+        "paper": _paper_numbers(config, config_path),
+        "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if "config" in experiment:
+        results["config"] = experiment["config"]
+    return _finite_or_none(results), histories
+
+
+def format_pct(value: float | None) -> str:
+    """A fraction as a percentage with one decimal, as the papers report; — when undefined."""
+    return "—" if value is None else f"{100 * value:.1f}"
+
+
+def format_mean_std(results: dict[str, Any], metric: str) -> str:
+    """``mean ± std`` over folds of one metric, in percent."""
+    mean, std = results["mean"].get(metric), results["std"].get(metric)
+    return "—" if mean is None else f"{100 * mean:.1f} ± {100 * (std or 0.0):.1f}"
+
+
+def summary_line(results: dict[str, Any]) -> str:
+    """One line for logs: ``UA 0.71 ± 0.04  WA 0.73 ± 0.03  (synthetic data)``."""
+    parts = [f"{METRIC_NAMES[m]} {results['mean'][m]:.2f} ± {results['std'][m]:.2f}" for m in ("ua", "wa")]
+    line = "  ".join(parts)
+    return f"{line}  (synthetic data)" if results.get("synthetic") else line
+
+
+def title_line(results: dict[str, Any]) -> str:
+    """System and protocol, flagged when the data are synthetic."""
+    synthetic = " (SYNTHETIC data)" if results.get("synthetic") else ""
+    return f"{results['system']} — protocol {results['protocol']}{synthetic}"
+
+
+def markdown_table(header: list[str], rows: list[list[str]], align: str = "l") -> list[str]:
+    """A Markdown table; the first column left-aligned, the rest aligned by ``align``."""
+    rule = ["---"] + [("---:" if align == "r" else "---")] * (len(header) - 1)
+    return ["| " + " | ".join(r) + " |" for r in [header, rule, *rows]]
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    """RESULTS.md: per-fold table, mean ± std, the paper's numbers, pooled confusion matrix, plots."""
+    classes = results["classes"]
+    lines = [f"# {title_line(results)}", ""]
+    if results["synthetic"]:
+        lines += [SYNTHETIC_BANNER, ""]
+    lines += [
+        f"arch `{results['arch']}`, features `{results['feat']}`, {results['n_folds']} fold(s) scored; "
+        f"generated {results['generated']}.",
+        "",
+    ]
+    if results["missing_folds"]:
+        lines += [f"Missing (no posteriors.tsv, left out): {', '.join(results['missing_folds'])}.", ""]
+
+    with_speakers = any("test_speakers" in f for f in results["folds"])
+    header = ["fold", *(["test speakers"] if with_speakers else []), "n", "WA (%)", "UA (%)", "macro-F1 (%)"]
+    rows = []
+    for f in results["folds"]:
+        listed = f.get("test_speakers", [])
+        speakers = (
+            [listed if isinstance(listed, str) else " ".join(map(str, listed))] if with_speakers else []
+        )
+        rows.append([f["name"], *speakers, str(f["n"]), *(format_pct(f[m]) for m in METRICS)])
+    blank = [""] if with_speakers else []
+    rows.append(["**mean ± std**", *blank, "", *(format_mean_std(results, m) for m in METRICS)])
+    rows.append(
+        ["pooled", *blank, str(results["pooled"]["n"]), *(format_pct(results["pooled"][m]) for m in METRICS)]
+    )
+    std_note = (
+        "sample standard deviation over folds (ddof = 1)"
+        if results["std_ddof"]
+        else "0: a single fold has no spread"
+    )
+    lines += ["## Per fold", "", *markdown_table(header, rows, "r"), ""]
+    lines += [f"mean ± std: {std_note}; pooled: all folds' test utterances scored together.", ""]
+
+    if results["paper"]:
+        recall = results["pooled"]["per_class_recall"]
+        rows = []
+        for key, value in results["paper"].items():
+            metric = key.lower()
+            ours = format_mean_std(results, metric) if metric in METRICS else format_pct(recall.get(key))
+            rows.append([METRIC_NAMES.get(metric, key), f"{100 * value:.1f}", ours])
+        lines += [
+            "## Paper vs sertk",
+            "",
+            *markdown_table(["metric", "paper (%)", "sertk (%)"], rows, "r"),
+            "",
+        ]
+        lines += ["sertk: mean ± std over folds; a class name means that class's pooled recall.", ""]
+
+    cm = np.array(results["pooled"]["confusion"])
+    pct = 100 * cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    recall = results["pooled"]["per_class_recall"]
+    rows = [
+        [f"**{c}**", *(f"{cm[i, j]} ({pct[i, j]:.1f}%)" for j in range(len(classes))), format_pct(recall[c])]
+        for i, c in enumerate(classes)
+    ]
+    lines += [
+        "## Pooled confusion matrix",
+        "",
+        "Rows: true class; columns: predicted; cells: count (row %).",
+        "",
+    ]
+    lines += [*markdown_table(["true \\ pred", *classes, "recall (%)"], rows, "r"), ""]
+    lines += [
+        "## Plots",
+        "",
+        "![confusion matrix](confusion.png)",
+        "",
+        "![learning curves](learning_curves.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def print_results(results: dict[str, Any]) -> None:
+    """A compact rich table of the per-fold, mean and pooled numbers."""
+    table = Table(title=title_line(results), title_style="bold red" if results["synthetic"] else "bold")
+    for col in ("fold", "n", "WA %", "UA %", "macro-F1 %"):
+        table.add_column(col, justify="left" if col == "fold" else "right")
+    for f in results["folds"]:
+        table.add_row(f["name"], str(f["n"]), *(format_pct(f[m]) for m in METRICS))
+    table.add_row("mean ± std", "", *(format_mean_std(results, m) for m in METRICS), style="bold")
+    table.add_row("pooled", str(results["pooled"]["n"]), *(format_pct(results["pooled"][m]) for m in METRICS))
+    console.print(table)
+
+
+def score_experiment(exp: Path) -> dict:
+    """Score ``exp``: write results.json, RESULTS.md, confusion.png, learning_curves.png; return the results."""
+    exp = Path(exp)
+    results, histories = compute_results(exp)
+    synthetic = " (SYNTHETIC data)" if results["synthetic"] else ""
+    plot_confusion(
+        np.array(results["pooled"]["confusion"]),
+        results["classes"],
+        exp / "confusion.png",
+        f"{results['system']}: pooled confusion{synthetic}",
+    )
+    plot_learning_curves(
+        histories, exp / "learning_curves.png", f"{results['system']}: learning curves{synthetic}"
+    )
+    write_json(exp / "results.json", results)
+    atomic_write_text(exp / "RESULTS.md", render_markdown(results))
+    print_results(results)
+    console.print(f"wrote {exp / 'RESULTS.md'}")
+    console.print(summary_line(results))
+    return results

@@ -1,0 +1,35 @@
+"""Feature types by name: ``FEATURES`` maps a ``--feat`` name to its ``FeatureExtractor`` class.
+
+Adding a feature type is one line here; its ``Config`` dataclass fields are the keys of its YAML file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sertk.config import from_dict, load_config
+from sertk.errors import SertkError
+from sertk.features.base import FeatureExtractor
+from sertk.features.fbank import KaldiFbank
+from sertk.features.lld import Is09Lld, Rlc17Lld
+from sertk.features.spectrogram import LogPowerSpectrogram, MuLawSpectrogram
+
+FEATURES: dict[str, type[FeatureExtractor]] = {
+    "logmel40": KaldiFbank,
+    "lld-is09": Is09Lld,
+    "lld-rlc17": Rlc17Lld,
+    "spec-li2018": MuLawSpectrogram,
+    "spec-logpow": LogPowerSpectrogram,
+}
+
+
+def build_feature(name: str, config: dict | str | Path | None = None) -> FeatureExtractor:
+    """Build the feature extractor ``name`` from a config mapping, a YAML path, or its defaults (None)."""
+    if name not in FEATURES:
+        raise SertkError(f"unknown feature {name!r} (known: {', '.join(sorted(FEATURES))})")
+    cls = FEATURES[name]
+    if isinstance(config, (str, Path)):
+        cfg = load_config(cls.Config, config)
+    else:
+        cfg = from_dict(cls.Config, dict(config or {}), where=f"feature {name}")
+    return cls(cfg)

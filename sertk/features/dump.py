@@ -1,0 +1,259 @@
+"""``sertk feats``: compute a feature type for every utterance of a data dir into a feature dir.
+
+Utterances are sorted by length and grouped into batches of about ``BATCH_SAMPLES`` samples, so a batch
+wastes little on padding and each torch call (framing, FFT, Mel matmul) runs over many frames at once.
+With ``nj`` > 1 a pool of spawned workers (one torch thread each) reads and computes batches and sends
+the trimmed arrays back; the parent alone writes the single ``feats.h5`` / ``feats.ark``. Streaming is
+chosen over per-worker part files because the arrays are small next to the work that makes them (40
+floats per 10 ms of audio, pickled once) while merging parts would copy every byte a second time after
+the workers finish; handing out batches on demand also balances the workers better than fixed
+contiguous shares of a length-sorted list.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from sertk.config import to_dict
+from sertk.data.datadir import read_data_dir, write_table
+from sertk.errors import SertkError
+from sertk.features import build_feature
+from sertk.features.audio import audio_info, read_audio
+from sertk.features.base import FeatureExtractor
+from sertk.features.io import ARK_NAME, FORMATS, H5_NAME, SCP_NAME, ArkWriter, Hdf5Writer
+from sertk.utils import atomic_write_text, console
+
+# About 0.5 M samples (~30 s of 16 kHz audio) per batch: enough frames (~3000) that per-call overhead
+# vanishes, few enough that frames and spectra (~12 MB) stay in cache; 2-4 M-sample batches measured
+# 1.5-3x slower per frame, one utterance per batch about the same.
+BATCH_SAMPLES = 500_000
+
+_worker_extractor: FeatureExtractor | None = None
+
+
+def _init_worker(feat: str, config: dict) -> None:
+    global _worker_extractor
+    torch.set_num_threads(1)
+    _worker_extractor = build_feature(feat, config)
+
+
+def compute_batch(extractor: FeatureExtractor, items: list[tuple[str, str]]) -> dict:
+    """Read and compute one batch of (utt, wav path); unreadable or too-short files become messages."""
+    waves, utts, errors = [], [], []
+    downmixed = resampled = 0
+    for utt, path in items:
+        try:
+            wave, was_downmixed, was_resampled = read_audio(path, extractor.sample_rate)
+        except SertkError as err:
+            errors.append(str(err))
+            continue
+        if extractor.num_frames(len(wave)) == 0:
+            errors.append(f"{path}: too short for one frame ({len(wave)} samples)")
+            continue
+        waves.append(wave)
+        utts.append(utt)
+        downmixed += was_downmixed
+        resampled += was_resampled
+    feats = []
+    if waves:
+        lengths = [len(w) for w in waves]
+        batch = np.zeros((len(waves), max(lengths)), dtype=np.float32)
+        for row, wave in enumerate(waves):
+            batch[row, : len(wave)] = wave
+        with torch.inference_mode():
+            out = extractor.compute(torch.from_numpy(batch), torch.tensor(lengths)).numpy()
+        feats = [np.ascontiguousarray(out[row, : extractor.num_frames(n)]) for row, n in enumerate(lengths)]
+    return {
+        "feats": list(zip(utts, feats, strict=True)),
+        "errors": errors,
+        "downmixed": downmixed,
+        "resampled": resampled,
+        "items": len(items),
+    }
+
+
+def _worker_batch(items: list[tuple[str, str]]) -> dict:
+    return compute_batch(_worker_extractor, items)
+
+
+def plan_batches(
+    wavs: dict[str, str], extractor: FeatureExtractor, batch_samples: int = BATCH_SAMPLES
+) -> tuple[list[list[tuple[str, str]]], list[str]]:
+    """Length-sorted batches of (utt, path) of about ``batch_samples`` padded samples, and header errors."""
+    lengths, errors = {}, []
+    for utt, path in wavs.items():
+        try:
+            lengths[utt] = audio_info(path, extractor.sample_rate).target_samples
+        except SertkError as err:
+            errors.append(str(err))
+    batches: list[list[tuple[str, str]]] = []
+    current: list[tuple[str, str]] = []
+    for utt in sorted(lengths, key=lambda u: (lengths[u], u)):
+        # Sorted ascending, so this utterance is the longest and sets the padded width of the batch.
+        if current and (len(current) + 1) * lengths[utt] > batch_samples:
+            batches.append(current)
+            current = []
+        current.append((utt, wavs[utt]))
+    if current:
+        batches.append(current)
+    return batches, errors
+
+
+def _is_done(out: Path, meta: dict, fmt: str) -> bool:
+    if not (out / ".done").is_file() or not (out / "feat.yaml").is_file():
+        return False
+    try:
+        previous = yaml.safe_load((out / "feat.yaml").read_text())
+    except yaml.YAMLError:
+        return False
+    wanted = out / (H5_NAME if fmt == "hdf5" else SCP_NAME)
+    return previous == meta and wanted.is_file()
+
+
+def _count_frames(out: Path) -> tuple[int, int]:
+    frames = [int(n) for n in (Path(out) / "utt2num_frames").read_text().split()[1::2]]
+    return len(frames), sum(frames)
+
+
+def dump_features(
+    data: Path,
+    out: Path,
+    feat: str = "logmel40",
+    feat_config: Path | None = None,
+    fmt: str = "hdf5",
+    nj: int = 1,
+) -> dict:
+    """Compute feature ``feat`` for every utterance of data dir ``data`` into feature dir ``out``.
+
+    Returns ``{"utterances", "frames", "skipped", "seconds", "out"}`` (``skipped``: utterances left out
+    because their audio was unreadable or shorter than one frame) plus ``"reused"``: True when ``out`` was
+    already complete for the same feature config and nothing was computed.
+    """
+    start = time.perf_counter()
+    data, out = Path(data), Path(out)
+    if fmt not in FORMATS:
+        raise SertkError(f"unknown feature format {fmt!r} (known: {', '.join(FORMATS)})")
+    if nj < 1:
+        raise SertkError(f"--nj must be at least 1, got {nj}")
+    if out.exists() and not out.is_dir():
+        raise SertkError(f"{out}: exists and is not a feature dir")
+    extractor = build_feature(feat, feat_config)
+    config = to_dict(extractor.cfg)
+    meta = {"feat": feat, "config": config}
+    if _is_done(out, meta, fmt):
+        utterances, frames = _count_frames(out)
+        console.print(f"{out}: already done for this feature config ({utterances} utterances), skipping")
+        return {
+            "utterances": utterances,
+            "frames": frames,
+            "skipped": 0,
+            "seconds": time.perf_counter() - start,
+            "out": str(out),
+            "reused": True,
+        }
+    wavs = read_data_dir(data)["wav.scp"]
+    if not wavs:
+        raise SertkError(f"{data / 'wav.scp'}: no utterances")
+    batches, errors = plan_batches(wavs, extractor, BATCH_SAMPLES)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        summary = _compute_into(tmp, out, batches, errors, extractor, feat, config, fmt, nj)
+        if summary["utterances"] == 0:
+            raise SertkError(
+                f"{data}: no utterance could be computed ({len(errors)} failed, first: {errors[0]})"
+            )
+        atomic_write_text(tmp / "feat.yaml", yaml.safe_dump(meta, sort_keys=False))
+        atomic_write_text(tmp / ".done", "")
+        # A stale OUT (unfinished, or another config) is replaced only once the new dump is complete.
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    seconds = time.perf_counter() - start
+    console.print(
+        f"{out}: {summary['utterances']} utterances, {summary['frames']} frames of {feat} "
+        f"(dim {extractor.dim}, {fmt}), {len(errors)} skipped, {summary['downmixed']} downmixed, "
+        f"{summary['resampled']} resampled, {seconds:.1f} s"
+    )
+    return {
+        "utterances": summary["utterances"],
+        "frames": summary["frames"],
+        "skipped": len(errors),
+        "seconds": seconds,
+        "out": str(out),
+        "reused": False,
+    }
+
+
+def _compute_into(
+    tmp: Path,
+    out: Path,
+    batches: list[list[tuple[str, str]]],
+    errors: list[str],
+    extractor: FeatureExtractor,
+    feat: str,
+    config: dict,
+    fmt: str,
+    nj: int,
+) -> dict:
+    """Compute all batches (in-process or in ``nj`` workers) and write them into ``tmp``; appends to errors."""
+    for message in errors:
+        console.print(f"skipped {message}")
+    if fmt == "hdf5":
+        writer = Hdf5Writer(tmp / H5_NAME, feat, config, extractor.dim)
+    else:
+        writer = ArkWriter(tmp / ARK_NAME, tmp / SCP_NAME, out.resolve() / ARK_NAME)
+    num_frames: dict[str, str] = {}
+    counts = {"downmixed": 0, "resampled": 0}
+    total = sum(len(b) for b in batches)
+    columns = (TextColumn("feats"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    threads = torch.get_num_threads()
+    pool = None
+    try:
+        if nj == 1:
+            # One job is one core, as each worker of a pool is.
+            torch.set_num_threads(1)
+            results = (compute_batch(extractor, batch) for batch in batches)
+        else:
+            context = multiprocessing.get_context("spawn")
+            pool = context.Pool(nj, initializer=_init_worker, initargs=(feat, config))
+            results = pool.imap_unordered(_worker_batch, batches)
+        with Progress(*columns, console=console, transient=True) as progress:
+            task = progress.add_task("feats", total=total)
+            for result in results:
+                for utt, feats in result["feats"]:
+                    writer.write(utt, feats)
+                    num_frames[utt] = str(len(feats))
+                for message in result["errors"]:
+                    progress.console.print(f"skipped {message}")
+                errors.extend(result["errors"])
+                counts["downmixed"] += result["downmixed"]
+                counts["resampled"] += result["resampled"]
+                progress.advance(task, result["items"])
+    finally:
+        torch.set_num_threads(threads)
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        writer.close()
+    write_table(tmp / "utt2num_frames", num_frames)
+    return {
+        "utterances": len(num_frames),
+        "frames": sum(int(n) for n in num_frames.values()),
+        **counts,
+    }

@@ -1,0 +1,144 @@
+"""Feature dir writers (HDF5, Kaldi ark/scp) and the one reader the trainer uses for both.
+
+A feature dir holds ``feats.h5`` (one (T, D) float32 dataset per utterance id; file attributes ``feat``,
+``config`` (JSON) and ``dim``) or ``feats.ark`` + ``feats.scp`` (kaldiio), and always ``feat.yaml``
+(``{feat: name, config: {...}}``), ``utt2num_frames`` and a ``.done`` marker written last.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import kaldiio
+import numpy as np
+import yaml
+
+from sertk.data.datadir import read_table
+from sertk.errors import SertkError
+
+FORMATS = ("hdf5", "ark")
+H5_NAME = "feats.h5"
+ARK_NAME = "feats.ark"
+SCP_NAME = "feats.scp"
+
+
+class Hdf5Writer:
+    """Writes one dataset per utterance into ``feats.h5``; the feature name and config are file attributes."""
+
+    def __init__(self, path: Path, feat: str, config: dict, dim: int) -> None:
+        self.file = h5py.File(path, "w")
+        self.file.attrs["feat"] = feat
+        self.file.attrs["config"] = json.dumps(config, sort_keys=True)
+        self.file.attrs["dim"] = dim
+
+    def write(self, utt: str, feats: np.ndarray) -> None:
+        self.file.create_dataset(utt, data=feats)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class ArkWriter:
+    """Appends Kaldi binary matrices to ``feats.ark`` and writes ``feats.scp`` (sorted by id) on close.
+
+    ``scp_ark_path`` is where the ark will live once the dump is renamed into place, so Kaldi tools can
+    read the scp; ``load_features`` uses only the offsets, so a moved feature dir stays readable.
+    """
+
+    def __init__(self, ark_path: Path, scp_path: Path, scp_ark_path: Path) -> None:
+        self.fd = open(ark_path, "wb")
+        self.scp_path = scp_path
+        self.scp_ark_path = scp_ark_path
+        self.offsets: dict[str, int] = {}
+
+    def write(self, utt: str, feats: np.ndarray) -> None:
+        # The scp offset points just past "<utt> ", at the binary header of the matrix.
+        self.offsets[utt] = self.fd.tell() + len(utt.encode()) + 1
+        kaldiio.save_ark(self.fd, {utt: feats})
+
+    def close(self) -> None:
+        self.fd.close()
+        lines = [f"{utt} {self.scp_ark_path}:{self.offsets[utt]}\n" for utt in sorted(self.offsets)]
+        self.scp_path.write_text("".join(lines))
+
+
+def _check_feat_dir(feat_dir: Path) -> str:
+    """The format of a finished feature dir; SertkError if it is missing or unfinished."""
+    if not feat_dir.is_dir():
+        raise SertkError(f"{feat_dir}: feature dir not found (run sertk feats first)")
+    if not (feat_dir / ".done").is_file():
+        raise SertkError(f"{feat_dir}: feature dump is incomplete (no .done; run sertk feats first)")
+    if (feat_dir / H5_NAME).is_file():
+        return "hdf5"
+    if (feat_dir / SCP_NAME).is_file() and (feat_dir / ARK_NAME).is_file():
+        return "ark"
+    raise SertkError(f"{feat_dir}: neither {H5_NAME} nor {ARK_NAME} + {SCP_NAME} found")
+
+
+def _scp_offsets(feat_dir: Path) -> dict[str, int]:
+    offsets = {}
+    scp = feat_dir / SCP_NAME
+    for utt, value in read_table(scp).items():
+        try:
+            offsets[utt] = int(value.rpartition(":")[2])
+        except ValueError:
+            raise SertkError(f"{scp}: entry {utt} has no ark offset ({value!r})") from None
+    return offsets
+
+
+def _missing(feat_dir: Path, utts: list[str], have) -> None:
+    missing = [u for u in utts if u not in have]
+    if missing:
+        raise SertkError(
+            f"{feat_dir}: {len(missing)} utterance(s) not in the feature dump, first {missing[0]} "
+            "(was it skipped by sertk feats, or dumped from another data dir?)"
+        )
+
+
+def load_features(feat_dir: str | Path, utts: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Features of ``utts`` (all, sorted by id, when None) as (T, D) float32 arrays, from either format."""
+    feat_dir = Path(feat_dir)
+    fmt = _check_feat_dir(feat_dir)
+    if fmt == "hdf5":
+        path = feat_dir / H5_NAME
+        try:
+            with h5py.File(path, "r") as f:
+                names = sorted(f) if utts is None else list(utts)
+                _missing(feat_dir, names, f)
+                return {u: f[u][()].astype(np.float32, copy=False) for u in names}
+        except OSError as err:
+            raise SertkError(f"{path}: cannot read HDF5 ({err})") from None
+    offsets = _scp_offsets(feat_dir)
+    names = sorted(offsets) if utts is None else list(utts)
+    _missing(feat_dir, names, offsets)
+    ark = feat_dir / ARK_NAME
+    out = {}
+    try:
+        for u in names:
+            out[u] = np.asarray(kaldiio.load_mat(f"{ark}:{offsets[u]}"), dtype=np.float32)
+    except (OSError, ValueError) as err:
+        raise SertkError(f"{ark}: cannot read features ({err})") from None
+    return out
+
+
+def feature_info(feat_dir: str | Path) -> dict:
+    """``{"feat", "config", "dim", "format"}`` of a finished feature dir."""
+    feat_dir = Path(feat_dir)
+    fmt = _check_feat_dir(feat_dir)
+    meta_path = feat_dir / "feat.yaml"
+    try:
+        meta = yaml.safe_load(meta_path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise SertkError(f"{meta_path}: cannot read ({err})") from None
+    if not isinstance(meta, dict) or "feat" not in meta:
+        raise SertkError(f"{meta_path}: expected a mapping with keys feat and config")
+    if fmt == "hdf5":
+        with h5py.File(feat_dir / H5_NAME, "r") as f:
+            dim = int(f.attrs["dim"])
+    else:
+        offsets = _scp_offsets(feat_dir)
+        first = min(offsets, key=offsets.get)
+        dim = int(kaldiio.load_mat(f"{feat_dir / ARK_NAME}:{offsets[first]}").shape[1])
+    return {"feat": meta["feat"], "config": meta.get("config", {}), "dim": dim, "format": fmt}

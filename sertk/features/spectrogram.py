@@ -1,0 +1,188 @@
+"""Linear-frequency spectrograms: μ-law companded magnitude (``spec-li2018``) and log power (``spec-logpow``).
+
+Both frame the signal the Kaldi way (``snip_edges``): frame i covers samples [i·S, i·S + L), there are
+1 + (N − L) // S frames, and each windowed frame is zero-padded at its END to ``n_fft`` before the DFT.
+``torch.stft(center=False)`` with a window shorter than ``n_fft`` differs: it centres the window inside
+an ``n_fft``-long frame, so it yields 1 + (N − n_fft) // S frames, each shifted by (n_fft − L) / 2 samples.
+Bin 0 (DC) is dropped, so a ``max_freq_hz`` cut-off keeps bins 1 … max_freq_hz / bin_width.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from sertk.errors import SertkError
+from sertk.features.base import FeatureExtractor
+
+_WINDOWS = {"hamming": torch.hamming_window, "hann": torch.hann_window}
+
+
+def kaldi_frames(waves: torch.Tensor, frame_length: int, frame_shift: int) -> torch.Tensor:
+    """Cut (B, N) waveforms into (B, T, L) frames, frame i = samples [i·S, i·S + L) (Kaldi snip_edges).
+
+    Rows shorter than one frame give zero frames; a batch shorter than one frame is zero-padded so the
+    result still has the shape (B, 1, L) and callers trim by ``num_frames``.
+    """
+    if waves.shape[1] < frame_length:
+        waves = torch.nn.functional.pad(waves, (0, frame_length - waves.shape[1]))
+    return waves.unfold(1, frame_length, frame_shift)
+
+
+def num_kaldi_frames(num_samples: int, frame_length: int, frame_shift: int) -> int:
+    """Frame count of Kaldi ``snip_edges`` framing: 1 + (N − L) // S, or 0 when N < L."""
+    if num_samples < frame_length:
+        return 0
+    return 1 + (num_samples - frame_length) // frame_shift
+
+
+def framed_spectrum(
+    waves: torch.Tensor,
+    frame_length: int,
+    frame_shift: int,
+    n_fft: int,
+    window: str,
+    remove_dc_offset: bool,
+    num_bins: int,
+) -> torch.Tensor:
+    """Complex DFT bins 1 … num_bins of Kaldi-framed, windowed frames: (B, N) -> (B, T, num_bins)."""
+    frames = kaldi_frames(waves, frame_length, frame_shift)
+    if remove_dc_offset:
+        # Kaldi's default: a recording's DC offset would otherwise leak into the lowest bins via the window.
+        frames = frames - frames.mean(dim=-1, keepdim=True)
+    taper = _WINDOWS[window](frame_length, periodic=False, dtype=waves.dtype, device=waves.device)
+    # rfft(n=n_fft) zero-pads each frame at its end, which keeps Kaldi's frame alignment.
+    return torch.fft.rfft(frames * taper, n=n_fft)[..., 1 : num_bins + 1]
+
+
+def mu_law_compress(x: torch.Tensor, mu: float) -> torch.Tensor:
+    """F(x) = sgn(x) ln(1 + μ|x|) / ln(1 + μ) for x in [-1, 1]; Li et al. 2018, Eq. 1."""
+    return torch.sign(x) * torch.log1p(mu * x.abs()) / math.log1p(mu)
+
+
+def _check_common(cfg, frame_length: int, name: str) -> int:
+    """Validate framing options shared by both spectrograms; returns the number of kept bins."""
+    if cfg.window not in _WINDOWS:
+        raise SertkError(f"feature {name}: window must be one of {sorted(_WINDOWS)}, got {cfg.window!r}")
+    if cfg.frame_shift_ms <= 0 or frame_length <= 0:
+        raise SertkError(f"feature {name}: frame_length_ms and frame_shift_ms must be positive")
+    if cfg.n_fft < frame_length:
+        raise SertkError(
+            f"feature {name}: n_fft {cfg.n_fft} is shorter than the {frame_length}-sample window"
+        )
+    bin_hz = cfg.sample_rate / cfg.n_fft
+    num_bins = round(cfg.max_freq_hz / bin_hz)
+    if abs(num_bins * bin_hz - cfg.max_freq_hz) > 1e-6 * cfg.max_freq_hz:
+        raise SertkError(
+            f"feature {name}: max_freq_hz {cfg.max_freq_hz} is not a multiple of the {bin_hz} Hz bin"
+        )
+    if not 0 < num_bins <= cfg.n_fft // 2:
+        raise SertkError(f"feature {name}: max_freq_hz must lie in (0, {cfg.sample_rate / 2}]")
+    return num_bins
+
+
+class _KaldiFramed(FeatureExtractor):
+    """Shared framing arithmetic for the two spectrograms."""
+
+    def __init__(self, cfg, name: str) -> None:
+        super().__init__(cfg)
+        self.frame_length = round(cfg.sample_rate * cfg.frame_length_ms / 1000)
+        self.frame_shift = round(cfg.sample_rate * cfg.frame_shift_ms / 1000)
+        self.num_bins = _check_common(cfg, self.frame_length, name)
+
+    @property
+    def dim(self) -> int:
+        return self.num_bins
+
+    def num_frames(self, num_samples: int) -> int:
+        return num_kaldi_frames(int(num_samples), self.frame_length, self.frame_shift)
+
+    def _spectrum(self, waves: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        return framed_spectrum(
+            waves.float(),
+            self.frame_length,
+            self.frame_shift,
+            cfg.n_fft,
+            cfg.window,
+            cfg.remove_dc_offset,
+            self.num_bins,
+        )
+
+
+class MuLawSpectrogram(_KaldiFramed):
+    """Li et al. 2018 §2.1: 40 ms Hamming / 10 ms, 1600-point DFT (10 Hz bins), 10-4000 Hz -> 400 bins.
+
+    The magnitude spectrogram is linearly scaled per utterance, then μ-law companded (Eq. 1). ``scaling``:
+    ``peak`` divides by the utterance's largest magnitude, giving [0, 1] ⊂ [-1, 1], so the noise floor sits
+    at 0 where μ-law has its largest gain (255 / ln 256 ≈ 46) and the result behaves like a log spectrum
+    with a 48 dB range; ``minmax`` maps the utterance's min/max onto exactly [-1, 1], which puts the floor
+    at −1 where μ-law compresses instead. The paper scales each 2 s segment; sertk segments after feature
+    extraction, so the scale is per utterance.
+    """
+
+    @dataclass
+    class Config:
+        sample_rate: int = 16000
+        frame_length_ms: float = 40.0
+        frame_shift_ms: float = 10.0
+        n_fft: int = 1600
+        max_freq_hz: float = 4000.0
+        window: str = "hamming"
+        remove_dc_offset: bool = True
+        scaling: str = "peak"
+        mu: float = 255.0
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg, "spec-li2018")
+        if cfg.scaling not in ("peak", "minmax"):
+            raise SertkError(f"feature spec-li2018: scaling must be 'peak' or 'minmax', got {cfg.scaling!r}")
+        if cfg.mu <= 0:
+            raise SertkError(f"feature spec-li2018: mu must be positive, got {cfg.mu}")
+
+    def compute(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, N) waveforms -> (B, T, 400) μ-law companded spectrogram; Li et al. 2018 §2.1 and Eq. 1."""
+        magnitude = self._spectrum(waves).abs()
+        frames = torch.tensor([self.num_frames(n) for n in lengths.tolist()], device=magnitude.device)
+        valid = (torch.arange(magnitude.shape[1], device=magnitude.device) < frames[:, None])[..., None]
+        # Scale statistics come from each utterance's own frames so batching never changes a row.
+        peak = magnitude.masked_fill(~valid, 0.0).amax(dim=(1, 2), keepdim=True)
+        if self.cfg.scaling == "peak":
+            scaled = magnitude / peak.clamp_min(torch.finfo(magnitude.dtype).tiny)
+        else:
+            low = magnitude.masked_fill(~valid, math.inf).amin(dim=(1, 2), keepdim=True)
+            scaled = 2.0 * (magnitude - low) / (peak - low).clamp_min(torch.finfo(magnitude.dtype).tiny) - 1.0
+        return mu_law_compress(scaled.clamp(-1.0, 1.0), self.cfg.mu)
+
+
+class LogPowerSpectrogram(_KaldiFramed):
+    """cnn_blstm_vtlp.txt §1.2: log |STFT|² (Eq. 3) with a 64 ms Hann window (Eq. 2), 32 ms shift.
+
+    n_fft = the 1024-sample window at 16 kHz (15.625 Hz bins); ``max_freq_hz`` 4000 keeps 256 bins, 8000 keeps
+    512. Powers below ``log_floor`` are floored before the log (digital silence would give −inf).
+    Normalisation (per-fold mean/std) belongs to the trainer.
+    """
+
+    @dataclass
+    class Config:
+        sample_rate: int = 16000
+        frame_length_ms: float = 64.0
+        frame_shift_ms: float = 32.0
+        n_fft: int = 1024
+        max_freq_hz: float = 4000.0
+        window: str = "hann"
+        remove_dc_offset: bool = True
+        log_floor: float = 1e-10
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg, "spec-logpow")
+        if cfg.log_floor <= 0:
+            raise SertkError(f"feature spec-logpow: log_floor must be positive, got {cfg.log_floor}")
+
+    def compute(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, N) waveforms -> (B, T, D) log power spectrogram; cnn_blstm_vtlp.txt Eq. 3, log-scaled."""
+        spectrum = self._spectrum(waves)
+        power = spectrum.real.square() + spectrum.imag.square()
+        return power.clamp_min(self.cfg.log_floor).log()

@@ -1,0 +1,53 @@
+"""Model registry: arch name -> class, arch -> canonical system, and building a model from its config.
+
+Every model has a ``Config`` dataclass (with ``head`` and ``head_scale``), is built as
+``cls(cfg, input_dim, num_classes)`` and maps ``(feats (B, T, D), lengths (B,))`` to logits ``(B, C)``,
+masking padded frames itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from sertk.config import from_dict
+from sertk.errors import SertkError
+from sertk.models.attn_pool import AttnPool
+from sertk.models.crnn_att import CrnnAtt
+
+MODELS: dict[str, type[nn.Module]] = {
+    "crnn-att": CrnnAtt,
+    "attn-pool": AttnPool,
+}
+
+SYSTEMS: dict[str, str] = {
+    "crnn-att": "crnn_discriminative",
+    "attn-pool": "attention_pooling_cnn",
+}
+
+
+def _model_class(arch: str) -> type[nn.Module]:
+    if arch not in MODELS:
+        raise SertkError(f"unknown arch {arch!r} (known: {', '.join(MODELS)})")
+    return MODELS[arch]
+
+
+def model_config(arch: str, config: dict | Any | None) -> Any:
+    """The arch's Config instance from a dict (unknown keys are errors), an instance, or None (defaults)."""
+    config_cls = _model_class(arch).Config
+    if isinstance(config, config_cls):
+        return config
+    if config is None or isinstance(config, dict):
+        return from_dict(config_cls, config or {}, where="model")
+    raise SertkError(f"model: expected a mapping of {arch} options, got {type(config).__name__}")
+
+
+def build_model(arch: str, config: dict | Any | None, input_dim: int, num_classes: int) -> nn.Module:
+    """Build arch ``arch`` for ``input_dim`` features per frame and ``num_classes`` classes."""
+    return _model_class(arch)(model_config(arch, config), input_dim, num_classes)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

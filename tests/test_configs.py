@@ -1,0 +1,64 @@
+"""Every egs/iemocap/conf/**/*.yaml with an ``arch`` builds its model and loss and runs one tiny batch."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from sertk.config import read_yaml
+from sertk.features import build_feature
+from sertk.losses import build_loss
+from sertk.models import build_model, model_config
+
+CONF = Path(__file__).resolve().parents[1] / "egs" / "iemocap" / "conf"
+SYSTEM_CONFIGS = sorted(p for p in CONF.rglob("*.yaml") if "arch" in read_yaml(p))
+
+
+def test_configs_found():
+    names = {p.relative_to(CONF).as_posix() for p in SYSTEM_CONFIGS}
+    assert "crnn_discriminative.yaml" in names and "crnn_discriminative/combined_pooling.yaml" in names
+
+
+@pytest.mark.parametrize("path", SYSTEM_CONFIGS, ids=lambda p: p.relative_to(CONF).as_posix())
+def test_config_builds_model_and_loss(path):
+    data = read_yaml(path)
+    feat_conf = CONF / "feats" / f"{data['feat']}.yaml"
+    input_dim = build_feature(data["feat"], feat_conf if feat_conf.is_file() else None).dim
+    cfg = model_config(data["arch"], data.get("model"))
+    model = build_model(data["arch"], cfg, input_dim, 4).eval()
+    loss_fn = build_loss(data.get("loss"), 4, head=cfg.head, head_scale=cfg.head_scale)
+    frames = 300
+    feats = torch.randn(2, frames, input_dim)
+    with torch.no_grad():
+        logits = model(feats, torch.tensor([frames, frames // 2]))
+        loss = loss_fn(logits, torch.tensor([0, 3]))
+    assert logits.shape == (2, 4) and torch.isfinite(loss)
+
+
+def test_config_loads_as_experiment_config():
+    experiment = pytest.importorskip("sertk.train.config")
+    for path in SYSTEM_CONFIGS:
+        assert experiment.load_experiment_config(path).arch == read_yaml(path)["arch"]
+
+
+def test_crnn_discriminative_grid_matches_table2():
+    grid = CONF / "crnn_discriminative"
+    ams = {(s, m) for s in (10.0, 30.0) for m in (0.1, 0.2, 0.4)}
+    focal = {(g, a) for g in (2.0, 5.0) for a in (1.0, 2.0, 4.0)}
+    found_ams, found_focal = set(), set()
+    for path in grid.glob("*.yaml"):
+        data = read_yaml(path)
+        if match := re.fullmatch(r"ams_s(\d+)_m([\d.]+)", path.stem):
+            assert data["model"] == {"head": "cosine", "head_scale": float(match[1])}
+            assert data["loss"] == {"name": "ams", "margin": float(match[2])}
+            found_ams.add((data["model"]["head_scale"], data["loss"]["margin"]))
+        elif match := re.fullmatch(r"focal_g(\d+)_a(\d+)", path.stem):
+            assert data["loss"] == {"name": "focal", "gamma": float(match[1]), "alpha": float(match[2])}
+            found_focal.add((data["loss"]["gamma"], data["loss"]["alpha"]))
+        else:
+            assert path.stem == "combined_pooling"
+            assert data["model"] == {"pooling": "attention-mean-std"} and data["loss"] == {"name": "ce"}
+    assert found_ams == ams and found_focal == focal

@@ -1,0 +1,247 @@
+"""``dump_features`` end to end: both formats, the reader, atomicity, skip-when-done, odd and corrupt audio."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import kaldiio
+import numpy as np
+import pytest
+import soundfile
+import torch
+import torchaudio.functional
+import yaml
+
+import sertk.features.dump as dump_module
+from sertk.config import to_dict
+from sertk.data.datadir import read_table, write_data_dir
+from sertk.errors import SertkError
+from sertk.features import build_feature
+from sertk.features.dump import dump_features
+from sertk.features.fbank import FbankConfig
+from sertk.features.io import feature_info, load_features
+
+RATE = 16000
+
+
+def _tone_mix(num_samples: int, rate: int, seed: int) -> np.ndarray:
+    """Tones below 3 kHz over weak white noise, so every Mel bin holds energy well above rounding noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(num_samples) / rate
+    freqs = rng.uniform(150, 3000, size=6)
+    tones = sum(0.1 * np.sin(2 * np.pi * f * t + rng.uniform(0, 6)) for f in freqs)
+    return (tones + 0.003 * rng.standard_normal(num_samples)).astype(np.float32)
+
+
+def _data_dir(root: Path, waves: dict[str, tuple[np.ndarray, int]]) -> Path:
+    wav_scp, utt2spk, utt2emo = {}, {}, {}
+    for utt, (samples, rate) in waves.items():
+        path = root / "wav" / f"{utt}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        soundfile.write(path, samples, rate, subtype="FLOAT")
+        wav_scp[utt], utt2spk[utt], utt2emo[utt] = str(path), utt.split("_")[0], "neu"
+    data = root / "data"
+    write_data_dir(data, {"wav.scp": wav_scp, "utt2spk": utt2spk, "utt2emo": utt2emo}, {"classes": ["neu"]})
+    return data
+
+
+@pytest.fixture
+def data(tmp_path) -> Path:
+    lengths = {"Ses01F_a": 16000, "Ses01F_b": 4000, "Ses01M_c": 23456, "Ses02F_d": 801}
+    return _data_dir(tmp_path, {u: (_tone_mix(n, RATE, i), RATE) for i, (u, n) in enumerate(lengths.items())})
+
+
+def _direct(data: Path, utt: str) -> np.ndarray:
+    """Features of one utterance computed alone, straight from its wav."""
+    wave, _ = soundfile.read(read_table(data / "wav.scp")[utt], dtype="float32")
+    extractor = build_feature("logmel40")
+    return extractor.compute(torch.from_numpy(wave)[None], torch.tensor([len(wave)]))[0].numpy()
+
+
+@pytest.mark.parametrize("fmt", ["hdf5", "ark"])
+def test_round_trip(data, tmp_path, fmt):
+    out = tmp_path / "dump"
+    summary = dump_features(data, out, fmt=fmt)
+    assert summary["utterances"] == 4 and summary["skipped"] == 0 and not summary["reused"]
+    assert summary["frames"] == 98 + 23 + 145 + 3
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [".done", "feat.yaml", "utt2num_frames"]
+        + (["feats.h5"] if fmt == "hdf5" else ["feats.ark", "feats.scp"])
+    )
+    assert yaml.safe_load((out / "feat.yaml").read_text()) == {
+        "feat": "logmel40",
+        "config": to_dict(FbankConfig()),
+    }
+    assert read_table(out / "utt2num_frames") == {
+        "Ses01F_a": "98",
+        "Ses01F_b": "23",
+        "Ses01M_c": "145",
+        "Ses02F_d": "3",
+    }
+
+    feats = load_features(out)
+    assert list(feats) == ["Ses01F_a", "Ses01F_b", "Ses01M_c", "Ses02F_d"]
+    for utt, array in feats.items():
+        assert array.dtype == np.float32 and array.shape[1] == 40
+        np.testing.assert_allclose(array, _direct(data, utt), rtol=0, atol=1e-4)
+    # The reader returns exactly what the writer stored.
+    if fmt == "hdf5":
+        with h5py.File(out / "feats.h5") as f:
+            assert f.attrs["feat"] == "logmel40" and int(f.attrs["dim"]) == 40
+            stored = {u: f[u][()] for u in f}
+    else:
+        stored = dict(kaldiio.load_scp(str(out / "feats.scp")))
+    assert all(np.array_equal(stored[u], feats[u]) for u in feats)
+
+    subset = load_features(out, ["Ses01M_c", "Ses01F_b"])
+    assert list(subset) == ["Ses01M_c", "Ses01F_b"]
+    assert np.array_equal(subset["Ses01M_c"], feats["Ses01M_c"])
+    assert feature_info(out) == {
+        "feat": "logmel40",
+        "config": to_dict(FbankConfig()),
+        "dim": 40,
+        "format": fmt,
+    }
+
+
+def test_hdf5_and_ark_hold_identical_arrays(data, tmp_path):
+    h5 = load_features(dump_features(data, tmp_path / "h5", fmt="hdf5")["out"])
+    ark = load_features(dump_features(data, tmp_path / "ark", fmt="ark")["out"])
+    assert h5.keys() == ark.keys()
+    assert all(np.array_equal(h5[u], ark[u]) for u in h5)
+
+
+def test_reader_errors(data, tmp_path):
+    with pytest.raises(SertkError, match="feature dir not found .run sertk feats first"):
+        load_features(tmp_path / "nowhere")
+    out = tmp_path / "dump"
+    dump_features(data, out)
+    with pytest.raises(SertkError, match=r"1 utterance\(s\) not in the feature dump, first Ses09X_z"):
+        load_features(out, ["Ses01F_a", "Ses09X_z"])
+    (out / ".done").unlink()
+    with pytest.raises(SertkError, match=r"incomplete \(no .done; run sertk feats first\)"):
+        load_features(out)
+
+
+def test_skip_when_done_and_redo_on_new_config(data, tmp_path):
+    out = tmp_path / "dump"
+    first = dump_features(data, out)
+    mtime = (out / "feats.h5").stat().st_mtime_ns
+    again = dump_features(data, out)
+    assert (
+        again["reused"] and again["utterances"] == first["utterances"] and again["frames"] == first["frames"]
+    )
+    assert (out / "feats.h5").stat().st_mtime_ns == mtime
+
+    conf = tmp_path / "fb23.yaml"
+    conf.write_text("num_mel_bins: 23\n")
+    redone = dump_features(data, out, feat_config=conf)
+    assert not redone["reused"]
+    assert feature_info(out)["dim"] == 23 and feature_info(out)["config"]["num_mel_bins"] == 23
+    assert not dump_features(data, out, fmt="ark")["reused"]
+    assert feature_info(out)["format"] == "ark" and not (out / "feats.h5").exists()
+
+
+def test_failure_mid_dump_leaves_nothing(data, tmp_path, monkeypatch):
+    calls = []
+    original = dump_module.compute_batch
+
+    def fail_on_second_batch(extractor, items):
+        calls.append(items)
+        if len(calls) == 2:
+            raise RuntimeError("disk on fire")
+        return original(extractor, items)
+
+    monkeypatch.setattr(dump_module, "compute_batch", fail_on_second_batch)
+    monkeypatch.setattr(dump_module, "BATCH_SAMPLES", 20000)
+    out = tmp_path / "dump"
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        dump_module.dump_features(data, out, fmt="ark")
+    assert len(calls) == 2
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "wav"]
+
+
+def test_failure_keeps_previous_complete_dump(data, tmp_path, monkeypatch):
+    out = tmp_path / "dump"
+    dump_features(data, out)
+    before = load_features(out)
+
+    def broken(extractor, items):
+        raise RuntimeError("interrupted")
+
+    monkeypatch.setattr(dump_module, "compute_batch", broken)
+    with pytest.raises(RuntimeError):
+        dump_module.dump_features(data, out, fmt="ark")
+    after = load_features(out)
+    assert all(np.array_equal(before[u], after[u]) for u in before)
+
+
+def test_corrupt_short_and_odd_audio(tmp_path, capsys):
+    reference = _tone_mix(2 * RATE, RATE, 7)
+    stereo = np.stack([reference + 0.05, reference - 0.05], axis=1)
+    data = _data_dir(
+        tmp_path,
+        {
+            "Ses01F_ref": (reference, RATE),
+            "Ses01F_stereo": (stereo, RATE),
+            "Ses01F_8k": (
+                torchaudio.functional.resample(torch.from_numpy(reference), RATE, 8000).numpy(),
+                8000,
+            ),
+            "Ses01F_short": (reference[:300], RATE),
+        },
+    )
+    wav_dir = tmp_path / "wav"
+    (wav_dir / "Ses01F_corrupt.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt garbage")
+    scp = read_table(data / "wav.scp")
+    scp["Ses01F_corrupt"] = str(wav_dir / "Ses01F_corrupt.wav")
+    write_data_dir(
+        data, {"wav.scp": scp, "utt2spk": dict.fromkeys(scp, "Ses01F"), "utt2emo": dict.fromkeys(scp, "neu")}
+    )
+
+    summary = dump_features(data, tmp_path / "dump")
+    err = capsys.readouterr().err
+    assert summary["utterances"] == 3 and summary["skipped"] == 2
+    assert "Ses01F_corrupt.wav: cannot read audio" in err
+    assert "Ses01F_short.wav: too short for one frame (300 samples)" in err
+    assert "1 downmixed, 1 resampled" in err
+
+    feats = load_features(tmp_path / "dump")
+    assert sorted(feats) == ["Ses01F_8k", "Ses01F_ref", "Ses01F_stereo"]
+    ref = feats["Ses01F_ref"]
+    # The channels are ref +- 0.05 rounded to float32, so their mean is ref up to that rounding.
+    np.testing.assert_allclose(feats["Ses01F_stereo"], ref, rtol=0, atol=1e-3)
+    # The 8 kHz copy keeps everything below 4 kHz; compare the Mel bins below 2.5 kHz away from the edges.
+    assert feats["Ses01F_8k"].shape == ref.shape
+    low_bins = slice(0, 23)
+    np.testing.assert_allclose(feats["Ses01F_8k"][5:-5, low_bins], ref[5:-5, low_bins], rtol=0, atol=0.05)
+
+
+def test_every_file_failing_is_an_error(tmp_path):
+    wav = tmp_path / "x.wav"
+    wav.write_bytes(b"not audio")
+    data = tmp_path / "data"
+    write_data_dir(data, {"wav.scp": {"u1": str(wav)}, "utt2spk": {"u1": "s"}, "utt2emo": {"u1": "neu"}})
+    with pytest.raises(
+        SertkError, match=r"no utterance could be computed \(1 failed, first: .*x.wav: cannot read"
+    ):
+        dump_features(data, tmp_path / "dump")
+    assert not (tmp_path / "dump").exists()
+
+
+def test_bad_format_and_nj(data, tmp_path):
+    with pytest.raises(SertkError, match=r"unknown feature format 'npz' \(known: hdf5, ark\)"):
+        dump_features(data, tmp_path / "dump", fmt="npz")
+    with pytest.raises(SertkError, match="--nj must be at least 1"):
+        dump_features(data, tmp_path / "dump", nj=0)
+
+
+def test_parallel_jobs_give_the_same_dump(data, tmp_path, monkeypatch):
+    monkeypatch.setattr(dump_module, "BATCH_SAMPLES", 20000)
+    one = load_features(dump_features(data, tmp_path / "nj1")["out"])
+    two = load_features(dump_module.dump_features(data, tmp_path / "nj2", nj=2)["out"])
+    assert one.keys() == two.keys()
+    for utt in one:
+        np.testing.assert_allclose(one[utt], two[utt], rtol=0, atol=1e-5)

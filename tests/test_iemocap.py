@@ -1,0 +1,293 @@
+"""IEMOCAP prep: the EmoEvaluation parser, prep counts and every bad-input case."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from sertk.corpora.iemocap import (
+    parse_class_spec,
+    parse_emo_evaluation,
+    parse_votes,
+    prepare_iemocap,
+    read_transcriptions,
+    speaker_of,
+)
+from sertk.data import read_data_dir, validate_data_dir
+from sertk.errors import SertkError
+
+HEADER = "% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]\n\n"
+
+
+def block(utt: str, code: str, votes: list[str], start: float = 1.0, extra: str = "") -> str:
+    """One EmoEvaluation block: summary line, external votes C-E1.., a self-rating and an A- line."""
+    lines = [f"[{start:.4f} - {start + 1:.4f}]\t{utt}\t{code}\t[2.5000, 3.0000, 3.5000]"]
+    lines += [f"C-E{i}:\t{v}\t()" for i, v in enumerate(votes, 1)]
+    lines.append(f"C-{utt.rsplit('_', 1)[1][0]}1:\tAnger;\t()")
+    lines.append("A-E1:\tval 3; act 2; dom  2;\t()")
+    return "\n".join(lines) + extra + "\n\n"
+
+
+def write_wav(path: Path, seconds: float = 0.25, rate: int = 16000, channels: int = 1) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shape = (int(seconds * rate), channels) if channels > 1 else int(seconds * rate)
+    sf.write(str(path), np.zeros(shape, dtype=np.int16), rate, subtype="PCM_16")
+
+
+def make_tree(root: Path, dialogs: dict[str, list[tuple[str, str, list[str]]]], wavs: bool = True) -> Path:
+    """A miniature IEMOCAP_full_release: {dialog: [(utt, code, votes)]} -> EmoEvaluation, wavs, transcripts."""
+    for dialog, utts in dialogs.items():
+        session = root / f"Session{int(dialog[3:5])}"
+        emo = session / "dialog" / "EmoEvaluation"
+        emo.mkdir(parents=True, exist_ok=True)
+        (session / "sentences" / "wav").mkdir(parents=True, exist_ok=True)
+        text = HEADER + "".join(block(u, c, v, start=i) for i, (u, c, v) in enumerate(utts))
+        (emo / f"{dialog}.txt").write_text(text)
+        trans = session / "dialog" / "transcriptions"
+        trans.mkdir(parents=True, exist_ok=True)
+        (trans / f"{dialog}.txt").write_text(
+            "".join(f"{u} [001.0000-002.0000]: words of {u}.\n" for u, _, _ in utts)
+            + f"{dialog}_MXX0 [003.0-004.0]: no wav for this turn\n"
+        )
+        if wavs:
+            for utt, _, _ in utts:
+                write_wav(session / "sentences" / "wav" / dialog / f"{utt}.wav")
+    return root
+
+
+DIALOGS = {
+    "Ses01F_impro01": [
+        ("Ses01F_impro01_F000", "neu", ["Neutral;", "Neutral; Sadness;", "Other:annoyed;"]),
+        ("Ses01F_impro01_M000", "exc", ["Excited;", "Happiness;"]),
+        ("Ses01F_impro01_M001", "xxx", ["Frustration;", "Anger;"]),
+    ],
+    "Ses01M_script01_1": [
+        ("Ses01M_script01_1_F000", "ang", ["Anger;"]),
+        ("Ses01M_script01_1_M000", "sad", ["Sadness;"]),
+    ],
+    "Ses02F_impro02": [
+        ("Ses02F_impro02_F000", "hap", ["Happiness;"]),
+        ("Ses02F_impro02_M000", "fru", ["Frustration;"]),
+        ("Ses02F_impro02_M001", "ang", ["Anger;", "Anger; Frustration;"]),
+    ],
+    "Ses03M_impro05a": [("Ses03M_impro05a_F000", "sad", ["Sadness;"])],
+    "Ses05M_script01_1b": [("Ses05M_script01_1b_M000", "neu", ["Neutral;"])],
+}
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    return make_tree(tmp_path / "IEMOCAP_full_release", DIALOGS)
+
+
+def test_parser_blocks_votes_and_self_ratings(tmp_path: Path) -> None:
+    path = tmp_path / "Ses03M_impro05a.txt"
+    path.write_text(
+        (
+            HEADER
+            + block("Ses03M_impro05a_F000", "fru", ["Frustration; Anger;", "Other:annoyed;", "Neutral;"])
+            + "[10.0 - 12.5]   Ses03M_impro05a_M001 \t neu\t[2.0, 2.5000,3.0]   \n"
+            + "C-E2:  Neutral state;   (calm; quiet)\nC-E4:\tunsure;\t()\n"
+        ).replace("\n", "\r\n")
+    )
+    records, problems = parse_emo_evaluation(path)
+    assert problems == []
+    assert [r.utt for r in records] == ["Ses03M_impro05a_F000", "Ses03M_impro05a_M001"]
+    first, second = records
+    # Self-rating "C-F1: Anger" is not a vote; multi-label votes stay together in rater order.
+    assert first.votes == [["fru", "ang"], ["oth"], ["neu"]]
+    assert (first.code, first.dialog, first.speaker, first.gender) == (
+        "fru",
+        "Ses03M_impro05a",
+        "Ses03F",
+        "F",
+    )
+    assert second.votes == [["neu"]]
+    assert second.unrecognised_votes == ["E4:unsure;\t()"]
+    assert (second.start, second.end, second.vad) == (10.0, 12.5, (2.0, 2.5, 3.0))
+    assert second.speaker == "Ses03M" and second.style == "impro"
+
+
+def test_parser_reports_bad_lines(tmp_path: Path) -> None:
+    path = tmp_path / "Ses01F_impro01.txt"
+    path.write_text(
+        HEADER
+        + block("Ses01F_impro01_F000", "neu", ["Neutral;"])
+        + "[1.0 - 2.0]\tSes01F_impro01_F001\tneu\n\n"  # no [V, A, D]
+        + block("Ses01F_impro01_F002", "joy", ["Happiness;"])
+        + block("Ses01F_impro01_F000", "sad", ["Sadness;"])
+        + block("Ses01F_impro01_F003", "ang", ["Anger;"])
+    )
+    records, problems = parse_emo_evaluation(path)
+    assert [r.utt for r in records] == ["Ses01F_impro01_F000", "Ses01F_impro01_F003"]
+    assert records[0].code == "neu" and records[1].votes == [["ang"]]
+    assert len(problems) == 3
+    assert problems[0].startswith(f"{path}:8: malformed summary line")
+    assert problems[1].startswith(f"{path}:10: Ses01F_impro01_F002: unknown label code 'joy'")
+    assert problems[2].startswith(f"{path}:15: Ses01F_impro01_F000: duplicate utterance id")
+
+
+def test_transcriptions_tolerate_irregular_lines(tmp_path: Path) -> None:
+    path = tmp_path / "Ses01F_impro01.txt"
+    path.write_text(
+        "Ses01F_impro01_F000 [006.2901-008.2357]: Excuse me.\r\n"
+        "Ses01F_impro01_M000: No time stamp  here.\n"
+        "Ses01F_impro01_M001 [010.0-011.0] no colon\n"
+        "Ses01F_impro01_MXX0 [012.0-013.0]: [LAUGHTER]\n"
+        "M: stray line\n"
+    )
+    assert read_transcriptions(path) == {
+        "Ses01F_impro01_F000": "Excuse me.",
+        "Ses01F_impro01_M000": "No time stamp here.",
+        "Ses01F_impro01_M001": "no colon",
+        "Ses01F_impro01_MXX0": "[LAUGHTER]",
+    }
+
+
+def test_votes_and_speakers() -> None:
+    assert parse_votes(" Frustration; Anger;\t(angry; loud)") == (["fru", "ang"], [])
+    assert parse_votes("Other:annoyed; Bored;") == (["oth"], ["Bored"])
+    assert speaker_of("Ses01F_impro01_M003") == "Ses01M"
+    assert speaker_of("Ses05M_script01_1b_F012") == "Ses05F"
+
+
+def test_class_spec() -> None:
+    classes, mapping = parse_class_spec("neu,hap+exc,ang,sad")
+    assert classes == ["neu", "hap", "ang", "sad"]
+    assert mapping == {"neu": "neu", "hap": "hap", "exc": "hap", "ang": "ang", "sad": "sad"}
+    for bad, msg in [("neu,joy", "unknown label 'joy'"), ("neu,neu", "given twice"), ("neu,+exc", "empty")]:
+        with pytest.raises(SertkError, match=msg):
+            parse_class_spec(bad)
+
+
+def test_prep_writes_the_data_dir(tree: Path, tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    report = prepare_iemocap(tree, out)
+    # 10 utterances: xxx and fru are outside the 4 classes; exc merges into hap.
+    assert (report.total, report.kept, report.filtered, report.skipped) == (10, 8, 2, 0)
+    assert report.class_counts == {"neu": 2, "hap": 2, "ang": 2, "sad": 2}
+    assert (report.sessions, report.speakers) == (4, 6)
+    assert "10 utterances: kept 8 (neu 2 hap 2 ang 2 sad 2), filtered 2, skipped 0" in report.summary()
+    data = read_data_dir(out)
+    assert data["utt2spk"]["Ses01F_impro01_M000"] == "Ses01M"
+    assert data["utt2spk"]["Ses05M_script01_1b_M000"] == "Ses05M"
+    assert data["utt2emo"]["Ses01F_impro01_M000"] == "hap"
+    assert data["utt2votes"]["Ses01F_impro01_F000"] == "neu neu,sad oth"
+    assert data["utt2votes"]["Ses02F_impro02_M001"] == "ang ang,fru"
+    assert data["utt2vad"]["Ses02F_impro02_F000"] == "2.5000 3.0000 3.5000"
+    assert data["utt2style"]["Ses01M_script01_1_F000"] == "script"
+    assert data["utt2session"]["Ses03M_impro05a_F000"] == "Session3"
+    assert data["utt2gender"]["Ses03M_impro05a_F000"] == "F"
+    assert data["utt2dur"]["Ses02F_impro02_F000"] == "0.2500"
+    assert data["text"]["Ses02F_impro02_F000"] == "words of Ses02F_impro02_F000."
+    wav = Path(data["wav.scp"]["Ses03M_impro05a_F000"])
+    assert (
+        wav.is_absolute() and wav == tree / "Session3/sentences/wav/Ses03M_impro05a/Ses03M_impro05a_F000.wav"
+    )
+    assert data.meta["classes"] == ["neu", "hap", "ang", "sad"] and data.meta["synthetic"] is False
+    assert data.meta["class_map"]["exc"] == "hap" and data.meta["root"] == str(tree)
+    assert validate_data_dir(out).endswith("6 speakers, neu 2 hap 2 ang 2 sad 2")
+
+
+def test_prep_style_and_classes(tree: Path, tmp_path: Path) -> None:
+    report = prepare_iemocap(tree, tmp_path / "d", classes="neu,hap,ang,sad,fru", style="impro")
+    assert report.class_counts == {"neu": 1, "hap": 1, "ang": 1, "sad": 1, "fru": 1}
+    assert (report.kept, report.filtered) == (5, 5)
+    assert set(read_data_dir(tmp_path / "d")["utt2style"].values()) == {"impro"}
+    with pytest.raises(SertkError, match="--style 'improv'"):
+        prepare_iemocap(tree, tmp_path / "e", style="improv")
+
+
+def test_prep_ignores_emoevaluation_subfolders(tree: Path, tmp_path: Path) -> None:
+    cat = tree / "Session1/dialog/EmoEvaluation/Categorical"
+    cat.mkdir()
+    (cat / "Ses01F_impro01_e2_cat.txt").write_text("Ses01F_impro01_F000 :Neutral state; ()\n")
+    (tree / "Session1/dialog/EmoEvaluation/Attribute").mkdir()
+    (tree / "Session1/dialog/EmoEvaluation/._Ses01F_impro01.txt").write_bytes(
+        b"\x00\x05\x16\x07 resource fork"
+    )
+    report = prepare_iemocap(tree, tmp_path / "d")
+    assert (report.total, report.skipped, report.problems) == (10, 0, [])
+
+
+def test_prep_not_an_iemocap_tree(tmp_path: Path) -> None:
+    with pytest.raises(SertkError, match="IEMOCAP root not found"):
+        prepare_iemocap(tmp_path / "nope", tmp_path / "d")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SertkError, match="no Session1..Session5 directories"):
+        prepare_iemocap(tmp_path / "empty", tmp_path / "d")
+    (tmp_path / "half" / "Session1" / "dialog" / "EmoEvaluation").mkdir(parents=True)
+    with pytest.raises(SertkError, match="Session1/sentences/wav is missing"):
+        prepare_iemocap(tmp_path / "half", tmp_path / "d")
+    assert not (tmp_path / "d").exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SertkError, match="not a directory"):
+        prepare_iemocap(tmp_path / "file", tmp_path / "d")
+
+
+def test_prep_bad_wavs_are_reported_and_skipped(tree: Path, tmp_path: Path, capsys) -> None:
+    wav_dir = tree / "Session1/sentences/wav"
+    (wav_dir / "Ses01F_impro01/Ses01F_impro01_F000.wav").unlink()
+    (wav_dir / "Ses01F_impro01/Ses01F_impro01_M000.wav").write_bytes(b"")
+    truncated = wav_dir / "Ses01M_script01_1/Ses01M_script01_1_F000.wav"
+    truncated.write_bytes(truncated.read_bytes()[:3000])
+    (wav_dir / "Ses01M_script01_1/Ses01M_script01_1_M000.wav").write_bytes(b"not a wav file" * 10)
+    write_wav(tree / "Session2/sentences/wav/Ses02F_impro02/Ses02F_impro02_F000.wav", rate=8000, channels=2)
+    report = prepare_iemocap(tree, tmp_path / "d")
+    assert (report.total, report.kept, report.skipped, report.filtered) == (10, 4, 4, 2)
+    reasons = ["wav missing", "wav is empty", "wav truncated", "wav unreadable"]
+    for problem, reason in zip(report.problems, reasons, strict=True):
+        assert reason in problem and "EmoEvaluation/Ses01" in problem
+    assert report.notes[0].startswith("1 wavs are stereo or not 16 kHz")
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and all(r in err for r in reasons)
+    assert read_data_dir(tmp_path / "d")["utt2dur"]["Ses02F_impro02_F000"] == "0.2500"
+
+
+def test_prep_duplicates_across_files_and_bad_summary(tree: Path, tmp_path: Path) -> None:
+    emo = tree / "Session1/dialog/EmoEvaluation"
+    with open(emo / "Ses01M_script01_1.txt", "a") as f:
+        f.write(block("Ses01F_impro01_F000", "neu", ["Neutral;"]))
+        f.write("[1.0 - 2.0] Ses01M_script01_1_F009 neu [2.5, 2.5]\n\n")
+        f.write(block("Ses01M_script01_1_F010", "happy", ["Happiness;"]))
+    report = prepare_iemocap(tree, tmp_path / "d")
+    assert (report.total, report.kept, report.skipped) == (13, 8, 3)
+    assert any("duplicate utterance id (first in Ses01F_impro01.txt" in p for p in report.problems)
+    assert any("malformed summary line" in p for p in report.problems)
+    assert any("unknown label code 'happy'" in p for p in report.problems)
+
+
+def test_prep_nothing_usable(tree: Path, tmp_path: Path) -> None:
+    with pytest.raises(SertkError, match="nothing usable left .10 utterances seen, 10 filtered"):
+        prepare_iemocap(tree, tmp_path / "d", classes="fea,dis")
+    assert not (tmp_path / "d").exists()
+    bare = make_tree(tmp_path / "bare", {"Ses01F_impro01": DIALOGS["Ses01F_impro01"]}, wavs=False)
+    with pytest.raises(SertkError, match="3 skipped"):
+        prepare_iemocap(bare, tmp_path / "d")
+
+
+def test_prep_synthetic_tiny_tree(tmp_path: Path) -> None:
+    """Prep counts on the generator's tiny tree equal the labels the generator planned."""
+    synthetic = pytest.importorskip("sertk.corpora.synthetic")
+    root = tmp_path / "IEMOCAP_full_release"
+    synthetic.generate_corpus(root, size="tiny", seed=0)
+    plan = synthetic.plan_corpus("tiny", 0)
+    report = prepare_iemocap(root, tmp_path / "data")
+    mapping = {"neu": "neu", "hap": "hap", "exc": "hap", "ang": "ang", "sad": "sad"}
+    expected = Counter(mapping[u.label] for u in plan if u.label in mapping)
+    assert report.synthetic is True and report.skipped == 0 and report.total == len(plan)
+    assert report.class_counts == {c: expected[c] for c in ("neu", "hap", "ang", "sad")}
+    data = read_data_dir(tmp_path / "data")
+    kept = [u for u in plan if u.label in mapping]
+    assert data.utts == sorted(u.utt for u in kept)
+    for u in kept:
+        assert data["utt2spk"][u.utt] == u.speaker and data["utt2emo"][u.utt] == mapping[u.label]
+        assert data["utt2votes"][u.utt] == " ".join(",".join(v) for v in u.votes)
+        assert (data["utt2style"][u.utt], data["utt2session"][u.utt]) == (u.style, f"Session{u.session}")
+        assert [float(x) for x in data["utt2vad"][u.utt].split()] == list(u.vad)
+    assert json.loads((tmp_path / "data/corpus.json").read_text())["synthetic"] is True

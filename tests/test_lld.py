@@ -1,0 +1,138 @@
+"""IS09 and rlc17 LLDs: hand-checked components, batch == single, edge conventions, config errors."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.fft
+import torch
+
+from sertk.errors import SertkError
+from sertk.features import build_feature
+from sertk.features.lld import (
+    Is09Config,
+    Is09Lld,
+    Rlc17Config,
+    Rlc17Lld,
+    htk_dct,
+    htk_mel_filterbank,
+    moving_average,
+    regression_deltas,
+)
+from sertk.features.pitch import synthetic_voice
+
+SR = 16000
+REPO = Path(__file__).resolve().parents[1]
+
+
+def speech_like(seconds: float, lo: float, hi: float) -> torch.Tensor:
+    n = int(seconds * SR)
+    t = torch.arange(n, dtype=torch.float64) / SR
+    f0 = lo + (hi - lo) * (0.5 + 0.5 * torch.sin(2 * math.pi * 1.3 * t))
+    f0[int(0.3 * n) : int(0.45 * n)] = 0
+    noise = torch.zeros(n, dtype=torch.bool)
+    noise[int(0.6 * n) : int(0.7 * n)] = True
+    f0[noise] = 0
+    return synthetic_voice(f0, SR, noise)
+
+
+def test_dims_and_frame_counts():
+    is09, rlc = Is09Lld(Is09Config()), Rlc17Lld(Rlc17Config())
+    assert (is09.dim, rlc.dim) == (32, 17)
+    assert [is09.num_frames(n) for n in (399, 400, 559, 560, 16000)] == [0, 1, 1, 2, 98]
+    assert [rlc.num_frames(n) for n in (399, 400, 480, 16000)] == [0, 1, 2, 196]
+    x = torch.zeros(1, 16000)
+    assert is09.compute(x, torch.tensor([16000])).shape == (1, 98, 32)
+    assert rlc.compute(x, torch.tensor([16000])).shape == (1, 196, 17)
+
+
+@pytest.mark.parametrize("cls,cfg", [(Is09Lld, Is09Config()), (Rlc17Lld, Rlc17Config())])
+def test_batch_rows_equal_single_utterances(cls, cfg):
+    ext = cls(cfg)
+    waves = [speech_like(0.9, 100, 180), speech_like(0.5, 180, 260), speech_like(0.045, 200, 220)]
+    lengths = torch.tensor([len(w) for w in waves])
+    batch = torch.zeros(3, int(lengths.max()))
+    for b, w in enumerate(waves):
+        batch[b, : len(w)] = w
+    batch[2, len(waves[2]) :] = 0.7  # garbage past a row's length must not leak into its features
+    out = ext.compute(batch, lengths)
+    for b, w in enumerate(waves):
+        alone = ext.compute(w[None], lengths[b : b + 1])[0]
+        n = ext.num_frames(len(w))
+        assert alone.shape[0] == n
+        torch.testing.assert_close(out[b, :n], alone, rtol=1e-4, atol=1e-4)
+
+
+def test_dct_matches_scipy_orthonormal_dct_ii():
+    logmel = np.random.default_rng(0).normal(size=(5, 26))
+    want = scipy.fft.dct(logmel, type=2, norm="ortho", axis=-1)[:, 1:13]
+    got = torch.from_numpy(logmel) @ htk_dct(26, 12, lifter=0.0)
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-10)
+    lifted = htk_dct(26, 12, lifter=22.0) / htk_dct(26, 12, lifter=0.0)
+    i = np.arange(1, 13)
+    np.testing.assert_allclose(lifted[0].numpy(), 1 + 11 * np.sin(np.pi * i / 22), rtol=1e-10)
+
+
+def test_htk_filterbank_triangles():
+    fb = htk_mel_filterbank(26, 512, SR, 0.0, 8000.0)
+    assert fb.shape == (257, 26)
+    assert (fb[0] == 0).all()  # DC excluded
+    assert fb.max() <= 1.0 and (fb.sum(0) > 0).all()
+    centres = fb.argmax(0)
+    assert (centres.diff() > 0).all()  # increasing centre frequencies
+
+
+def test_zcr_and_rms_by_hand():
+    ext = Is09Lld(Is09Config(smooth_window=1))
+    alternating = torch.tensor([1.0, -1.0]).repeat(200) * 0.5
+    constant = torch.full((400,), 0.4)
+    out = ext.compute(torch.stack([alternating, constant]), torch.tensor([400, 400]))
+    assert out[0, 0, 0].item() == pytest.approx(399 / 400)
+    assert out[1, 0, 0].item() == 0.0
+    # pre-emphasis of a constant c is (1 - 0.97) c everywhere, so RMS = 0.03 c sqrt(mean(hamming^2))
+    hamming = 0.54 - 0.46 * np.cos(2 * np.pi * np.arange(400) / 399)
+    assert out[1, 0, 1].item() == pytest.approx(0.03 * 0.4 * np.sqrt(np.mean(hamming**2)), rel=1e-5)
+
+
+def test_smoothing_and_deltas_repeat_each_utterances_edges():
+    x = torch.tensor([[1.0, 2.0, 4.0, 8.0, 100.0], [3.0, 5.0, 0.0, 0.0, 0.0]])[..., None]
+    num = torch.tensor([4, 2])
+    smooth = moving_average(x, num, 3)[..., 0]
+    assert smooth[0, :4].tolist() == pytest.approx([4 / 3, 7 / 3, 14 / 3, 20 / 3])  # frame 4 is padding
+    assert smooth[1, :2].tolist() == pytest.approx([11 / 3, 13 / 3])
+    ramp = torch.arange(8, dtype=torch.float64)[None, :, None] * 2.0
+    deltas = regression_deltas(ramp, torch.tensor([8]), 2)[0, :, 0]
+    assert deltas[2:6].tolist() == pytest.approx([2.0] * 4)
+    # frame 0 with edges repeated: (1*(x1 - x0) + 2*(x2 - x0)) / 10 = (2 + 8) / 10
+    assert deltas[0].item() == pytest.approx(1.0)
+
+
+def test_rlc17_log_energy_and_mfcc_agree_with_is09_front_end():
+    wave = speech_like(0.5, 120, 200)[None]
+    lengths = torch.tensor([wave.shape[1]])
+    rlc = Rlc17Lld(Rlc17Config(frame_shift_ms=10.0, smooth_window=1)).compute(wave, lengths)[0]
+    is09 = Is09Lld(Is09Config(smooth_window=1)).compute(wave, lengths)[0]
+    torch.testing.assert_close(rlc[:, :12], is09[:, 4:16])
+    expected = (is09[:, 1].square() * 400).clamp_min(1e-10).log()
+    torch.testing.assert_close(rlc[:, 12], expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ({"pitch": "yin"}, "pitch must be one of"),
+        ({"frame_rate": 3}, "unknown key"),
+        ({"smooth_window": 2}, "smooth_window must be odd"),
+        ({"f0_min": 600.0}, "f0_min"),
+    ],
+)
+def test_bad_config_is_one_line_sertk_error(override, match):
+    with pytest.raises(SertkError, match=match):
+        build_feature("lld-is09", override)
+
+
+def test_registry_builds_both_from_repo_yaml():
+    for name in ("lld-is09", "lld-rlc17"):
+        ext = build_feature(name, REPO / "egs/iemocap/conf/feats" / f"{name}.yaml")
+        assert ext.dim == {"lld-is09": 32, "lld-rlc17": 17}[name]

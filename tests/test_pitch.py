@@ -1,0 +1,89 @@
+"""Pitch trackers on synthetic voiced signals with known F0 contours, and the ACF helpers by hand."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from sertk.features.lld import Rlc17Config, Rlc17Lld
+from sertk.features.pitch import _parabolic, acf_voicing, autocorrelation, synthetic_voice
+
+SR = 16000
+
+
+def glide(lo: float, hi: float, seconds: float = 1.5) -> torch.Tensor:
+    """Exponential F0 glide lo -> hi with a 0.1 s silent start and a 0.2 s silent gap in the middle."""
+    n = int(seconds * SR)
+    t = torch.arange(n, dtype=torch.float64) / SR
+    f0 = lo * (hi / lo) ** (t / seconds)
+    f0[: int(0.1 * SR)] = 0
+    f0[int(0.6 * SR) : int(0.8 * SR)] = 0
+    return f0
+
+
+def track(extractor: Rlc17Lld, f0: torch.Tensor):
+    """(estimated F0, true F0 at each frame centre) of the unsmoothed front end."""
+    wave = synthetic_voice(f0, SR)
+    est = extractor._front_end(wave[None], torch.tensor([len(wave)]))["f0"][0].double()
+    centres = torch.arange(est.shape[0]) * extractor.frame_shift + extractor.frame_length // 2
+    return est, f0[centres]
+
+
+@pytest.mark.parametrize("lo,hi", [(90.0, 300.0), (300.0, 90.0), (70.0, 140.0), (100.0, 140.0)])
+def test_acf_tracker_follows_glides(lo, hi):
+    est, truth = track(Rlc17Lld(Rlc17Config()), glide(lo, hi))
+    voiced = truth > 0
+    assert ((est > 0) == voiced).double().mean() > 0.95
+    both = voiced & (est > 0)
+    rel_err = (est[both] - truth[both]).abs() / truth[both]
+    assert rel_err.mean() < 0.02
+    assert (rel_err > 0.02).double().mean() < 0.02
+
+
+def test_is09_tracker_follows_high_glide():
+    extractor = Rlc17Lld(Rlc17Config(pitch="is09", voicing_threshold=0.55, f0_min=52.0))
+    est, truth = track(extractor, glide(160.0, 320.0))
+    voiced = truth > 0
+    assert ((est > 0) == voiced).double().mean() > 0.9
+    both = voiced & (est > 0)
+    assert ((est[both] - truth[both]).abs() / truth[both]).mean() < 0.02
+
+
+def test_autocorrelation_is_linear_not_circular():
+    x = torch.randn(3, 50, dtype=torch.float64)
+    got = autocorrelation(x, 20)
+    want = np.stack([np.correlate(row, row, mode="full")[49 : 49 + 21] for row in x.numpy()])
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-10)
+
+
+def test_acf_voicing_takes_highest_peak_in_range_over_lag0():
+    acf = torch.zeros(1, 12, dtype=torch.float64)
+    acf[0, 0] = 2.0
+    acf[0, 1] = 1.9  # not a peak (falling from lag 0) and below the lag range
+    acf[0, 5] = 0.8  # peak inside [4, 8]
+    acf[0, 7] = 1.2  # higher peak inside
+    acf[0, 10] = 1.5  # peak beyond f0_min's lag
+    prob = acf_voicing(acf, sample_rate=16, f0_min=2.0, f0_max=4.0)
+    assert prob.item() == pytest.approx(0.6)
+    assert acf_voicing(torch.zeros(1, 12), 16, 2.0, 4.0).item() == 0.0
+
+
+def test_parabolic_interpolation_recovers_quadratic_peak():
+    lags = torch.arange(10, dtype=torch.float64)
+    curve = (1.0 - 0.1 * (lags - 4.3) ** 2)[None]
+    position, height = _parabolic(curve, torch.tensor([4]))
+    assert position.item() == pytest.approx(4.3)
+    assert height.item() == pytest.approx(1.0)
+
+
+def test_hnr_and_log_f0_conventions():
+    ext = Rlc17Lld(Rlc17Config(smooth_window=1))
+    tone = synthetic_voice(torch.full((8000,), 200.0), SR)
+    silence = torch.zeros(8000)
+    out = ext.compute(torch.stack([tone, silence]), torch.tensor([8000, 8000]))
+    voiced = out[0, 20:-20]
+    assert voiced[:, 15].mean().item() == pytest.approx(math.log(200.0), abs=0.01)
+    assert voiced[:, 14].min().item() > 20.0  # a clean periodic signal: r near 1, high HNR
+    assert (out[1, :, 15] == 0).all()  # unvoiced log F0 is 0
+    assert (out[1, :, 14] == ext.cfg.hnr_min_db).all()
