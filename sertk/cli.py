@@ -31,7 +31,7 @@ _DEVICE_HELP = "auto (cuda if available), cpu or cuda"
 @app.command(epilog="Example: sertk synth corpus/IEMOCAP_full_release --size small --seed 0 --nj 2")
 def synth(
     out: Path = typer.Argument(..., help="Directory to write (it becomes the IEMOCAP_full_release root)."),
-    size: str = typer.Option("tiny", help="tiny (~100 utts), small (~1,000) or full (~10,000)."),
+    size: str = typer.Option("tiny", help="tiny (200 short utts, for tests), small (~1,000) or full (~10,000, IEMOCAP-sized)."),
     seed: int = typer.Option(0, help="Random seed; the corpus is deterministic per seed."),
     nj: int = typer.Option(1, help="Worker processes for audio synthesis."),
 ) -> None:
@@ -165,17 +165,33 @@ def train(
     )
 
 
-@app.command(name="eval", epilog="Example: sertk eval exp/crnn_discriminative --fold all")
+@app.command(
+    name="eval",
+    epilog="Examples: sertk eval exp/crnn_discriminative --fold all\n\n"
+    "sertk eval exp/lstm_attention --fold 1 --plot-attention 4\n\n"
+    "sertk eval exp/cnn_blstm_vtlp --tta vtlp   (11 VTLP copies, majority vote)",
+)
 def evaluate(
     exp: Path = typer.Argument(..., help="Experiment dir written by sertk train."),
     fold: str = typer.Option("all", help="all, a fold number or name, or a list: '1 3'."),
     device: str = typer.Option("auto", help=_DEVICE_HELP),
     checkpoint: str = typer.Option("best.pt", help="Checkpoint file name inside each fold dir."),
+    plot_attention: int = typer.Option(
+        0, help="Also plot the attention weights of N test utterances per fold (<fold>/attention/*.png)."
+    ),
+    tta: str = typer.Option(
+        "config",
+        help="Test-time augmentation: config (the config's input.tta), none, or vtlp (11 copies, vote).",
+    ),
 ) -> None:
     """Stage 6: posteriors and predictions for each fold's test set (posteriors.tsv)."""
     from sertk.evaluate.inference import evaluate as run_eval
 
-    run_eval(exp, fold=fold, device=device, checkpoint=checkpoint)
+    run_eval(exp, fold=fold, device=device, checkpoint=checkpoint, tta=None if tta == "config" else tta)
+    if plot_attention:
+        from sertk.evaluate.attention import plot_attention as run_plot
+
+        run_plot(exp, plot_attention, fold=fold, device=device, checkpoint=checkpoint)
 
 
 @app.command(epilog="Example: sertk score exp/crnn_discriminative")
@@ -184,6 +200,14 @@ def score(exp: Path = typer.Argument(..., help="Experiment dir with evaluated fo
     from sertk.evaluate.score import score_experiment
 
     score_experiment(exp)
+
+
+@app.command(epilog="Example: sertk analyze exp/cnn_blstm_vtlp")
+def analyze(exp: Path = typer.Argument(..., help="Experiment dir with evaluated folds.")) -> None:
+    """Per-fold table (fold, session, gender, WA, UA) and 1st/2nd-choice accuracy on unanimous vs ambiguous utterances."""
+    from sertk.evaluate.analysis import analyze_experiment
+
+    analyze_experiment(exp)
 
 
 @app.command(epilog="Example: sertk compare exp/crnn_* --out exp/compare_crnn.md")
@@ -198,6 +222,56 @@ def compare(
     from sertk.evaluate.compare import compare_experiments
 
     console.print(compare_experiments(exps, out, title=title))
+
+
+@app.command(
+    epilog="Examples: sertk package exp/crnn_discriminative/fold1 models/crnn_fold1\n\n"
+    "sertk package exp/crnn_discriminative models/crnn   (every fold: an ensemble)"
+)
+def package(
+    model: Path = typer.Argument(..., help="A fold dir or best.pt (one model), or an exp dir (all folds)."),
+    out: Path = typer.Argument(..., help="Package directory to write."),
+) -> None:
+    """Write a self-contained model package: weights, arch, feature config, normalisation, classes."""
+    from sertk.deploy.package import make_package
+
+    make_package(model, out)
+
+
+@app.command(
+    epilog="Examples: sertk infer models/crnn_fold1 clips/ --out preds.jsonl\n\n"
+    "sertk infer exp/crnn_discriminative talk.wav --window 3 --hop 1 --format tsv"
+)
+def infer(
+    model: Path = typer.Argument(..., help="Package, ensemble of packages, best.pt, fold dir or exp dir."),
+    inputs: list[Path] = typer.Argument(..., help="Audio files, directories or wav.scp files."),
+    out: Path | None = typer.Option(None, help="File to write (default: stdout)."),
+    format: str = typer.Option("jsonl", "--format", help="jsonl or tsv."),
+    window: float | None = typer.Option(None, help="Also score windows of this many seconds."),
+    hop: float | None = typer.Option(None, help="Seconds between window starts (with --window)."),
+    batch_size: int = typer.Option(32, help="Files per batch."),
+    device: str = typer.Option("auto", help=_DEVICE_HELP),
+) -> None:
+    """Emotion posteriors for audio files (any rate or channels); fold models are averaged."""
+    from sertk.deploy.infer import infer as run_infer
+
+    run_infer(model, inputs, out=out, fmt=format, window=window, hop=hop, batch_size=batch_size, device=device)
+
+
+@app.command(
+    epilog="Examples: sertk export models/crnn_fold1 crnn.onnx --format onnx\n\n"
+    "sertk export exp/attention_pooling_cnn/fold1 ap.pt --format torchscript --from-waveform"
+)
+def export(
+    model: Path = typer.Argument(..., help="One package, best.pt or fold dir."),
+    out: Path = typer.Argument(..., help="Network file to write (OUT.json gets its interface)."),
+    format: str = typer.Option("torchscript", "--format", help="torchscript or onnx."),
+    from_waveform: bool = typer.Option(False, help="Include the feature transform (waveform input)."),
+) -> None:
+    """Export the network (features or waveform -> posteriors) with a parity check against PyTorch."""
+    from sertk.deploy.export import export_model
+
+    export_model(model, out, fmt=format, from_waveform=from_waveform)
 
 
 def main() -> None:

@@ -139,3 +139,19 @@ def test_oversampling_draws_a_class_more_often(factor, expected):
         counts += torch.bincount(labels[order], minlength=2)
         assert len(torch.unique(order)) == 1000  # every row still drawn
     assert counts[1] / counts[0] == pytest.approx(expected, rel=0.05)
+
+
+def test_length_batches_cover_order_once_and_group_similar_lengths():
+    import torch
+
+    from sertk.train.dataset import length_batches
+
+    lengths = torch.tensor([10, 500, 20, 480, 30, 490, 15, 470])
+    order = torch.tensor([1, 0, 3, 2, 5, 4, 7, 6])
+    batches = length_batches(order, lengths, batch_size=2, seed=0, epoch=1, pool=4)
+    assert sorted(torch.cat(batches).tolist()) == list(range(8))
+    # Sorting within the pool pairs short with short and long with long.
+    spans = sorted(int(lengths[b].max() - lengths[b].min()) for b in batches)
+    assert max(spans) <= 20
+    again = length_batches(order, lengths, batch_size=2, seed=0, epoch=1, pool=4)
+    assert all(torch.equal(a, b) for a, b in zip(batches, again, strict=True))

@@ -142,6 +142,12 @@ def test_skip_when_done_and_redo_on_new_config(data, tmp_path):
     assert not dump_features(data, out, fmt="ark")["reused"]
     assert feature_info(out)["format"] == "ark" and not (out / "feats.h5").exists()
 
+    # Another corpus behind the same data dir path (e.g. synthetic, then real IEMOCAP) is recomputed.
+    scp = data / "wav.scp"
+    scp.write_text("".join(sorted(scp.read_text().splitlines(keepends=True))[:-1]))
+    fewer = dump_features(data, out, fmt="ark")
+    assert not fewer["reused"] and fewer["utterances"] == first["utterances"] - 1
+
 
 def test_failure_mid_dump_leaves_nothing(data, tmp_path, monkeypatch):
     calls = []

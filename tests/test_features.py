@@ -173,3 +173,14 @@ def test_unreadable_audio_is_one_line_error(tmp_path):
     soundfile.write(empty, np.zeros(0, dtype=np.float32), 16000)
     with pytest.raises(SertkError, match=r"empty.wav: empty audio file"):
         read_audio(empty, 16000)
+
+
+def test_pcm16_read_equals_soundfile_float(tmp_path):
+    rng = np.random.default_rng(3)
+    samples = rng.integers(-32768, 32767, size=(1000, 2), dtype=np.int16)
+    soundfile.write(tmp_path / "pcm.wav", samples, 16000, subtype="PCM_16")
+    wave, downmixed, resampled = read_audio(tmp_path / "pcm.wav", 16000)
+    expected = soundfile.read(tmp_path / "pcm.wav", dtype="float32")[0].mean(axis=1, dtype=np.float32)
+    assert downmixed and not resampled
+    assert np.array_equal(wave, expected)
+    assert np.array_equal(wave, samples.astype(np.float32).mean(axis=1, dtype=np.float32) / 32768)

@@ -108,6 +108,17 @@ def test_smoothing_and_deltas_repeat_each_utterances_edges():
     assert deltas[0].item() == pytest.approx(1.0)
 
 
+def test_is09_f0_comes_one_frame_late_as_in_opensmile():
+    wave = speech_like(0.6, 150, 250)[None]
+    lengths = torch.tensor([wave.shape[1]])
+    late = Is09Lld(Is09Config(smooth_window=1)).compute(wave, lengths)[0]
+    aligned = Is09Lld(Is09Config(smooth_window=1, f0_delay_frames=0)).compute(wave, lengths)[0]
+    assert (aligned[:, 2] > 0).any()
+    assert late[0, 2].item() == 0.0
+    torch.testing.assert_close(late[1:, 2], aligned[:-1, 2])
+    torch.testing.assert_close(late[:, [0, 1, 3]], aligned[:, [0, 1, 3]])
+
+
 def test_rlc17_log_energy_and_mfcc_agree_with_is09_front_end():
     wave = speech_like(0.5, 120, 200)[None]
     lengths = torch.tensor([wave.shape[1]])
@@ -125,6 +136,7 @@ def test_rlc17_log_energy_and_mfcc_agree_with_is09_front_end():
         ({"frame_rate": 3}, "unknown key"),
         ({"smooth_window": 2}, "smooth_window must be odd"),
         ({"f0_min": 600.0}, "f0_min"),
+        ({"f0_delay_frames": -1}, "f0_delay_frames"),
     ],
 )
 def test_bad_config_is_one_line_sertk_error(override, match):

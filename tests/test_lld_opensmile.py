@@ -65,7 +65,11 @@ def test_mfcc_energy_zcr_correlate_with_opensmile(lo, hi, seed):
         assert np.corrcoef(ours[:, 16 + dim], ref_de[:, dim])[0, 1] >= 0.95, DELTA_COLUMNS[dim]
 
 
-@pytest.mark.parametrize("lo,hi,seed", [(160.0, 240.0, 3), (180.0, 280.0, 1)])
+@pytest.mark.parametrize(
+    "lo,hi,seed", [(80.0, 110.0, 5), (100.0, 140.0, 0), (90.0, 300.0, 2), (180.0, 280.0, 1)]
+)
 def test_voicing_and_f0_agree_with_opensmile(lo, hi, seed):
     ours, ref, _ = both(speech_like(3.0, lo, hi, seed))
     assert voicing_agreement(ours[:, 2], ref[:, 2]) >= 0.9
+    assert np.corrcoef(ours[:, 3], ref[:, 3])[0, 1] >= 0.99
+    assert np.abs(ours[:, 3] - ref[:, 3]).max() <= 0.05  # the signed ACF was 0.17 low at 100 Hz

@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from sertk.features.lld import Rlc17Config, Rlc17Lld
-from sertk.features.pitch import _parabolic, acf_voicing, autocorrelation, synthetic_voice
+from sertk.features.pitch import (
+    _parabolic,
+    acf_voicing,
+    autocorrelation,
+    fast_fft_size,
+    frame_sums,
+    synthetic_voice,
+)
 
 SR = 16000
 
@@ -57,6 +64,27 @@ def test_autocorrelation_is_linear_not_circular():
     np.testing.assert_allclose(got.numpy(), want, atol=1e-10)
 
 
+def test_fast_fft_size_is_smallest_5_smooth_size():
+    def smooth(n):
+        for p in (2, 3, 5):
+            while n % p == 0:
+                n //= p
+        return n == 1
+
+    for minimum in range(1, 400):
+        assert fast_fft_size(minimum) == next(n for n in range(minimum, 2 * minimum + 1) if smooth(n))
+    assert fast_fft_size(800 + 268 + 1) == 1080
+
+
+def test_frame_sums_equal_direct_sums_over_frames():
+    x = torch.randn(2, 101)
+    starts = torch.arange(0, 101 - 25 + 1, 7)
+    direct = x.unfold(1, 25, 7).sum(-1)
+    torch.testing.assert_close(frame_sums(x, starts, 25), direct, rtol=1e-5, atol=1e-5)
+    flags = x > 0
+    assert torch.equal(frame_sums(flags, starts, 25), flags.unfold(1, 25, 7).sum(-1).float())
+
+
 def test_acf_voicing_takes_highest_peak_in_range_over_lag0():
     acf = torch.zeros(1, 12, dtype=torch.float64)
     acf[0, 0] = 2.0
@@ -66,6 +94,8 @@ def test_acf_voicing_takes_highest_peak_in_range_over_lag0():
     acf[0, 10] = 1.5  # peak beyond f0_min's lag
     prob = acf_voicing(acf, sample_rate=16, f0_min=2.0, f0_max=4.0)
     assert prob.item() == pytest.approx(0.6)
+    acf[0, 6] = -1.6  # a deeper negative lobe counts by its magnitude, as in openSMILE's |ACF|
+    assert acf_voicing(acf, 16, 2.0, 4.0).item() == pytest.approx(0.8)
     assert acf_voicing(torch.zeros(1, 12), 16, 2.0, 4.0).item() == 0.0
 
 

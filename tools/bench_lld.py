@@ -1,15 +1,18 @@
 """Benchmark: batched IS09 / rlc17 LLD extraction vs openSMILE's per-utterance IS09 on the same wav files.
 
-Usage: .venv/bin/python tools/bench_lld.py [--num-files 200] [--batch-size 32] [--device cpu|cuda]
-Writes speech-like wavs (2-5 s, F0 90-300 Hz) to a temporary dir, times openSMILE (``ref`` extra) file by
-file, then ours reading the same files and computing in batches; prints utterances/s, real-time factor
-(processing seconds per audio second) and the speed ratio.
+Usage: .venv/bin/python tools/bench_lld.py [--num-files 200] [--repeats 3] [--threads 1] [--device cpu|cuda]
+Writes speech-like wavs (2-5 s, F0 90-300 Hz) to a temporary dir, then, interleaved ``--repeats`` times so a
+shared machine's load hits every contender alike: openSMILE (``ref`` extra) file by file, and ours the way
+the dump stage runs it (``plan_batches`` + ``compute_batch``: read, pad, extract, trim, ~0.5 M samples per
+batch, one torch thread per job). Prints medians of utterances/s and real-time factor on the wall clock
+and on process CPU time (the CPU figure is the one a loaded machine does not distort), and the ratios.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -19,17 +22,20 @@ import soundfile
 import torch
 from rich.progress import Progress
 
+from sertk.errors import SertkError
+from sertk.features.dump import BATCH_SAMPLES, compute_batch, plan_batches
 from sertk.features.lld import Is09Config, Is09Lld, Rlc17Config, Rlc17Lld
 from sertk.features.pitch import synthetic_voice
 from sertk.utils import console
 
 SR = 16000
+REFERENCE = "openSMILE IS09 (per file)"
 
 
-def write_corpus(folder: Path, num_files: int, seed: int) -> list[Path]:
+def write_corpus(folder: Path, num_files: int, seed: int) -> dict[str, str]:
     """num_files speech-like wavs with random durations and F0 ranges, each with a pause and a fricative."""
     rng = np.random.default_rng(seed)
-    paths = []
+    wavs = {}
     for i in range(num_files):
         n = int(rng.uniform(2.0, 5.0) * SR)
         lo = rng.uniform(90, 200)
@@ -42,73 +48,86 @@ def write_corpus(folder: Path, num_files: int, seed: int) -> list[Path]:
         wave = synthetic_voice(f0, SR, noise, seed=i).numpy()
         path = folder / f"utt{i:04d}.wav"
         soundfile.write(path, wave, SR, subtype="PCM_16")
-        paths.append(path)
-    return paths
+        wavs[path.stem] = str(path)
+    return wavs
 
 
-def time_opensmile(paths: list[Path]) -> float:
-    import opensmile
-
+def opensmile_runner(wavs: dict[str, str]):
+    """A callable extracting IS09 LLDs + deltas file by file, as openSMILE is used per utterance."""
+    try:
+        import opensmile
+    except ImportError as err:
+        raise SertkError("bench_lld: the reference needs the ref extra (pip install opensmile)") from err
     smile = opensmile.Smile(opensmile.FeatureSet.IS09, opensmile.FeatureLevel.LowLevelDescriptors_Deltas)
-    start = time.perf_counter()
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("openSMILE", total=len(paths))
-        for path in paths:
-            smile.process_file(str(path))
-            progress.advance(task)
-    return time.perf_counter() - start
+
+    def run() -> None:
+        for path in wavs.values():
+            smile.process_file(path)
+
+    return run
 
 
-def time_batched(extractor, paths: list[Path], batch_size: int, device: str) -> float:
-    """Read, pad and extract in length-sorted batches, features copied back to the CPU as a dump would."""
-    start = time.perf_counter()
-    waves = [soundfile.read(path, dtype="float32")[0] for path in paths]
-    order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task(type(extractor).__name__, total=len(waves))
-        for first in range(0, len(order), batch_size):
-            rows = [waves[i] for i in order[first : first + batch_size]]
-            lengths = torch.tensor([len(w) for w in rows])
-            batch = torch.zeros(len(rows), int(lengths.max()))
-            for b, w in enumerate(rows):
-                batch[b, : len(w)] = torch.from_numpy(w)
-            feats = extractor.compute(batch.to(device), lengths.to(device)).cpu()
-            frames = [feats[b, : extractor.num_frames(int(n))] for b, n in enumerate(lengths)]
-            assert len(frames) == len(rows)
-            progress.advance(task, len(rows))
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
+def batched_runner(extractor, wavs: dict[str, str], device: str):
+    """A callable extracting every file in the dump stage's batches; features end on the CPU, trimmed."""
+    batches, errors = plan_batches(wavs, extractor, BATCH_SAMPLES)
+    if errors:
+        raise SertkError(f"bench_lld: {errors[0]}")
+    if device != "cpu":
+        # compute_batch works on CPU tensors; on a device, move each padded batch there and back.
+        compute = extractor.compute
+        extractor.compute = lambda waves, lengths: compute(waves.to(device), lengths.to(device)).cpu()
+
+    def run() -> None:
+        for batch in batches:
+            result = compute_batch(extractor, batch)
+            if result["errors"]:
+                raise SertkError(f"bench_lld: {result['errors'][0]}")
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    return run
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-files", type=int, default=200)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the dump stage uses 1 per job)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        paths = write_corpus(Path(tmp), args.num_files, args.seed)
-        audio_seconds = sum(soundfile.info(p).frames for p in paths) / SR
+        wavs = write_corpus(Path(tmp), args.num_files, args.seed)
+        audio_seconds = sum(soundfile.info(p).frames for p in wavs.values()) / SR
         console.print(
-            f"{len(paths)} files, {audio_seconds:.1f} s of audio, torch threads {torch.get_num_threads()}"
+            f"{len(wavs)} files, {audio_seconds:.1f} s of audio, torch threads {torch.get_num_threads()}, "
+            f"{args.repeats} interleaved repeats"
         )
-        results = {"opensmile IS09 (per file, cpu)": time_opensmile(paths)}
-        for name, ext in [
-            ("sertk lld-is09", Is09Lld(Is09Config())),
-            ("sertk lld-rlc17", Rlc17Lld(Rlc17Config())),
-        ]:
-            # one warm-up batch so one-off allocation and CUDA start-up are not counted
-            time_batched(ext, paths[: args.batch_size], args.batch_size, args.device)
-            results[f"{name} (batched, {args.device})"] = time_batched(
-                ext, paths, args.batch_size, args.device
-            )
-    reference = results["opensmile IS09 (per file, cpu)"]
-    for name, seconds in results.items():
+        runners = {REFERENCE: opensmile_runner(wavs)}
+        for name, extractor in [("lld-is09", Is09Lld(Is09Config())), ("lld-rlc17", Rlc17Lld(Rlc17Config()))]:
+            runners[f"sertk {name} (batched, {args.device})"] = batched_runner(extractor, wavs, args.device)
+        wall: dict[str, list[float]] = {name: [] for name in runners}
+        cpu: dict[str, list[float]] = {name: [] for name in runners}
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("bench", total=args.repeats * len(runners))
+            # One untimed pass first: file cache, allocator and (on a GPU) kernel start-up.
+            for run in runners.values():
+                run()
+            for _ in range(args.repeats):
+                for name, run in runners.items():
+                    start_wall, start_cpu = time.perf_counter(), time.process_time()
+                    run()
+                    wall[name].append(time.perf_counter() - start_wall)
+                    cpu[name].append(time.process_time() - start_cpu)
+                    progress.advance(task)
+    ref_wall, ref_cpu = statistics.median(wall[REFERENCE]), statistics.median(cpu[REFERENCE])
+    console.print(f"{'':40s} {'utt/s':>8s} {'RTF':>8s} {'x ref':>6s} | {'CPU RTF':>8s} {'x ref':>6s}")
+    for name in runners:
+        seconds, cpu_seconds = statistics.median(wall[name]), statistics.median(cpu[name])
         console.print(
-            f"{name:40s} {len(paths) / seconds:8.1f} utt/s  RTF {seconds / audio_seconds:.4f}  "
-            f"x{reference / seconds:.2f} vs openSMILE"
+            f"{name:40s} {len(wavs) / seconds:8.1f} {seconds / audio_seconds:8.4f} {ref_wall / seconds:6.2f} | "
+            f"{cpu_seconds / audio_seconds:8.4f} {ref_cpu / cpu_seconds:6.2f}"
         )
 
 

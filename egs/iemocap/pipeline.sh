@@ -14,7 +14,8 @@ synth_size=small            # tiny | small | full, used only without a real IEMO
 synth_seed=0
 system=crnn_discriminative  # names data/<system>, dump/<system>, exp/<system>
 tag=                        # exp/<system>_<tag>: a variant's experiment on the same data and features
-train_config=               # default conf/<system>.yaml
+train_config=               # default: the paper's config (conf/<system>.yaml), or demo_config on synthetic data
+demo_config=                # CPU-sized config used when the corpus is synthetic and no --train-config is given
 feat=logmel40
 feat_format=hdf5            # hdf5 | ark
 classes=neu,hap+exc,ang,sad
@@ -27,7 +28,7 @@ folds=all                   # which folds to train/evaluate, e.g. "1 3"
 epochs=                     # empty: the config's
 nj=2
 device=auto                 # auto | cpu | cuda
-_tunables="stage stop_stage iemocap_root synth_size synth_seed system tag train_config feat feat_format classes
+_tunables="stage stop_stage iemocap_root synth_size synth_seed system tag train_config demo_config feat feat_format classes
  style protocol paper_protocol ratios repeats folds epochs nj device"
 
 . ./local/parse_options.sh
@@ -38,7 +39,6 @@ log() { echo "$(date '+%H:%M:%S') $*"; }
 is_done() { [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]; }
 mark_done() { echo "$2" > "$1"; }
 
-train_config=${train_config:-conf/${system}.yaml}
 paper_protocol=${paper_protocol:-${protocol}}
 data=data/${system}
 dump=dump/${system}/${feat}
@@ -52,6 +52,13 @@ if [ -z "${iemocap_root}" ]; then
   synthetic=true
 else
   synthetic=false
+fi
+if [ -z "${train_config}" ]; then
+  train_config=conf/${system}.yaml
+  if ${synthetic} && [ -n "${demo_config}" ]; then
+    train_config=${demo_config}
+    log "SYNTHETIC demo: training ${train_config}, a CPU-sized variant (pass --train-config conf/${system}.yaml for the paper's)"
+  fi
 fi
 
 if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then

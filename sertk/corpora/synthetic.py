@@ -111,7 +111,7 @@ class CorpusSize:
 
 # full: IEMOCAP's 10,039 turns, lognormal with median 3.5 s and mean ~4.5 s, 0.6-35 s like the real range.
 SIZES = {
-    "tiny": CorpusSize(100, 2, 1.3, 0.25, 0.8, 2.2),
+    "tiny": CorpusSize(200, 2, 1.0, 0.25, 0.6, 1.6),
     "small": CorpusSize(1000, 4, 3.5, 0.71, 0.6, 35.0),
     "full": CorpusSize(10039, 0, 3.5, 0.71, 0.6, 35.0),
 }

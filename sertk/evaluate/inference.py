@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sertk.augment.vtlp import vtlp_tta_transforms
 from sertk.config import from_dict
 from sertk.data.datadir import read_data_dir
 from sertk.data.folds import read_folds, select_folds
@@ -46,10 +47,14 @@ def predict_rows(
     transform: Transform | None = None,
     amp: bool = False,
 ) -> torch.Tensor:
-    """Logits (rows, C) of every row of ``fset``, in row order, on ``device``."""
+    """Logits (rows, C) of every row of ``fset``, in row order, on ``device``.
+
+    Rows go through the model sorted by length, so each batch pads only to its own longest row.
+    """
     model.eval()
     out = []
-    for index in torch.arange(len(fset)).split(batch_size):
+    by_length = torch.argsort(fset.lengths.cpu(), stable=True)
+    for index in by_length.split(batch_size):
         feats, lengths = fset.batch(index.to(fset.lengths.device))
         feats, lengths = feats.to(device, non_blocking=True), lengths.to(device)
         if transform is not None:
@@ -57,7 +62,10 @@ def predict_rows(
         feats = normalize_batch(feats, lengths, mean, std)
         with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
             out.append(model(feats, lengths).float())
-    return torch.cat(out)
+    sorted_logits = torch.cat(out)
+    logits = torch.empty_like(sorted_logits)
+    logits[by_length.to(logits.device)] = sorted_logits
+    return logits
 
 
 def segment_average(row_scores: torch.Tensor, owner: torch.Tensor, num_utts: int) -> torch.Tensor:
@@ -144,8 +152,15 @@ def evaluate(
     transforms: Sequence[Transform] | None = None,
     combine: str = "mean",
     batch_size: int = 64,
+    tta: str | None = None,
 ) -> list[dict]:
-    """Write ``<exp>/<fold>/posteriors.tsv`` for each selected fold's test set; return per-fold {name, n, wa, ua}."""
+    """Write ``<exp>/<fold>/posteriors.tsv`` for each selected fold's test set; return per-fold {name, n, wa, ua}.
+
+    ``tta``: ``vtlp`` replaces ``transforms``/``combine`` by the 11 VTLP copies and a majority vote
+    (cnn_blstm_vtlp.txt §2), ``none`` keeps them, None takes each fold's ``input.tta`` from its checkpoint.
+    """
+    if tta not in (None, "none", "vtlp"):
+        raise SertkError(f"--tta {tta}: expected none or vtlp")
     exp = Path(exp)
     info_path = exp / "experiment.json"
     if not info_path.is_file():
@@ -170,13 +185,16 @@ def evaluate(
         feats = load_features(Path(info["feats"]), utts)
         shift = input_cfg.segment_shift_test
         fset = prepare_split(feats, utts, labels, input_cfg, shift)
+        fold_transforms, fold_combine = transforms, combine
+        if (input_cfg.tta if tta is None else tta) == "vtlp":
+            fold_transforms, fold_combine = vtlp_tta_transforms(boundary=input_cfg.vtlp_boundary), "vote"
         model = build_model(ckpt["arch"], ckpt["model_config"], fset.feats.shape[2], len(classes))
         model.load_state_dict(ckpt["model"])
         model.to(dev)
         mean = None if ckpt["norm_mean"] is None else ckpt["norm_mean"].to(dev)
         std = None if ckpt["norm_std"] is None else ckpt["norm_std"].to(dev)
         posteriors = utterance_posteriors(
-            model, fset, mean, std, dev, batch_size, transforms, combine
+            model, fset, mean, std, dev, batch_size, fold_transforms, fold_combine
         ).numpy()
         write_posteriors(exp / spec["name"] / "posteriors.tsv", utts, labels, posteriors, classes)
         scores = summarize(labels, posteriors.argmax(axis=1), len(classes))

@@ -20,6 +20,7 @@ FEATURES: dict[str, type[FeatureExtractor]] = {
     "lld-rlc17": Rlc17Lld,
     "spec-li2018": MuLawSpectrogram,
     "spec-logpow": LogPowerSpectrogram,
+    "spec-logpow8k": LogPowerSpectrogram,  # the same with max_freq_hz 8000 (conf/feats/spec-logpow8k.yaml)
 }
 
 

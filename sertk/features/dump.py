@@ -12,6 +12,7 @@ contiguous shares of a length-sorted list.
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
 import shutil
@@ -108,8 +109,18 @@ def plan_batches(
     return batches, errors
 
 
-def _is_done(out: Path, meta: dict, fmt: str) -> bool:
+def _wav_scp_digest(data: Path) -> str:
+    """Fingerprint of the data dir's audio list: a dump is reused only for the same utterances and files."""
+    path = Path(data) / "wav.scp"
+    if not path.is_file():
+        raise SertkError(f"{data}: not a data dir (no wav.scp)")
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _is_done(out: Path, meta: dict, fmt: str, digest: str) -> bool:
     if not (out / ".done").is_file() or not (out / "feat.yaml").is_file():
+        return False
+    if (out / ".done").read_text().strip() != digest:
         return False
     try:
         previous = yaml.safe_load((out / "feat.yaml").read_text())
@@ -149,9 +160,10 @@ def dump_features(
     extractor = build_feature(feat, feat_config)
     config = to_dict(extractor.cfg)
     meta = {"feat": feat, "config": config}
-    if _is_done(out, meta, fmt):
+    digest = _wav_scp_digest(data)
+    if _is_done(out, meta, fmt, digest):
         utterances, frames = _count_frames(out)
-        console.print(f"{out}: already done for this feature config ({utterances} utterances), skipping")
+        console.print(f"{out}: already done for this data and feature config ({utterances} utterances), skipping")
         return {
             "utterances": utterances,
             "frames": frames,
@@ -176,7 +188,7 @@ def dump_features(
                 f"{data}: no utterance could be computed ({len(errors)} failed, first: {errors[0]})"
             )
         atomic_write_text(tmp / "feat.yaml", yaml.safe_dump(meta, sort_keys=False))
-        atomic_write_text(tmp / ".done", "")
+        atomic_write_text(tmp / ".done", digest + "\n")
         # A stale OUT (unfinished, or another config) is replaced only once the new dump is complete.
         if out.exists():
             shutil.rmtree(out)

@@ -100,10 +100,13 @@ class KaldiFbank(FeatureExtractor):
     """Log-Mel filterbank energies exactly as Kaldi's ``compute-fbank-feats`` (use_energy false, power spectrum).
 
     Per frame: remove DC, pre-emphasis x[i] - c x[i-1] (x[-1] := x[0]), window, zero-pad to a power of
-    two, |FFT|^2, Mel filters, log with the float32-epsilon floor. Matches
-    ``torchaudio.compliance.kaldi.fbank(wave * 32768, dither=0.0, ...)`` with the same options to within
-    float32 rounding (1e-4 absolute on the log energies), because both implement the same definition; here
-    a whole zero-padded batch is framed, transformed and Mel-projected with one call each.
+    two, |FFT|^2, Mel filters, log with the float32-epsilon floor. Both this and
+    ``torchaudio.compliance.kaldi.fbank(wave * 32768, dither=0.0, ...)`` implement that definition, so
+    they agree to float32 rounding: within 1e-4 (tested on tones and noise). Bins some 80 dB below the
+    frame's loudest (low bins of loud voiced frames) carry the FFT's float32 noise in both: on 200
+    synthetic-corpus utterances each deviates from a float64 computation by up to ~3e-4, and the two
+    differ by up to ~1e-3 in the worst frame of 1000 utterances. Here a whole zero-padded batch is framed, transformed
+    and Mel-projected with one call each.
     """
 
     Config = FbankConfig
@@ -162,13 +165,17 @@ class KaldiFbank(FeatureExtractor):
         # pre-emphasis is linear and maps a constant m to (1 - c) m, so subtracting the frame mean after it
         # is the same as before it.
         coeff = cfg.preemphasis
-        emphasized = torch.empty_like(frames)
+        length = self.window_length
+        # Frames are built inside the zero-padded FFT buffer, saving rfft's own pad-and-copy pass.
+        padded = frames.new_empty(*frames.shape[:2], self.fft_size)
+        padded[..., length:] = 0.0
+        emphasized = padded[..., :length]
         torch.sub(frames[..., 1:], frames[..., :-1], alpha=coeff, out=emphasized[..., 1:])
         emphasized[..., 0] = frames[..., 0] * (1.0 - coeff)
         if cfg.remove_dc_offset:
             emphasized.sub_(frames.mean(dim=-1, keepdim=True) * (1.0 - coeff))
         emphasized.mul_(self.window.to(frames.device))
-        spectrum = torch.fft.rfft(emphasized, n=self.fft_size)
+        spectrum = torch.fft.rfft(padded)
         # |X|^2 as re^2 + im^2: torch.abs on complex computes a hypot and is several times slower.
         power = spectrum.real.square().addcmul_(spectrum.imag, spectrum.imag)
         energies = power @ self.mel_matrix.to(power.device)

@@ -17,7 +17,7 @@ import torch
 
 from sertk.errors import SertkError
 from sertk.features.base import FeatureExtractor
-from sertk.features.pitch import acf_voicing, cepstral_f0, robust_acf_pitch
+from sertk.features.pitch import acf_voicing, cepstral_f0, frame_sums, robust_acf_pitch
 
 PITCH_TRACKERS = ("is09", "acf")
 # HTK/openSMILE floor the Mel magnitudes before the log (cMfcc melFloor).
@@ -32,7 +32,10 @@ class LldConfig:
     pitch: ``is09`` (cepstral F0 + ACF voicing on the 25 ms frame, openSMILE-compatible) or ``acf`` (the
     robust long-window tracker of ``sertk.features.pitch``). voicing_threshold: F0 is 0 below it (IS09:
     0.55 on the ACF voicing probability; acf: on the normalised ACF peak). acf_* fields only affect the
-    acf tracker. smooth_window: frames in the moving average (1 = none).
+    acf tracker. f0_delay_frames: the F0 column at frame t is the F0 found at frame t - f0_delay_frames (0
+    before the first); IS09 uses 1 because openSMILE's cPitchACF emits F0 one frame after its voicing
+    probability (measured: its V/UV decision at frame t equals voiceProb[t - 1] >= 0.55 on 99% of frames).
+    smooth_window: frames in the moving average (1 = none).
     """
 
     sample_rate: int = 16000
@@ -52,6 +55,7 @@ class LldConfig:
     acf_silence_threshold: float = 0.03
     acf_octave_cost: float = 0.01
     acf_neighbour_frames: int = 5
+    f0_delay_frames: int = 0
     smooth_window: int = 3
     delta_window: int = 2
 
@@ -78,11 +82,16 @@ class LldConfig:
             raise ValueError(f"smooth_window must be odd and >= 1, got {self.smooth_window}")
         if self.delta_window < 1 or self.acf_neighbour_frames < 1:
             raise ValueError("delta_window and acf_neighbour_frames must be >= 1")
+        if self.f0_delay_frames < 0:
+            raise ValueError(f"f0_delay_frames must be >= 0, got {self.f0_delay_frames}")
 
 
 @dataclass
 class Is09Config(LldConfig):
-    """IS09 emotion LLDs: 25 ms / 10 ms, cepstral pitch, 3-frame smoothing, +-2-frame deltas."""
+    """IS09 emotion LLDs: 25 ms / 10 ms, cepstral pitch one frame late as openSMILE's, 3-frame smoothing,
+    +-2-frame deltas."""
+
+    f0_delay_frames: int = 1
 
 
 @dataclass
@@ -232,17 +241,21 @@ class _LldBase(FeatureExtractor):
             lengths >= self.frame_length, 1 + (lengths - self.frame_length) // self.frame_shift, 0
         )
 
-        signs = frames >= 0
-        zcr = (signs[..., 1:] != signs[..., :-1]).float().sum(-1) / self.frame_length
+        starts = torch.arange(total, device=device) * self.frame_shift
+        zcr = frame_sums(
+            (waves[:, 1:] >= 0) != (waves[:, :-1] >= 0), starts, self.frame_length - 1
+        ) / self.frame_length
 
-        # Pre-emphasis inside each frame, its first sample against itself (openSMILE cVectorPreemphasis).
-        emphasized = torch.empty_like(frames)
-        emphasized[..., 1:] = frames[..., 1:] - cfg.preemphasis * frames[..., :-1]
-        emphasized[..., 0] = frames[..., 0] * (1.0 - cfg.preemphasis)
-        windowed = emphasized * self.window.to(device)
+        # Pre-emphasis inside each frame, its first sample against itself (openSMILE cVectorPreemphasis):
+        # emphasise the whole signal once, frame it, then redo each frame's first sample.
+        emphasized = torch.cat([waves[:, :1], waves[:, 1:] - cfg.preemphasis * waves[:, :-1]], dim=1)
+        window = self.window.to(device)
+        windowed = emphasized.unfold(1, self.frame_length, self.frame_shift) * window
+        windowed[..., 0] = frames[..., 0] * ((1.0 - cfg.preemphasis) * float(window[0]))
         mean_square = windowed.square().mean(-1)
 
-        power = torch.view_as_real(torch.fft.rfft(windowed, n=self.fft_size)).square().sum(-1)
+        spectrum = torch.fft.rfft(windowed, n=self.fft_size)
+        power = spectrum.real.square() + spectrum.imag.square()
         spectrum = power.sqrt()
         mel = (spectrum @ self.mel_matrix.to(device)).clamp_min(MEL_FLOOR).log()
         mfcc = mel @ self.dct_matrix.to(device)
@@ -269,6 +282,8 @@ class _LldBase(FeatureExtractor):
                 cfg.acf_octave_cost,
                 cfg.acf_neighbour_frames,
             )
+        if cfg.f0_delay_frames:
+            f0 = torch.nn.functional.pad(f0, (cfg.f0_delay_frames, 0))[:, :total]
         return {
             "num_frames": num_frames,
             "zcr": zcr,

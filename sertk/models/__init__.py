@@ -14,16 +14,25 @@ from torch import nn
 from sertk.config import from_dict
 from sertk.errors import SertkError
 from sertk.models.attn_pool import AttnPool
+from sertk.models.cnn_blstm import CnnBlstm
 from sertk.models.crnn_att import CrnnAtt
+from sertk.models.lstm_attn import LstmAttn
+from sertk.models.rlc import Rlc
 
 MODELS: dict[str, type[nn.Module]] = {
     "crnn-att": CrnnAtt,
     "attn-pool": AttnPool,
+    "cnn-blstm": CnnBlstm,
+    "lstm-attn": LstmAttn,
+    "rlc": Rlc,
 }
 
 SYSTEMS: dict[str, str] = {
     "crnn-att": "crnn_discriminative",
     "attn-pool": "attention_pooling_cnn",
+    "cnn-blstm": "cnn_blstm_vtlp",
+    "lstm-attn": "lstm_attention",
+    "rlc": "rlc_gca_lstm",
 }
 
 

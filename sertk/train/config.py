@@ -72,8 +72,23 @@ class InputConfig:
     segment_shift_train: int = 100
     segment_shift_test: int = 40
     white_noise_std: float = 0.0  # on normalised training features (lstm_attention.txt: sigma^2 = 0.4)
+    # VTLP of a linear-frequency spectrogram (cnn_blstm_vtlp.txt §2): "utterance" = one alpha per spectrogram
+    # on train and validation (the paper's best), "epoch" = one alpha per epoch for all training rows only.
+    vtlp: Literal["none", "utterance", "epoch"] = "none"
+    vtlp_range: list[float] = field(default_factory=lambda: [0.9, 1.1])  # alpha ~ U(low, high)
+    vtlp_boundary: float = 0.9  # f0 / f_max of Eq. 4
+    tta: Literal["none", "vtlp"] = "none"  # sertk eval's default: vtlp = 11 copies, majority vote
 
     def __post_init__(self) -> None:
+        if len(self.vtlp_range) != 2 or not 0 < self.vtlp_range[0] <= self.vtlp_range[1]:
+            raise ValueError(
+                f"input.vtlp_range must be [low, high] with 0 < low <= high, got {self.vtlp_range}"
+            )
+        if not 0 < self.vtlp_boundary < 1 or self.vtlp_boundary * max(self.vtlp_range[1], 1.1) >= 1:
+            # alpha * f0 must stay below f_max (for training and the TTA copies up to 1.1) or Eq. 4 folds over.
+            raise ValueError(
+                f"input.vtlp_boundary must be in (0, 1) with boundary * max(alpha) < 1, got {self.vtlp_boundary}"
+            )
         if self.max_frames < 0 or self.segment_frames < 0 or self.white_noise_std < 0:
             raise ValueError("input.max_frames, input.segment_frames and input.white_noise_std must be >= 0")
         if self.segment_frames and (self.segment_shift_train < 1 or self.segment_shift_test < 1):

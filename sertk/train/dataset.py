@@ -211,3 +211,21 @@ def epoch_order(
         extra = torch.rand(len(rows), generator=gen) < (factor - whole)
         rows = torch.repeat_interleave(rows, whole + extra.long())
     return rows[torch.randperm(len(rows), generator=gen)]
+
+
+def length_batches(
+    order: torch.Tensor, lengths: torch.Tensor, batch_size: int, seed: int, epoch: int, pool: int = 16
+) -> list[torch.Tensor]:
+    """Split one epoch's shuffled ``order`` into batches of similar lengths, in random batch order.
+
+    Rows are sorted by length within consecutive pools of ``pool`` batches, so a batch pads to a length
+    close to its own rows' rather than to the longest utterance of the set (on IEMOCAP-like durations this
+    removes about a third of the frames a model sees); the shuffle and the batch order stay seeded by
+    (seed, epoch), so resuming stays exact.
+    """
+    row_lengths = lengths.cpu()[order.cpu()]
+    batches: list[torch.Tensor] = []
+    for chunk, chunk_lengths in zip(order.split(batch_size * pool), row_lengths.split(batch_size * pool)):
+        batches.extend(chunk[torch.argsort(chunk_lengths, stable=True)].split(batch_size))
+    gen = torch.Generator().manual_seed(epoch_seed(seed + 3, epoch))
+    return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]

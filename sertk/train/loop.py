@@ -13,11 +13,13 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from sertk.augment.vtlp import FixedVtlp, RandomVtlp
+from sertk.config import from_dict
 from sertk.errors import SertkError
-from sertk.evaluate.inference import predict_rows, segment_average
+from sertk.evaluate.inference import Transform, predict_rows, segment_average
 from sertk.evaluate.metrics import summarize
-from sertk.train.config import TrainConfig
-from sertk.train.dataset import FeatureSet, epoch_order, epoch_seed, normalize_batch
+from sertk.train.config import InputConfig, TrainConfig
+from sertk.train.dataset import FeatureSet, epoch_order, epoch_seed, length_batches, normalize_batch
 from sertk.utils import atomic_path, atomic_write_text, console
 
 METRICS_COLUMNS = ("epoch", "train_loss", "train_acc", "valid_loss", "valid_wa", "valid_ua", "lr", "seconds")
@@ -143,6 +145,27 @@ def epoch_line(row: dict) -> str:
     )
 
 
+def epoch_vtlp(inp: InputConfig, seed: int, epoch: int) -> tuple[Transform | None, Transform | None]:
+    """The (train, validation) VTLP transforms of one epoch (cnn_blstm_vtlp.txt §2), seeded by (seed, epoch).
+
+    ``utterance``: a fresh alpha per spectrogram on both sets (the paper's best strategy); ``epoch``: one alpha
+    for all training spectrograms of the epoch, validation unwarped. Own generators keep resume exact.
+    """
+    low, high = inp.vtlp_range
+    if inp.vtlp == "utterance":
+        train_gen = torch.Generator().manual_seed(epoch_seed(seed + 2, epoch))
+        valid_gen = torch.Generator().manual_seed(epoch_seed(seed + 3, epoch))
+        return (
+            RandomVtlp(train_gen, low, high, inp.vtlp_boundary),
+            RandomVtlp(valid_gen, low, high, inp.vtlp_boundary),
+        )
+    if inp.vtlp == "epoch":
+        gen = torch.Generator().manual_seed(epoch_seed(seed + 2, epoch))
+        alpha = low + (high - low) * torch.rand((), generator=gen).item()
+        return FixedVtlp(alpha, inp.vtlp_boundary), None
+    return None, None
+
+
 def train_epoch(
     model: torch.nn.Module,
     loss_fn: torch.nn.Module,
@@ -150,6 +173,7 @@ def train_epoch(
     scaler: torch.amp.GradScaler,
     train_set: FeatureSet,
     order: torch.Tensor,
+    epoch: int,
     cfg: TrainConfig,
     device: torch.device,
     mean: torch.Tensor | None,
@@ -157,14 +181,18 @@ def train_epoch(
     noise_std: float,
     noise_gen: torch.Generator,
     progress: Progress,
+    transform: Transform | None = None,
 ) -> tuple[float, float, float]:
-    """One pass over ``order``; returns (mean loss, accuracy over rows, seconds in forward/backward/step)."""
+    """One pass over ``order`` in length-sorted batches; returns (mean loss, accuracy, seconds in fwd/bwd/step)."""
     model.train()
     amp = scaler.is_enabled()
-    batches = list(order.split(cfg.batch_size))
-    if len(batches) > 1 and len(batches[-1]) == 1:
-        # A batch of one breaks batch norm; fold it into the previous batch.
-        batches[-2:] = [torch.cat(batches[-2:])]
+    batches = length_batches(order, train_set.lengths, cfg.batch_size, cfg.seed, epoch)
+    if len(batches) > 1 and min(len(b) for b in batches) == 1:
+        # A batch of one breaks batch norm; fold it into another batch.
+        single = next(i for i, b in enumerate(batches) if len(b) == 1)
+        other = single - 1 if single > 0 else 1
+        batches[other] = torch.cat([batches[other], batches[single]])
+        del batches[single]
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     busy = 0.0
@@ -177,6 +205,8 @@ def train_epoch(
         labels = train_set.labels[owner].to(device)
         targets = labels if train_set.targets is None else train_set.targets[owner].to(device)
         weights = None if train_set.weights is None else train_set.weights[owner].to(device)
+        if transform is not None:
+            feats, lengths = transform(feats, lengths)
         feats = normalize_batch(feats, lengths, mean, std)
         if noise_std > 0:
             mask = torch.arange(feats.shape[1], device=device)[None, :] < lengths[:, None]
@@ -211,9 +241,10 @@ def validate(
     std: torch.Tensor | None,
     batch_size: int,
     amp: bool,
+    transform: Transform | None = None,
 ) -> tuple[float, float, float]:
     """(loss over rows, WA, UA over utterances from segment-averaged posteriors) on the validation set."""
-    logits = predict_rows(model, valid_set, mean, std, device, batch_size, amp=amp)
+    logits = predict_rows(model, valid_set, mean, std, device, batch_size, transform, amp=amp)
     owner = valid_set.owner.to(device)
     targets = (
         valid_set.labels.to(device)[owner]
@@ -290,6 +321,7 @@ def fit(
         train_set, valid_set = train_set.to(device), valid_set.to(device)
     row_labels = train_set.row_labels
     amp = scaler.is_enabled()
+    inp = from_dict(InputConfig, info["input"], where="input")
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
     with Progress(*columns, console=console, transient=True) as progress:
         for epoch in range(first_epoch, cfg.epochs + 1):
@@ -301,6 +333,7 @@ def fit(
             torch.manual_seed(epoch_seed(cfg.seed, epoch))
             noise_gen = torch.Generator(device=device).manual_seed(epoch_seed(cfg.seed + 1, epoch))
             order = epoch_order(row_labels, cfg.seed, epoch, oversample)
+            train_vtlp, valid_vtlp = epoch_vtlp(inp, cfg.seed, epoch)
             train_loss, train_acc, busy = train_epoch(
                 model,
                 loss_fn,
@@ -308,6 +341,7 @@ def fit(
                 scaler,
                 train_set,
                 order,
+                epoch,
                 cfg,
                 device,
                 mean,
@@ -315,9 +349,12 @@ def fit(
                 noise_std,
                 noise_gen,
                 progress,
+                train_vtlp,
             )
             train_seconds = time.perf_counter() - tic
-            valid_loss, wa, ua = validate(model, loss_fn, valid_set, device, mean, std, cfg.batch_size, amp)
+            valid_loss, wa, ua = validate(
+                model, loss_fn, valid_set, device, mean, std, cfg.batch_size, amp, valid_vtlp
+            )
             values = metric_values(valid_loss, wa, ua)
             row = {
                 "epoch": epoch,

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# lstm_attention.txt: 3 dense ReLU layers + BiLSTM + LSTM attention (lstm-attn) on 32 IS09 LLDs, 500 frames.
+# Paper protocol: 4 classes (neu hap ang sad, happy without excited), 5-fold leave-one-session-out, on the
+# full set (default here) and on the improvised utterances only. Table 1 = 4 poolings x {full, improvised}:
+#   bash run_lstm_attention.sh                                                  # proposed, full set
+#   bash run_lstm_attention.sh --train-config conf/lstm_attention/yang.yaml --tag yang   # also mean, zhou
+#   bash run_lstm_attention.sh --system lstm_attention_impro --style impro      # proposed, improvised set
+#   bash run_lstm_attention.sh --system lstm_attention_impro --style impro \
+#     --train-config conf/lstm_attention/mean.yaml --tag mean
+# The improvised set gets its own --system (data/, dump/ and exp/ names): --style alone would re-prepare
+# data/lstm_attention in place while dump/lstm_attention/lld-is09 still held the other set's features.
+# Then: sertk eval exp/lstm_attention --plot-attention 4; sertk compare exp/lstm_attention* --out table1.md
+set -euo pipefail
+cd "$(dirname "$0")"
+exec ./pipeline.sh \
+  --system lstm_attention \
+  --train-config conf/lstm_attention.yaml \
+  --feat lld-is09 \
+  --classes neu,hap,ang,sad --style all \
+  --protocol loso-session --paper-protocol loso-session \
+  "$@"

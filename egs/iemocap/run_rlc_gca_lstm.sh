@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# rlc_gca_lstm.md: residual CNN + 4-head self-attention + GCA-LSTM (rlc) on 17 LLDs every 5 ms. Paper
+# protocol: 4 classes (hap+exc, 5531 utterances), random 8:1:1 splits, 10 folds; Adam 1e-3, batch 128.
+# Canonical system: S3 (conf/rlc_gca_lstm.yaml). The Table 2 ablations share data, features and folds:
+#   bash run_rlc_gca_lstm.sh --train-config conf/rlc_gca_lstm/s2.yaml --tag s2   # also s1, baseline
+#   bash run_rlc_gca_lstm.sh --protocol loso-session                            # speaker-independent
+set -euo pipefail
+cd "$(dirname "$0")"
+exec ./pipeline.sh \
+  --system rlc_gca_lstm \
+  --train-config conf/rlc_gca_lstm.yaml \
+  --feat lld-rlc17 \
+  --classes neu,hap+exc,ang,sad --style all \
+  --protocol random --paper-protocol random --ratios 0.8,0.1,0.1 --repeats 10 \
+  "$@"

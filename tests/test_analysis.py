@@ -1,0 +1,111 @@
+"""Table 2 / Table 6 analysis (cnn_blstm_vtlp.txt) on a hand-made two-fold experiment with hand-computed values."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from test_dataset import TABLE5
+
+from sertk.data.datadir import write_data_dir
+from sertk.errors import SertkError
+from sertk.evaluate.analysis import agreement, analyze_experiment, second_choice
+
+CLASSES = ["neu", "hap", "sad", "ang"]
+# utt: (speaker, label, votes or None, posteriors over CLASSES)
+UTTS = {
+    "Ses01F_u1": ("Ses01F", "neu", "neu neu neu", [0.7, 0.2, 0.1, 0.0]),  # una, right, 2nd hap
+    "Ses01F_u2": ("Ses01F", "hap", "hap hap neu", [0.5, 0.4, 0.1, 0.0]),  # amb, wrong, 2nd right
+    "Ses01F_u3": ("Ses01F", "sad", "sad,ang sad sad", [0.1, 0.0, 0.2, 0.7]),  # una, wrong, 2nd right
+    "Ses01F_u4": ("Ses01F", "ang", "ang oth,ang oth", [0.0, 0.0, 0.0, 1.0]),  # amb, right, 2nd neu
+    "Ses01M_u5": ("Ses01M", "neu", None, [0.2, 0.6, 0.1, 0.1]),  # no votes, wrong, 2nd right
+    "Ses01M_u6": ("Ses01M", "sad", "sad sad sad", [0.0, 0.0, 1.0, 0.0]),  # una, right, 2nd neu
+    "Ses01M_u7": ("Ses01M", "ang", "ang ang ang", [0.3, 0.0, 0.0, 0.7]),  # una, right, 2nd neu
+}
+
+
+def make_experiment(root, with_votes=True):
+    utts = sorted(UTTS)
+    tables = {
+        "wav.scp": {u: f"/nonexistent/{u}.wav" for u in utts},
+        "utt2spk": {u: UTTS[u][0] for u in utts},
+        "utt2emo": {u: UTTS[u][1] for u in utts},
+        "utt2session": {u: "Session1" for u in utts},
+        "utt2gender": {u: UTTS[u][0][-1] for u in utts},
+    }
+    if with_votes:
+        tables["utt2votes"] = {u: UTTS[u][2] for u in utts if UTTS[u][2]}
+    data = root / "data"
+    write_data_dir(data, tables, {"classes": CLASSES, "class_map": {c: c for c in CLASSES}})
+    exp = root / "exp"
+    for fold, speaker in (("fold1", "Ses01F"), ("fold2", "Ses01M")):
+        (exp / fold).mkdir(parents=True)
+        lines = ["\t".join(["utt", "label", "pred", *CLASSES])]
+        for u in (u for u in utts if UTTS[u][0] == speaker):
+            post = UTTS[u][3]
+            lines.append("\t".join([u, UTTS[u][1], CLASSES[int(np.argmax(post))], *map(str, post)]))
+        (exp / fold / "posteriors.tsv").write_text("\n".join(lines) + "\n")
+    (exp / "experiment.json").write_text(json.dumps({"system": "toy", "data": str(data), "synthetic": True}))
+    return exp
+
+
+def test_unanimous_and_ambiguous_follow_table5():
+    votes = [row[0] for row in TABLE5]
+    labels = np.array([CLASSES.index(row[1]) for row in TABLE5])
+    # Table 5's "Subset" column: amb, amb, una, amb; no votes: -1.
+    assert agreement(votes, labels, CLASSES, {}).tolist() == [0, 0, 1, 0]
+    assert agreement(["", "exc hap"], np.array([0, 1]), CLASSES, {"exc": "hap"}).tolist() == [-1, 1]
+
+
+def test_second_choice_skips_the_prediction():
+    post = np.array([[0.1, 0.6, 0.3], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])
+    assert second_choice(post, post.argmax(axis=1)).tolist() == [2, 1, 0]
+
+
+def test_per_fold_and_agreement_tables(tmp_path):
+    exp = make_experiment(tmp_path)
+    result = analyze_experiment(exp)
+    f1, f2 = result["folds"]
+    assert (f1["name"], f1["session"], f1["gender"], f1["speakers"], f1["n"]) == (
+        "fold1",
+        "1",
+        "F",
+        ["Ses01F"],
+        4,
+    )
+    assert (f1["wa"], f1["ua"]) == (0.5, 0.5)  # recalls neu 1, hap 0, sad 0, ang 1
+    assert (f2["gender"], f2["wa"], f2["ua"]) == ("M", pytest.approx(2 / 3), pytest.approx(2 / 3))
+    assert result["mean"] == {"wa": pytest.approx(7 / 12), "ua": pytest.approx(7 / 12)}
+
+    every = result["subsets"]["all"]
+    assert [every["classes"][c]["first"] for c in CLASSES] == [0.5, 0.0, 0.5, 1.0]
+    assert [every["classes"][c]["second"] for c in CLASSES] == [0.5, 1.0, 0.5, 0.0]
+    assert every["weighted"] == {"first": pytest.approx(4 / 7), "second": pytest.approx(3 / 7)}
+    assert every["unweighted"] == {"first": 0.5, "second": 0.5}
+    una = result["subsets"]["unanimous"]
+    assert una["n"] == 4 and una["classes"]["hap"] == {"n": 0, "first": None, "second": None}
+    assert una["weighted"] == {"first": 0.75, "second": 0.25}
+    assert una["unweighted"] == {"first": pytest.approx(5 / 6), "second": pytest.approx(1 / 6)}
+    amb = result["subsets"]["ambiguous"]
+    assert amb["n"] == 2 and amb["weighted"] == {"first": 0.5, "second": 0.5}
+    assert result["no_votes"] == 1
+
+    md = (exp / "ANALYSIS.md").read_text()
+    assert "| fold1 | 1 | F | Ses01F | 4 | 50.0 | 50.0 |" in md
+    assert "| Total (mean) | | | | | 58.3 | 58.3 |" in md
+    assert "| hap | 1 | 0.0 | 100.0 | 0 | – | – | 1 | 0.0 | 100.0 |" in md
+    assert "SYNTHETIC" in md and json.loads((exp / "analysis.json").read_text())["mean"][
+        "wa"
+    ] == pytest.approx(7 / 12)
+
+
+def test_without_votes_only_all_and_errors(tmp_path):
+    exp = make_experiment(tmp_path / "a", with_votes=False)
+    result = analyze_experiment(exp)
+    assert set(result["subsets"]) == {"all"} and "No utt2votes" in (exp / "ANALYSIS.md").read_text()
+    (exp / "fold2" / "posteriors.tsv").write_text("utt label pred neu hap sad ang\nx neu neu 1 0 0\n")
+    with pytest.raises(SertkError, match=r"fold2/posteriors.tsv: line 2"):
+        analyze_experiment(exp)
+    with pytest.raises(SertkError, match="experiment.json: not found"):
+        analyze_experiment(tmp_path / "missing")

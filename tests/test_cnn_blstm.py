@@ -1,0 +1,142 @@
+"""cnn-blstm (cnn_blstm_vtlp.txt): length arithmetic, padding invariance, layer-wise BN, Table 1 configs, a toy task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from sertk.config import read_yaml
+from sertk.models import build_model, count_parameters
+from sertk.models.cnn_blstm import LayerBatchNorm, conv_output_length
+from sertk.train.config import load_experiment_config
+from sertk.train.loop import build_optimizer
+
+CONF = Path(__file__).resolve().parents[1] / "egs" / "iemocap" / "conf"
+TINY = {"conv_channels": [4, 4, 4], "freq_strides": [2, 2, 1], "time_strides": [2, 1, 3], "lstm_cells": 6}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core machine threads oversubscribe."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("kernel,stride", [(3, 1), (3, 2), (5, 2), (3, 3), (1, 2)])
+def test_conv_output_length_matches_torch(kernel, stride):
+    conv = torch.nn.Conv1d(1, 1, kernel, stride=stride, padding=kernel // 2)
+    for length in range(1, 40):
+        assert conv(torch.zeros(1, 1, length)).shape[-1] == conv_output_length(length, kernel, stride)
+
+
+def test_output_lengths_through_the_default_strides():
+    model = build_model("cnn-blstm", {}, 256, 4)
+    # Time strides 2, 2, 1, 1 with kernel 3: 21 -> 11 -> 6 (the paper's shortest), 909 -> 455 -> 228.
+    assert model.output_lengths(torch.tensor([1, 2, 21, 909])).tolist() == [1, 1, 6, 228]
+
+
+@pytest.mark.parametrize("norm,layers", [("none", 1), ("layer-batch", 2)])
+@pytest.mark.parametrize("train", [False, True])
+def test_padding_never_changes_the_logits(norm, layers, train):
+    torch.manual_seed(0)
+    model = build_model(
+        "cnn-blstm", TINY | {"recurrent_norm": norm, "lstm_layers": layers, "dropout": 0.0}, 12, 3
+    )
+    model.train(train)
+    feats, lengths = torch.randn(3, 17, 12), torch.tensor([17, 9, 4])
+    padded = torch.cat([feats, torch.randn(3, 8, 12)], dim=1)  # garbage past the end: must be masked too
+    torch.testing.assert_close(model(padded, lengths), model(feats, lengths), rtol=1e-5, atol=1e-6)
+    if not train:
+        alone = model(feats[2:, :4], lengths[2:])
+        torch.testing.assert_close(model(feats, lengths)[2:], alone, rtol=1e-5, atol=1e-6)
+
+
+def test_layer_batch_norm_uses_one_mean_and_variance_over_valid_steps():
+    norm = LayerBatchNorm(3).train()
+    x = torch.tensor([[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], [[7.0, 8.0, 9.0], [100.0, 100.0, 100.0]]])
+    out = norm(x, torch.tensor([2, 1]))
+    valid = torch.arange(1.0, 10.0)  # the 9 valid values: mean 5, population variance 60 / 9
+    expected = (valid - 5.0) / torch.sqrt(torch.tensor(60.0 / 9 + 1e-5))
+    torch.testing.assert_close(out[0].flatten(), expected[:6])
+    torch.testing.assert_close(out[1, 0], expected[6:])
+    assert torch.all(out[1, 1] == 0)
+    assert norm.running_mean.item() == pytest.approx(0.5)  # 0.9 * 0 + 0.1 * 5
+
+
+def test_layer_batch_norm_normalises_only_the_input_projection():
+    model = build_model("cnn-blstm", TINY | {"recurrent_norm": "layer-batch"}, 12, 3)
+    layer = model.rnn[0]
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert frozen == ["rnn.0.lstm.weight_ih_l0", "rnn.0.lstm.weight_ih_l0_reverse"]
+    # The LSTM's input weights pick its direction's 4H gate inputs out of the normalised projection.
+    cells = 6
+    torch.testing.assert_close(layer.lstm.weight_ih_l0[:, : 4 * cells], torch.eye(4 * cells))
+    assert torch.all(layer.lstm.weight_ih_l0[:, 4 * cells :] == 0)
+    assert count_parameters(model) == sum(p.numel() for p in model.parameters()) - 2 * (4 * cells) * (
+        8 * cells
+    )
+
+
+TABLE1 = {  # column: (feat, vtlp, oversample, layer-wise lr, paper WA, paper UA)
+    "baseline": ("spec-logpow", False, False, False, 66.4, 57.7),
+    "over": ("spec-logpow", False, True, False, 63.2, 58.6),
+    "aug_over": ("spec-logpow", True, True, False, 64.9, 59.5),
+    "over_grdt": ("spec-logpow", False, True, True, 63.5, 59.8),
+    "aug_over_grdt": ("spec-logpow", True, True, True, 64.2, 60.9),
+    "best": ("spec-logpow8k", True, True, True, 64.5, 61.7),
+}
+
+
+@pytest.mark.parametrize("column", TABLE1)
+def test_table1_configs(column):
+    feat, aug, over, grdt, wa, ua = TABLE1[column]
+    cfg = load_experiment_config(CONF / "cnn_blstm_vtlp" / f"{column}.yaml")
+    assert (cfg.arch, cfg.feat, cfg.protocol, cfg.paper) == (
+        "cnn-blstm",
+        feat,
+        "loso-speaker",
+        {"wa": wa, "ua": ua},
+    )
+    assert (cfg.input.vtlp == "utterance") == aug and (cfg.input.tta == "vtlp") == aug
+    assert cfg.train.oversample == ({"hap": 2, "ang": 2} if over else {})
+    assert cfg.train.optimizer == "sgd" and cfg.train.nesterov and cfg.train.weight_decay > 0
+    assert cfg.input.normalize == "global"
+    model = build_model(cfg.arch, cfg.model, 512 if feat.endswith("8k") else 256, 4)
+    groups = build_optimizer(model, cfg.train).param_groups
+    assert len(groups) == (2 if grdt else 1)
+    if grdt:
+        conv, rest = groups
+        assert conv["lr"] > rest["lr"] and conv["weight_decay"] > rest["weight_decay"]
+        assert sum(p.numel() for p in conv["params"]) == sum(p.numel() for p in model.convs.parameters())
+
+
+def test_canonical_config_is_the_best_column():
+    assert read_yaml(CONF / "cnn_blstm_vtlp.yaml") == read_yaml(CONF / "cnn_blstm_vtlp" / "best.yaml")
+
+
+def test_learns_a_toy_task():
+    """Class 1 has a rising tone (energy moving up the bins over time), class 0 a falling one: needs time order."""
+    torch.manual_seed(0)
+    batch, frames, bins = 16, 12, 8
+    labels = torch.arange(batch) % 2
+    steps = torch.arange(frames)
+    peak = torch.where(
+        labels[:, None] == 1, steps[None, :] * bins // frames, (frames - 1 - steps)[None, :] * bins // frames
+    )
+    feats = torch.nn.functional.one_hot(peak, bins).float() * 3 + 0.3 * torch.randn(batch, frames, bins)
+    lengths = torch.randint(8, frames + 1, (batch,))
+    model = build_model("cnn-blstm", TINY | {"dropout": 0.0}, bins, 2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
+    for _ in range(40):
+        loss = torch.nn.functional.cross_entropy(model(feats, lengths), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        accuracy = (model(feats, lengths).argmax(dim=1) == labels).float().mean().item()
+    assert accuracy == 1.0 and loss.item() < 0.1

@@ -1,0 +1,93 @@
+"""``sertk export``: TorchScript and ONNX networks agree with PyTorch on new batch and time sizes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from test_package import CLASSES, write_checkpoint
+
+from sertk.deploy.export import export_model
+from sertk.deploy.package import load_models
+from sertk.errors import SertkError
+from sertk.features import build_feature
+from sertk.train.dataset import normalize_batch
+
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+
+
+def padded_batch(seed=7, rows=4, frames=91):
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor([frames, 50, 13, 70][:rows])
+    feats = 6.0 + 2.0 * torch.randn(rows, frames, 40, generator=gen)
+    return feats * (torch.arange(frames)[None, :] < lengths[:, None])[..., None], lengths
+
+
+def reference(fold, feats, lengths):
+    package = load_models(fold)[0]
+    with torch.no_grad():
+        x = normalize_batch(feats, lengths, package.norm_mean, package.norm_std)
+        return package.build()(x, lengths).softmax(-1).numpy()
+
+
+@pytest.mark.parametrize("arch", ["crnn-att", "attn-pool"])
+def test_torchscript_export_matches_pytorch(tmp_path, arch):
+    write_checkpoint(tmp_path / "fold1", arch=arch)
+    delta = export_model(tmp_path / "fold1", tmp_path / "net.pt", fmt="torchscript")
+    assert delta < 1e-4
+    net = torch.jit.load(tmp_path / "net.pt")
+    feats, lengths = padded_batch()
+    np.testing.assert_allclose(
+        net(feats, lengths).detach().numpy(), reference(tmp_path / "fold1", feats, lengths), atol=1e-5
+    )
+    meta = json.loads((tmp_path / "net.pt.json").read_text())
+    assert meta["classes"] == CLASSES and meta["export_format"] == "torchscript"
+    assert meta["inputs"] == {"feats": ["batch", "time", 40], "lengths": ["batch"]}
+    assert meta["outputs"] == {"posteriors": ["batch", 4]}
+
+
+@pytest.mark.parametrize("arch", ["crnn-att", "attn-pool"])
+def test_onnx_export_matches_pytorch(tmp_path, arch):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    write_checkpoint(tmp_path / "fold1", arch=arch)
+    export_model(tmp_path / "fold1", tmp_path / "net.onnx", fmt="onnx")
+    session = onnxruntime.InferenceSession(str(tmp_path / "net.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["feats", "lengths"]
+    assert [o.name for o in session.get_outputs()] == ["posteriors"]
+    feats, lengths = padded_batch(rows=3, frames=140)
+    got = session.run(None, {"feats": feats.numpy(), "lengths": lengths.numpy()})[0]
+    np.testing.assert_allclose(got, reference(tmp_path / "fold1", feats, lengths), atol=1e-5)
+
+
+def test_waveform_torchscript_includes_the_feature_transform(tmp_path):
+    write_checkpoint(tmp_path / "fold1")
+    export_model(tmp_path / "fold1", tmp_path / "wave.pt", fmt="torchscript", from_waveform=True)
+    net = torch.jit.load(tmp_path / "wave.pt")
+    waves = 0.1 * torch.randn(2, 12000, generator=torch.Generator().manual_seed(3))
+    lengths = torch.tensor([12000, 7000])
+    waves[1, 7000:] = 0
+    extractor = build_feature("logmel40", {"num_mel_bins": 40})
+    feats = extractor.compute(waves, lengths)
+    frames = torch.tensor([extractor.num_frames(12000), extractor.num_frames(7000)])
+    expected = reference(
+        tmp_path / "fold1",
+        feats * (torch.arange(feats.shape[1])[None, :] < frames[:, None])[..., None],
+        frames,
+    )
+    np.testing.assert_allclose(net(waves, lengths).detach().numpy(), expected, atol=1e-5)
+    assert json.loads((tmp_path / "wave.pt.json").read_text())["inputs"]["waves"] == ["batch", "samples"]
+
+
+def test_unexportable_requests_are_one_line_errors(tmp_path):
+    pytest.importorskip("onnxruntime")
+    write_checkpoint(tmp_path / "exp" / "fold1")
+    write_checkpoint(tmp_path / "exp" / "fold2")
+    with pytest.raises(SertkError, match="does not export to onnx"):
+        export_model(tmp_path / "exp" / "fold1", tmp_path / "w.onnx", fmt="onnx", from_waveform=True)
+    assert not (tmp_path / "w.onnx").exists()
+    with pytest.raises(SertkError, match="holds 2 models"):
+        export_model(tmp_path / "exp", tmp_path / "x.pt")
+    with pytest.raises(SertkError, match="--format tflite"):
+        export_model(tmp_path / "exp" / "fold1", tmp_path / "x.pt", fmt="tflite")

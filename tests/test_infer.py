@@ -1,0 +1,143 @@
+"""``sertk infer``: posteriors as computed by hand, any audio format, error records, ensembles, windows."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from test_package import CLASSES, FEAT_CONFIG, write_checkpoint, write_wave
+from typer.testing import CliRunner
+
+from sertk.cli import app
+from sertk.deploy.infer import collect_inputs, infer
+from sertk.deploy.package import load_models
+from sertk.features import build_feature
+
+
+def by_hand(fold_dir, wave, start=0, frames=None):
+    """Posteriors of one mono 16 kHz wave (or a frame window of it) computed alone from best.pt."""
+    package = load_models(fold_dir)[0]
+    feats = build_feature("logmel40", FEAT_CONFIG).compute(
+        torch.from_numpy(wave)[None], torch.tensor([len(wave)])
+    )
+    feats = feats[:, start : None if frames is None else start + frames]
+    x = (feats - package.norm_mean) / package.norm_std
+    with torch.no_grad():
+        return package.build()(x, torch.tensor([x.shape[1]])).softmax(-1)[0].numpy()
+
+
+def posteriors(record):
+    return np.array([record["posteriors"][c] for c in CLASSES])
+
+
+def test_records_match_a_hand_computation_and_survive_bad_files(tmp_path):
+    write_checkpoint(tmp_path / "fold1")
+    clips = tmp_path / "clips"
+    (clips / "sub").mkdir(parents=True)
+    mono = write_wave(clips / "a.wav", 1.3, seed=1)
+    write_wave(clips / "sub" / "b.flac", 0.8, seed=2)
+    # Same samples in two identical channels: the downmix must give exactly the mono result.
+    write_wave(tmp_path / "stereo.wav", 1.3, channels=2, seed=1)
+    write_wave(tmp_path / "rate8k.wav", 1.0, rate=8000, seed=3)
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF....WAVEjunk")
+    write_wave(tmp_path / "empty.wav", 0.0)
+    inputs = [
+        clips,
+        tmp_path / "stereo.wav",
+        tmp_path / "corrupt.wav",
+        tmp_path / "empty.wav",
+        tmp_path / "rate8k.wav",
+    ]
+    stream = io.StringIO()
+    records = infer(tmp_path / "fold1", inputs, device="cpu", batch_size=2, stream=stream)
+    assert [json.loads(line) for line in stream.getvalue().splitlines()] == records
+    assert [r["utt"] for r in records] == ["a", "sub/b", "stereo", "corrupt", "empty", "rate8k"]
+    by_utt = {r["utt"]: r for r in records}
+    np.testing.assert_allclose(posteriors(by_utt["a"]), by_hand(tmp_path / "fold1", mono), atol=2e-6)
+    np.testing.assert_allclose(posteriors(by_utt["stereo"]), posteriors(by_utt["a"]), atol=2e-6)
+    assert by_utt["a"]["label"] == CLASSES[int(np.argmax(posteriors(by_utt["a"])))]
+    assert "cannot read audio" in by_utt["corrupt"]["error"] and "label" not in by_utt["corrupt"]
+    assert "empty audio file" in by_utt["empty"]["error"]
+    assert abs(sum(by_utt["rate8k"]["posteriors"].values()) - 1) < 1e-5
+
+
+def test_ensemble_of_folds_averages_posteriors_and_tsv_output(tmp_path):
+    for k in (1, 2):
+        write_checkpoint(tmp_path / "exp" / f"fold{k}", seed=k)
+    wave = write_wave(tmp_path / "x.wav", 1.1)
+    (tmp_path / "wav.scp").write_text(f"utt1 {tmp_path / 'x.wav'}\nutt2 {tmp_path / 'missing.wav'}\n")
+    assert collect_inputs([tmp_path / "wav.scp"]) == [
+        ("utt1", str(tmp_path / "x.wav")),
+        ("utt2", str(tmp_path / "missing.wav")),
+    ]
+    records = infer(tmp_path / "exp", [tmp_path / "wav.scp"], device="cpu", stream=io.StringIO())
+    expected = (by_hand(tmp_path / "exp" / "fold1", wave) + by_hand(tmp_path / "exp" / "fold2", wave)) / 2
+    np.testing.assert_allclose(posteriors(records[0]), expected, atol=2e-6)
+    assert "error" in records[1]
+    infer(tmp_path / "exp", [tmp_path / "wav.scp"], out=tmp_path / "out.tsv", fmt="tsv", device="cpu")
+    header, *rows = [line.split("\t") for line in (tmp_path / "out.tsv").read_text().splitlines()]
+    assert header == ["utt", "kind", "start", "end", "label", *CLASSES, "error"]
+    assert rows[0][:2] == ["utt1", "utt"] and rows[0][-1] == ""
+    np.testing.assert_allclose([float(v) for v in rows[0][5:9]], expected, atol=2e-6)
+    assert rows[1][:2] == ["utt2", "error"] and "missing.wav" in rows[1][-1]
+
+
+def test_windows_give_a_track_of_window_posteriors(tmp_path):
+    write_checkpoint(tmp_path / "fold1")
+    wave = write_wave(tmp_path / "long.wav", 2.5, seed=4)
+    write_wave(tmp_path / "short.wav", 0.5, seed=5)
+    records = infer(
+        tmp_path / "fold1",
+        [tmp_path / "long.wav", tmp_path / "short.wav"],
+        window=1.0,
+        hop=0.5,
+        device="cpu",
+        stream=io.StringIO(),
+    )
+    long, short = records
+    # logmel40: 248 frames at 100 frames/s -> windows of 100 frames every 50: starts 0, 50, 100, 148 excluded.
+    assert [(w["start"], w["end"]) for w in long["windows"]] == [(0.0, 1.0), (0.5, 1.5), (1.0, 2.0)]
+    np.testing.assert_allclose(
+        posteriors(long["windows"][1]), by_hand(tmp_path / "fold1", wave, 50, 100), atol=2e-6
+    )
+    np.testing.assert_allclose(posteriors(long), by_hand(tmp_path / "fold1", wave), atol=2e-6)
+    assert [(w["start"], w["end"]) for w in short["windows"]] == [(0.0, 0.48)]
+
+
+def test_segment_models_average_their_segments_inside_each_window(tmp_path):
+    write_checkpoint(tmp_path / "fold1", arch="attn-pool", segment_frames=60, segment_shift_test=20)
+    wave = write_wave(tmp_path / "a.wav", 1.5, seed=6)
+    record = infer(
+        tmp_path / "fold1", [tmp_path / "a.wav"], window=1.0, hop=1.0, device="cpu", stream=io.StringIO()
+    )[0]
+    # The 1 s window (100 frames) holds segments at 0, 20, 40 of 60 frames.
+    segments = [by_hand(tmp_path / "fold1", wave, s, 60) for s in (0, 20, 40)]
+    np.testing.assert_allclose(posteriors(record["windows"][0]), np.mean(segments, axis=0), atol=2e-6)
+
+
+def test_cli_help_and_one_line_errors(tmp_path):
+    code = "import sys; from sertk.cli import main; sys.argv = ['sertk'] + sys.argv[1:]; main()"
+    for command in ("package", "infer", "export"):
+        out = CliRunner().invoke(app, [command, "--help"])
+        assert out.exit_code == 0 and f"sertk {command}" in out.stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code, "infer", str(tmp_path / "none"), "x.wav"], capture_output=True, text=True
+    )
+    assert out.returncode == 1
+    assert [line for line in out.stderr.splitlines() if line] == [
+        f"error: {tmp_path / 'none'}: model not found (expected a package, a best.pt, a fold or an exp dir)"
+    ]
+
+
+def test_window_options_are_checked(tmp_path):
+    write_checkpoint(tmp_path / "fold1")
+    write_wave(tmp_path / "a.wav", 0.5)
+    from sertk.errors import SertkError
+
+    with pytest.raises(SertkError, match="--window and --hop"):
+        infer(tmp_path / "fold1", [tmp_path / "a.wav"], window=1.0, device="cpu")

@@ -1,0 +1,145 @@
+"""VTLP (cnn_blstm_vtlp.txt Eq. 4): the warp vs torchaudio's Kaldi VTLN warp, spectrogram warping, training and TTA hooks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_train import ToyModel, make_recipe, run, write_conf
+from torchaudio.compliance.kaldi import vtln_warp_freq
+
+import sertk.train.loop as loop
+from sertk.augment.vtlp import (
+    TTA_ALPHAS,
+    FixedVtlp,
+    RandomVtlp,
+    vtlp_tta_transforms,
+    vtlp_warp,
+    warp_spectrogram,
+)
+from sertk.evaluate.inference import utterance_posteriors
+from sertk.models import MODELS, SYSTEMS
+from sertk.train.config import InputConfig
+from sertk.train.dataset import build_feature_set
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core machine threads oversubscribe."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("alpha", [0.9, 0.93, 1.0, 1.04, 1.1])
+def test_warp_equals_kaldi_vtln_warp(alpha):
+    """Kaldi's F(f) = f / w below its upper inflection h = cutoff * min(1, w): with w = 1 / alpha and
+    cutoff = f0 * max(1, alpha), h = f0 and F is Eq. 4's G (low_freq 0 makes the lower piece the same line)."""
+    f_max, f0 = 4000.0, 0.9 * 4000.0
+    freqs = torch.linspace(0, f_max, 801, dtype=torch.float64)
+    kaldi = vtln_warp_freq(1.0, f0 * max(1.0, alpha), 0.0, f_max, 1.0 / alpha, freqs)
+    ours = vtlp_warp(freqs, torch.tensor(alpha, dtype=torch.float64), f_max, 0.9)
+    torch.testing.assert_close(ours, kaldi, rtol=0, atol=1e-9)
+    # Hand values: alpha * f below f0, the end points fixed.
+    assert ours[400].item() == pytest.approx(alpha * 2000.0)
+    assert ours[0].item() == 0.0 and ours[-1].item() == pytest.approx(f_max)
+
+
+def test_warp_spectrogram_is_linear_interpolation_at_the_warped_bins():
+    gen = torch.Generator().manual_seed(0)
+    feats = torch.randn(3, 4, 20, generator=gen)
+    alpha = torch.tensor([0.9, 1.0, 1.1])
+    out = warp_spectrogram(feats, alpha)
+    freqs = np.arange(1, 21, dtype=np.float64)  # column j holds bin j + 1 (DC dropped)
+    for b in range(3):
+        warped = vtlp_warp(torch.from_numpy(freqs), alpha[b].double(), 20.0).numpy()
+        for t in range(4):
+            expected = np.interp(warped, freqs, feats[b, t].double().numpy())
+            np.testing.assert_allclose(out[b, t].numpy(), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out[1], feats[1])
+
+
+def test_one_alpha_per_row_and_padding_stays_zero():
+    feats = torch.randn(2, 5, 16)
+    feats[1, 3:] = 0.0
+    alpha = torch.tensor([0.92, 1.07])
+    out = warp_spectrogram(feats, alpha)
+    torch.testing.assert_close(out[1:2], warp_spectrogram(feats[1:2], alpha[1:2]))
+    assert torch.all(out[1, 3:] == 0)
+    with pytest.raises(Exception, match="one alpha per row"):
+        warp_spectrogram(feats, torch.tensor([1.0]))
+
+
+def test_random_vtlp_is_seeded_and_in_range(monkeypatch):
+    drawn = []
+    monkeypatch.setattr(
+        "sertk.augment.vtlp.warp_spectrogram", lambda feats, alpha, boundary: drawn.append(alpha) or feats
+    )
+    feats, lengths = torch.zeros(64, 2, 8), torch.full((64,), 2)
+    RandomVtlp(torch.Generator().manual_seed(5))(feats, lengths)
+    RandomVtlp(torch.Generator().manual_seed(5))(feats, lengths)
+    assert torch.equal(drawn[0], drawn[1]) and drawn[0].min() >= 0.9 and drawn[0].max() <= 1.1
+    assert drawn[0].std() > 0.03  # one alpha per spectrogram, not one per batch
+
+
+def test_tta_copies_and_majority_vote():
+    assert TTA_ALPHAS == (0.9, 0.92, 0.94, 0.96, 0.98, 1.0, 1.02, 1.04, 1.06, 1.08, 1.1)
+    assert [t.alpha for t in vtlp_tta_transforms()] == list(TTA_ALPHAS)
+
+    class HighBins(torch.nn.Module):
+        """Class 0 when the top bin dominates, else class 1: sensitive to the warp."""
+
+        def forward(self, feats, lengths):
+            score = feats[..., -3:].mean(dim=(1, 2)) - feats[..., :-3].mean(dim=(1, 2))
+            return torch.stack([score, torch.zeros_like(score)], dim=1)
+
+    feats = [np.linspace(0, 1, 30, dtype=np.float32)[None, :].repeat(4, 0) * s for s in (1.0, -1.0)]
+    fset = build_feature_set(feats, [0, 1], ["a", "b"])
+    votes = utterance_posteriors(
+        HighBins(), fset, None, None, torch.device("cpu"), 4, vtlp_tta_transforms(), "vote"
+    )
+    shares = votes.numpy() * len(TTA_ALPHAS)
+    np.testing.assert_allclose(shares, np.round(shares), atol=1e-5)  # whole votes out of 11
+    np.testing.assert_allclose(votes.sum(dim=1).numpy(), [1.0, 1.0])
+    assert votes.argmax(dim=1).tolist() == [0, 1]
+
+
+def test_epoch_vtlp_strategies():
+    utt = InputConfig(vtlp="utterance")
+    train_a, valid_a = loop.epoch_vtlp(utt, 0, 3)
+    train_b, _ = loop.epoch_vtlp(utt, 0, 3)
+    assert isinstance(train_a, RandomVtlp) and isinstance(valid_a, RandomVtlp)
+    feats, lengths = torch.randn(4, 3, 10), torch.full((4,), 3)
+    torch.testing.assert_close(train_a(feats, lengths)[0], train_b(feats, lengths)[0])
+    train, valid = loop.epoch_vtlp(InputConfig(vtlp="epoch"), 0, 3)
+    assert isinstance(train, FixedVtlp) and 0.9 <= train.alpha <= 1.1 and valid is None
+    assert train.alpha != loop.epoch_vtlp(InputConfig(vtlp="epoch"), 0, 4)[0].alpha
+    assert loop.epoch_vtlp(InputConfig(), 0, 3) == (None, None)
+    with pytest.raises(ValueError, match="vtlp_boundary"):
+        InputConfig(vtlp_boundary=0.95)
+
+
+def test_training_with_vtlp_resumes_exactly(tmp_path, monkeypatch):
+    monkeypatch.setitem(MODELS, "toy", ToyModel)
+    monkeypatch.setitem(SYSTEMS, "toy", "toy_system")
+    recipe = make_recipe(tmp_path, per_class=6, max_len=12)
+    write_conf(recipe["conf"], {"epochs": 2}, {"vtlp": "utterance", "tta": "vtlp"})
+    run(recipe, tmp_path / "straight", fold="1")
+    real_validate = loop.validate
+
+    def crash_in_second_epoch(*args, **kwargs):
+        if args[-1] is not None and args[-1].generator.initial_seed() == loop.epoch_seed(3 + 3, 2):
+            raise KeyboardInterrupt
+        return real_validate(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "validate", crash_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run(recipe, tmp_path / "resumed", fold="1")
+    monkeypatch.setattr(loop, "validate", real_validate)
+    run(recipe, tmp_path / "resumed", fold="1", resume=True)
+    a = torch.load(tmp_path / "straight" / "fold1" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "fold1" / "checkpoint.pt", weights_only=True)
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    assert a["input"]["tta"] == "vtlp"
