@@ -255,7 +255,9 @@ def infer(
     """Emotion posteriors for audio files (any rate or channels); fold models are averaged."""
     from sertk.deploy.infer import infer as run_infer
 
-    run_infer(model, inputs, out=out, fmt=format, window=window, hop=hop, batch_size=batch_size, device=device)
+    run_infer(
+        model, inputs, out=out, fmt=format, window=window, hop=hop, batch_size=batch_size, device=device
+    )
 
 
 @app.command(

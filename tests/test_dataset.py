@@ -155,3 +155,14 @@ def test_length_batches_cover_order_once_and_group_similar_lengths():
     assert max(spans) <= 20
     again = length_batches(order, lengths, batch_size=2, seed=0, epoch=1, pool=4)
     assert all(torch.equal(a, b) for a, b in zip(batches, again, strict=True))
+
+
+def test_scalar_norm_stats_use_one_mean_and_std():
+    import numpy as np
+
+    from sertk.train.dataset import norm_stats
+
+    feats = [np.array([[0.0, 10.0], [2.0, 12.0]]), np.array([[4.0, 14.0]])]
+    mean, std = norm_stats(feats, scalar=True)
+    values = np.array([0.0, 10.0, 2.0, 12.0, 4.0, 14.0])
+    assert np.allclose(mean, [values.mean()] * 2) and np.allclose(std, [values.std()] * 2)

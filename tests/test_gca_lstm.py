@@ -10,6 +10,15 @@ import torch
 from sertk.models.gca_lstm import GcaLstm, minmax_over_valid
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny tensors: on a shared 2-core machine, inter-op thread handoffs cost more than the maths.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 

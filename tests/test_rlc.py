@@ -37,6 +37,15 @@ TINY = {
 }
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny tensors: on a shared 2-core machine, inter-op thread handoffs cost more than the maths.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_registered_with_canonical_system():
     assert MODELS["rlc"] is Rlc and SYSTEMS["rlc"] == "rlc_gca_lstm"
     assert (CONF / "rlc_gca_lstm.yaml").resolve() == (CONF / "rlc_gca_lstm" / "s3.yaml").resolve()

@@ -129,7 +129,7 @@ def test_training_with_vtlp_resumes_exactly(tmp_path, monkeypatch):
     real_validate = loop.validate
 
     def crash_in_second_epoch(*args, **kwargs):
-        if args[-1] is not None and args[-1].generator.initial_seed() == loop.epoch_seed(3 + 3, 2):
+        if args[-1] is not None and args[-1].generator.initial_seed() == loop.epoch_seed(3 + 6, 2):
             raise KeyboardInterrupt
         return real_validate(*args, **kwargs)
 

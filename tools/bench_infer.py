@@ -95,7 +95,8 @@ def main() -> None:
     items = collect_inputs([args.work / "wavs"])
     model = args.work / "exp" / "fold1"
     print(
-        f"{args.arch}, {len(items)} files, {seconds / 60:.1f} min of audio, {torch.get_num_threads()} torch threads"
+        f"{args.arch}, {len(items)} files, {seconds / 60:.1f} min of audio, {torch.get_num_threads()} torch threads",
+        flush=True,
     )
 
     def batched():
@@ -123,7 +124,10 @@ def main() -> None:
     for name, records, wall, count in rows:
         delta = np.abs(matrix(records) - reference[: len(records)]).max()
         audio = seconds * count / len(items)
-        print(f"{name:45s} {count / wall:7.1f} utt/s  RTF {wall / audio:.4f}  max |diff| {delta:.1e}")
+        print(
+            f"{name:45s} {count / wall:7.1f} utt/s  RTF {wall / audio:.4f}  max |diff| {delta:.1e}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

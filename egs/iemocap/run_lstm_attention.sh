@@ -7,8 +7,8 @@
 #   bash run_lstm_attention.sh --system lstm_attention_impro --style impro      # proposed, improvised set
 #   bash run_lstm_attention.sh --system lstm_attention_impro --style impro \
 #     --train-config conf/lstm_attention/mean.yaml --tag mean
-# The improvised set gets its own --system (data/, dump/ and exp/ names): --style alone would re-prepare
-# data/lstm_attention in place while dump/lstm_attention/lld-is09 still held the other set's features.
+# The improvised set gets its own --system (its own data/, dump/ and exp/): --style impro alone would
+# re-prepare data/lstm_attention and re-dump its features in place every time the set changes.
 # Then: sertk eval exp/lstm_attention --plot-attention 4; sertk compare exp/lstm_attention* --out table1.md
 set -euo pipefail
 cd "$(dirname "$0")"

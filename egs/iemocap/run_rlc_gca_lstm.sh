@@ -8,7 +8,6 @@ set -euo pipefail
 cd "$(dirname "$0")"
 exec ./pipeline.sh \
   --system rlc_gca_lstm \
-  --train-config conf/rlc_gca_lstm.yaml \
   --feat lld-rlc17 \
   --classes neu,hap+exc,ang,sad --style all \
   --protocol random --paper-protocol random --ratios 0.8,0.1,0.1 --repeats 10 \

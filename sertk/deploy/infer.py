@@ -59,9 +59,9 @@ def collect_inputs(inputs: Iterable[str | Path]) -> list[tuple[str, str]]:
             table = read_table(path)
             if not table:
                 raise SertkError(f"{path}: empty wav.scp")
-            for utt, value in table.items():
-                # Kaldi pipes ("sox x.wav -t wav - |") are not run; the record says so.
-                items.append((utt, value))
+            # Kaldi pipes ("sox x.wav -t wav - |") are not run: such an entry gets an error record like any
+            # unreadable path.
+            items += list(table.items())
         elif path.is_file():
             items.append((path.stem, str(path)))
         else:
@@ -147,7 +147,7 @@ class Predictor:
             dict(zip(utts, arrays, strict=True)), utts, [0] * len(utts), cfg, cfg.segment_shift_test
         )
         return utterance_posteriors(
-            member.model, fset, member.mean, member.std, self.device, self.batch_size * 4
+            member.model, fset, member.mean, member.std, self.device, self.batch_size
         ).numpy()
 
     @torch.inference_mode()

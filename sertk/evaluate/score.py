@@ -20,6 +20,7 @@ from rich.table import Table
 
 from sertk.config import read_yaml
 from sertk.errors import SertkError
+from sertk.evaluate.analysis import analyze_experiment
 from sertk.evaluate.metrics import confusion_matrix, per_class_recall, summarize
 from sertk.evaluate.plots import plot_confusion, plot_learning_curves
 from sertk.utils import atomic_write_text, console, write_json
@@ -353,7 +354,7 @@ def print_results(results: dict[str, Any]) -> None:
 
 
 def score_experiment(exp: Path) -> dict:
-    """Score ``exp``: write results.json, RESULTS.md, confusion.png, learning_curves.png; return the results."""
+    """Score ``exp``: write results.json, RESULTS.md, ANALYSIS.md, confusion.png, learning_curves.png; return the results."""
     exp = Path(exp)
     results, histories = compute_results(exp)
     synthetic = " (SYNTHETIC data)" if results["synthetic"] else ""
@@ -368,6 +369,15 @@ def score_experiment(exp: Path) -> dict:
     )
     write_json(exp / "results.json", results)
     atomic_write_text(exp / "RESULTS.md", render_markdown(results))
+    # The per-fold table and the unanimous/ambiguous breakdown (cnn_blstm_vtlp.txt Tables 2 and 6) are
+    # informative for every system; they need the data dir (speakers, votes) the experiment was trained on.
+    data_dir = read_json(exp / "experiment.json").get("data")
+    if data_dir and (Path(data_dir) / "utt2spk").is_file():
+        analyze_experiment(exp)
+    else:
+        console.print(
+            f"{exp}: data dir {data_dir} not found, so no ANALYSIS.md (unanimous/ambiguous breakdown)"
+        )
     print_results(results)
     console.print(f"wrote {exp / 'RESULTS.md'}")
     console.print(summary_line(results))

@@ -88,8 +88,7 @@ class LldConfig:
 
 @dataclass
 class Is09Config(LldConfig):
-    """IS09 emotion LLDs: 25 ms / 10 ms, cepstral pitch one frame late as openSMILE's, 3-frame smoothing,
-    +-2-frame deltas."""
+    """IS09 emotion LLDs: 25 ms / 10 ms, cepstral F0 one frame late (as openSMILE's), smoothing, deltas."""
 
     f0_delay_frames: int = 1
 
@@ -242,9 +241,10 @@ class _LldBase(FeatureExtractor):
         )
 
         starts = torch.arange(total, device=device) * self.frame_shift
-        zcr = frame_sums(
-            (waves[:, 1:] >= 0) != (waves[:, :-1] >= 0), starts, self.frame_length - 1
-        ) / self.frame_length
+        zcr = (
+            frame_sums((waves[:, 1:] >= 0) != (waves[:, :-1] >= 0), starts, self.frame_length - 1)
+            / self.frame_length
+        )
 
         # Pre-emphasis inside each frame, its first sample against itself (openSMILE cVectorPreemphasis):
         # emphasise the whole signal once, frame it, then redo each frame's first sample.

@@ -2,11 +2,12 @@
 
 Two trackers share the voicing measures here:
 
-- ``is09``: openSMILE's IS09 scheme (cPitchACF): voicing probability = the highest autocorrelation peak
-  at lags for F0 in [f0_min, f0_max] over the lag-0 value of the 25 ms analysis frame; F0 = the highest
-  real-cepstrum peak in the same quefrency range; F0 = 0 where voicing < the threshold. Compatible, but
-  with a 25 ms frame a 100 Hz voice has only 2.5 periods under a Hamming window, so the ACF peak falls
-  off and the cepstral peak is weak below ~150 Hz.
+- ``is09``: openSMILE's IS09 scheme (cPitchACF): voicing probability = the highest peak of the
+  autocorrelation's magnitude at lags for F0 in [f0_min, f0_max] over the lag-0 value of the 25 ms
+  analysis frame; F0 = the highest peak of the cepstrum IFFT(ln(1 + |X|^2)) in the same quefrency range;
+  F0 = 0 where voicing < the threshold (the LLD sets delay F0 by one frame, as openSMILE's output is).
+  Matches openSMILE, but with a 25 ms frame a 100 Hz voice has only 2.5 periods under a Hamming window,
+  so as a tracker it is weak below ~150 Hz.
 - ``acf``: a longer window (default 50 ms, Hann) centred on each frame, normalised by the window's own
   autocorrelation (Boersma 1993, "Accurate short-term analysis of the fundamental frequency and the
   harmonics-to-noise ratio of a sampled sound", Eq. 9), peaks refined by parabolic interpolation, an

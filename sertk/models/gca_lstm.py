@@ -57,7 +57,9 @@ class GcaLstm(nn.Module):
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=steps.shape[1])
         return out, last[-1]
 
-    def informativeness(self, encoded: torch.Tensor, context: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def informativeness(
+        self, encoded: torch.Tensor, context: torch.Tensor, lengths: torch.Tensor
+    ) -> torch.Tensor:
         """Informativeness gate r (B, N): Eq. 9 scores, Eq. 10 softmax over valid steps, min-max to [0, 1]."""
         pairs = torch.cat([encoded, context[:, None, :].expand_as(encoded)], dim=-1)
         scores = self.score_out(torch.tanh(self.score_hidden(pairs))).squeeze(-1)
@@ -84,7 +86,8 @@ class GcaLstm(nn.Module):
             in_gate, forget_gate, candidate, out_gate = pre.chunk(4, dim=-1)
             r = gate[:, n, None]
             new_cell = (
-                torch.sigmoid(forget_gate) * cell * (1 - r) + torch.sigmoid(in_gate) * torch.tanh(candidate) * r
+                torch.sigmoid(forget_gate) * cell * (1 - r)
+                + torch.sigmoid(in_gate) * torch.tanh(candidate) * r
             )
             new_state = torch.sigmoid(out_gate) * torch.tanh(new_cell)
             keep = valid[:, n, None]

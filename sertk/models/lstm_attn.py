@@ -1,9 +1,9 @@
-"""lstm-attn: 3 dense ReLU layers + BiLSTM + mean / Zhou / Yang / LSTM-attention pooling (lstm_attention.txt §3).
+"""lstm-attn: dense layers + BiLSTM + mean, Zhou, Yang or LSTM-attention pooling (lstm_attention.txt §3).
 
 Every pooling is a weighted sum R = sum_t alpha_t h_t of the first BiLSTM's outputs h_t (Eq. 2); they differ
 only in how alpha (B, T) is computed, which ``LstmAttn.attention`` exposes for plotting. Padded frames
-(t >= lengths[b]) never reach a valid frame's BiLSTM output (``BiLstm``) and get exactly zero weight, so in eval mode an
-utterance's logits do not depend on how much padding its batch adds.
+(t >= lengths[b]) never reach a valid frame's BiLSTM output (``BiLstm``) and get exactly zero weight, so in
+eval mode an utterance's logits do not depend on how much padding its batch adds.
 """
 
 from __future__ import annotations
@@ -196,7 +196,7 @@ class LstmAttn(nn.Module):
         return self._encode(feats, lengths)[1]
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """feats (B, T, D), lengths (B,) -> logits (B, C): R = sum_t alpha_t h_t (Eq. 2), dropout, classifier."""
+        """feats (B, T, D), lengths (B,) -> logits (B, C): R = sum_t alpha_t h_t (Eq. 2), dropout, logits."""
         frames, alpha = self._encode(feats, lengths)
         pooled = torch.einsum("bt,btd->bd", alpha, frames)
         return self.head(self.dropout(pooled))

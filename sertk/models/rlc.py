@@ -71,7 +71,9 @@ class MultiHeadSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x (B, T, C), mask (B, T) bool (True on valid steps) -> (B, T, C); padded keys get no weight."""
         batch, steps, dim = x.shape
-        q, k, v = self.project_in(x).view(batch, steps, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = (
+            self.project_in(x).view(batch, steps, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        )
         heads = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
         return self.project_out(heads.transpose(1, 2).reshape(batch, steps, dim))
 
@@ -127,7 +129,8 @@ class Rlc(nn.Module):
     RCN (Fig. 2): group 1 is one conv (10, 32); groups 2-5 each open with a strided conv (k, C) and then
     ``blocks`` residual blocks of two (k, C) convs: (5, 64), (5, 128), (3, 256), (3, 512). Every group's
     first conv has stride 2, so 5 ms frames become 2⁵ x 5 = 160 ms steps (§3.1). The authors' code strides
-    only three times; we follow the text. The recurrent part reads the 512-channel steps: GCA-LSTM with
+    only three times; we follow the text. Our group openers are conv-BN-ReLU (the authors' are not activated),
+    with one dropout per opener and per block rather than per conv. The recurrent part reads the 512-channel steps: GCA-LSTM with
     256 units and I = 3 (§3.3, §4.1) or a stacked LSTM whose last valid output is the representation.
     Classifier (§4.1, "three stacked dense layers"): 256 -> ReLU -> dropout -> 256 -> ReLU -> dropout ->
     logits, read as in the authors' code (FC256, FC256, FC4) but without their ReLU on the logits.

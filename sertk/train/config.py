@@ -67,7 +67,7 @@ class InputConfig:
 
     max_frames: int = 0  # 0 = no limit
     crop: Literal["head", "random", "center"] = "head"
-    normalize: Literal["none", "global", "neutral"] = "none"
+    normalize: Literal["none", "global", "global-scalar", "neutral"] = "none"
     segment_frames: int = 0  # 0 = whole utterances (attention_pooling_cnn.txt: 200 = 2 s)
     segment_shift_train: int = 100
     segment_shift_test: int = 40

@@ -122,10 +122,14 @@ def build_feature_set(
     )
 
 
-def norm_stats(feats: list[np.ndarray], select: list[bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def norm_stats(
+    feats: list[np.ndarray], select: list[bool] | None = None, scalar: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-dimension mean and std over all frames of the selected utterances (float64 accumulation).
 
-    ``select`` picks e.g. the neutral utterances of the train part (lstm_attention.txt §4.1). A dimension
+    ``select`` picks e.g. the neutral utterances of the train part (lstm_attention.txt §4.1). ``scalar``
+    uses one mean and std over every value instead, broadcast to all dimensions (cnn_blstm_vtlp.txt Eq. 5:
+    the spectrogram normalised by the training set's global mean and standard deviation). A dimension
     with zero variance gets std 1 so that normalising leaves it centred instead of dividing by zero.
     """
     chosen = [
@@ -136,8 +140,9 @@ def norm_stats(feats: list[np.ndarray], select: list[bool] | None = None) -> tup
     if not chosen:
         raise SertkError("no utterances to compute normalisation statistics from")
     frames = np.concatenate(chosen).astype(np.float64)
-    mean = frames.mean(axis=0)
-    std = frames.std(axis=0)
+    axis = None if scalar else 0
+    mean = np.broadcast_to(frames.mean(axis=axis), frames.shape[1:]).copy()
+    std = np.broadcast_to(frames.std(axis=axis), frames.shape[1:]).copy()
     std[std < 1e-8] = 1.0
     return mean.astype(np.float32), std.astype(np.float32)
 
@@ -225,7 +230,9 @@ def length_batches(
     """
     row_lengths = lengths.cpu()[order.cpu()]
     batches: list[torch.Tensor] = []
-    for chunk, chunk_lengths in zip(order.split(batch_size * pool), row_lengths.split(batch_size * pool)):
+    for chunk, chunk_lengths in zip(
+        order.split(batch_size * pool), row_lengths.split(batch_size * pool), strict=True
+    ):
         batches.extend(chunk[torch.argsort(chunk_lengths, stable=True)].split(batch_size))
     gen = torch.Generator().manual_seed(epoch_seed(seed + 3, epoch))
     return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]

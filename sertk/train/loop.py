@@ -153,14 +153,14 @@ def epoch_vtlp(inp: InputConfig, seed: int, epoch: int) -> tuple[Transform | Non
     """
     low, high = inp.vtlp_range
     if inp.vtlp == "utterance":
-        train_gen = torch.Generator().manual_seed(epoch_seed(seed + 2, epoch))
-        valid_gen = torch.Generator().manual_seed(epoch_seed(seed + 3, epoch))
+        train_gen = torch.Generator().manual_seed(epoch_seed(seed + 5, epoch))
+        valid_gen = torch.Generator().manual_seed(epoch_seed(seed + 6, epoch))
         return (
             RandomVtlp(train_gen, low, high, inp.vtlp_boundary),
             RandomVtlp(valid_gen, low, high, inp.vtlp_boundary),
         )
     if inp.vtlp == "epoch":
-        gen = torch.Generator().manual_seed(epoch_seed(seed + 2, epoch))
+        gen = torch.Generator().manual_seed(epoch_seed(seed + 5, epoch))
         alpha = low + (high - low) * torch.rand((), generator=gen).item()
         return FixedVtlp(alpha, inp.vtlp_boundary), None
     return None, None

@@ -71,7 +71,7 @@ def fold_inputs(cfg: ExperimentConfig, data: DataDir, spec: dict, feats_dir: Pat
             if "neu" not in classes:
                 raise SertkError(f"input.normalize neutral: no class neu in {data.path}'s classes {classes}")
             select = [label == classes.index("neu") for label in train_labels]
-        mean_np, std_np = norm_stats(cropped, select)
+        mean_np, std_np = norm_stats(cropped, select, scalar=inp.normalize == "global-scalar")
         mean, std = torch.from_numpy(mean_np), torch.from_numpy(std_np)
     shift_train = inp.segment_shift_train
     train_set = prepare_split(feats, train_utts, train_labels, inp, shift_train, cfg.train.seed)
@@ -221,6 +221,7 @@ def train(
             "synthetic": corpus.synthetic,
             "feat": cfg.feat,
             "paper": cfg.paper,
+            "config": str(Path(train_config).resolve()),
         },
     )
     replay = {"train_config": Path(train_config).resolve(), "data": data, "feats": feats, "folds": folds}
