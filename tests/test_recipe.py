@@ -113,7 +113,10 @@ def test_rerun_from_stage_3_reuses_finished_work(demo_run):
     assert best.stat().st_mtime_ns == mtime
 
 
-@pytest.mark.parametrize("script", [r for r in RECIPES if r != "run_crnn_discriminative.sh"])
+@pytest.mark.parametrize(
+    "script",
+    [r for r in RECIPES if r not in ("run_crnn_discriminative.sh", "run_crnn_discriminative_grid.sh")],
+)
 def test_each_system_recipe_end_to_end(demo_run, script):
     recipe, _ = demo_run
     corpus = recipe / "corpus" / "IEMOCAP_full_release"
@@ -140,3 +143,34 @@ def test_each_system_recipe_end_to_end(demo_run, script):
     assert RESULT_KEYS <= set(results)
     assert results["synthetic"] is True
     assert len(results["folds"]) == 1 and results["folds"][0]["n"] > 0
+
+
+def test_crnn_grid_runs_variants_and_compares(demo_run):
+    recipe, _ = demo_run
+    corpus = recipe / "corpus" / "IEMOCAP_full_release"
+    _run(
+        recipe,
+        "run_crnn_discriminative_grid.sh",
+        "--grid",
+        "ams_s10_m0.4 focal_g2_a2",
+        "--iemocap-root",
+        str(corpus),
+        "--epochs",
+        "1",
+        "--folds",
+        "1",
+        "--nj",
+        "1",
+        "--device",
+        "cpu",
+        "--protocol",
+        "loso-session",
+    )
+    table = (recipe / "exp" / "crnn_discriminative_table2_loso-session.md").read_text()
+    for name in ("crnn_discriminative", "ams_s10_m0.4", "focal_g2_a2"):
+        assert name in table
+    assert (recipe / "exp" / "crnn_discriminative_table2_loso-session_confusions.png").is_file()
+    results = json.loads(
+        (recipe / "exp" / "crnn_discriminative_ams_s10_m0.4_loso-session" / "results.json").read_text()
+    )
+    assert results["protocol"] == "loso-session"

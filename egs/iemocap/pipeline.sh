@@ -43,7 +43,11 @@ paper_protocol=${paper_protocol:-${protocol}}
 data=data/${system}
 dump=dump/${system}/${feat}
 exp=exp/${system}${tag:+_${tag}}
-[ "${protocol}" = "${paper_protocol}" ] || exp=${exp}_${protocol}
+folds_json=${data}/folds.json
+if [ "${protocol}" != "${paper_protocol}" ]; then
+  exp=${exp}_${protocol}
+  folds_json=${data}/folds_${protocol}.json
+fi
 epoch_opt=()
 [ -z "${epochs}" ] || epoch_opt=(--epochs "${epochs}")
 
@@ -84,12 +88,12 @@ fi
 
 if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
   sig="${protocol} ${ratios} ${repeats} $(cat "${data}/.done" 2>/dev/null || true)"
-  if is_done "${data}/.folds.done" "${sig}"; then
-    log "stage 2: folds: ${data}/folds.json is up to date (${protocol})"
+  if is_done "${folds_json%.json}.done" "${sig}"; then
+    log "stage 2: folds: ${folds_json} is up to date (${protocol})"
   else
-    log "stage 2: folds: ${data} -> ${data}/folds.json (${protocol})"
-    sertk folds "${data}" "${data}/folds.json" --protocol "${protocol}" --ratios "${ratios}" --repeats "${repeats}"
-    mark_done "${data}/.folds.done" "${sig}"
+    log "stage 2: folds: ${data} -> ${folds_json} (${protocol})"
+    sertk folds "${data}" "${folds_json}" --protocol "${protocol}" --ratios "${ratios}" --repeats "${repeats}"
+    mark_done "${folds_json%.json}.done" "${sig}"
   fi
 fi
 
@@ -107,7 +111,7 @@ fi
 
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
   log "stage 5: train: ${dump} -> ${exp} (${train_config}, folds: ${folds})"
-  sertk train --train-config "${train_config}" --data "${data}" --feats "${dump}" --folds "${data}/folds.json" \
+  sertk train --train-config "${train_config}" --data "${data}" --feats "${dump}" --folds "${folds_json}" \
     --fold "${folds}" --exp "${exp}" --device "${device}" --resume "${epoch_opt[@]}"
 fi
 
