@@ -31,7 +31,9 @@ _DEVICE_HELP = "auto (cuda if available), cpu or cuda"
 @app.command(epilog="Example: sertk synth corpus/IEMOCAP_full_release --size small --seed 0 --nj 2")
 def synth(
     out: Path = typer.Argument(..., help="Directory to write (it becomes the IEMOCAP_full_release root)."),
-    size: str = typer.Option("tiny", help="tiny (200 short utts, for tests), small (~1,000) or full (~10,000, IEMOCAP-sized)."),
+    size: str = typer.Option(
+        "tiny", help="tiny (200 short utts, for tests), small (~1,000) or full (~10,000, IEMOCAP-sized)."
+    ),
     seed: int = typer.Option(0, help="Random seed; the corpus is deterministic per seed."),
     nj: int = typer.Option(1, help="Worker processes for audio synthesis."),
 ) -> None:

@@ -279,3 +279,16 @@ def test_synthetic_flag_falls_back_to_corpus_json(tmp_path):
     (exp / "experiment.json").write_text(json.dumps(experiment))
     assert score_experiment(exp)["synthetic"] is True
     assert SYNTHETIC_BANNER in (exp / "RESULTS.md").read_text()
+
+
+def test_paper_numbers_follow_the_data_style_and_must_be_fractions(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "corpus.json").write_text(json.dumps({"synthetic": True, "classes": CLASSES, "style": "impro"}))
+    paper = {"ua": 0.596, "wa": 0.625, "impro_ua": 0.637, "impro_wa": 0.688}
+    exp = make_exp(tmp_path, paper=paper, extra={"data": str(data)})
+    assert score_experiment(exp)["paper"] == {"ua": 0.637, "wa": 0.688}
+
+    percent = make_exp(tmp_path, name="percent", paper={"ua": 62.3})
+    with pytest.raises(SertkError, match=r"'paper' must map names to fractions"):
+        score_experiment(percent)

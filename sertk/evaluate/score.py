@@ -135,14 +135,32 @@ def _finite_or_none(value: Any) -> Any:
     return value
 
 
-def _paper_numbers(config: dict[str, Any], path: Path) -> dict[str, float]:
-    """The paper's reported numbers from config.yaml's ``paper:`` mapping ({} when absent)."""
+def _data_style(experiment: dict[str, Any]) -> str | None:
+    """``all``, ``impro`` or ``script``: how the experiment's data dir was prepared (None if unknown)."""
+    corpus = Path(experiment.get("data", "")) / "corpus.json"
+    try:
+        return json.loads(corpus.read_text()).get("style")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+
+
+def _paper_numbers(config: dict[str, Any], path: Path, style: str | None = None) -> dict[str, float]:
+    """The paper's reported numbers (fractions) from config.yaml's ``paper:`` mapping ({} when absent).
+
+    A paper that reports a second table for the improvised subset gives it as ``impro_<metric>``; on a
+    data dir prepared with ``--style impro`` those become the numbers to compare with.
+    """
     paper = config.get("paper") or {}
     if not isinstance(paper, dict) or not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in paper.values()
+        isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in paper.values()
     ):
-        raise SertkError(f"{path}: 'paper' must map names to numbers, e.g. {{ua: 0.623, wa: 0.610}}")
-    return {str(k): float(v) for k, v in paper.items()}
+        raise SertkError(
+            f"{path}: 'paper' must map names to fractions, e.g. {{ua: 0.623, wa: 0.610}} for 62.3%/61.0%"
+        )
+    numbers = {str(k): float(v) for k, v in paper.items()}
+    if style == "impro":
+        numbers.update({k[len("impro_") :]: v for k, v in numbers.items() if k.startswith("impro_")})
+    return {k: v for k, v in numbers.items() if not k.startswith("impro_")}
 
 
 def _is_synthetic(exp: Path, experiment: dict[str, Any]) -> bool:
@@ -227,7 +245,7 @@ def compute_results(exp: Path) -> tuple[dict[str, Any], dict[str, dict[str, np.n
         "std_ddof": ddof,
         "arch": experiment.get("arch", config.get("arch")),
         "feat": experiment.get("feat", config.get("feat")),
-        "paper": _paper_numbers(config, config_path),
+        "paper": _paper_numbers(config, config_path, _data_style(experiment)),
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if "config" in experiment:

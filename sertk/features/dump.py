@@ -163,7 +163,9 @@ def dump_features(
     digest = _wav_scp_digest(data)
     if _is_done(out, meta, fmt, digest):
         utterances, frames = _count_frames(out)
-        console.print(f"{out}: already done for this data and feature config ({utterances} utterances), skipping")
+        console.print(
+            f"{out}: already done for this data and feature config ({utterances} utterances), skipping"
+        )
         return {
             "utterances": utterances,
             "frames": frames,
