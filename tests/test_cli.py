@@ -5,7 +5,21 @@ import sys
 
 import pytest
 
-COMMANDS = ["synth", "prep", "validate", "folds", "feats", "train", "eval", "score", "compare"]
+COMMANDS = [
+    "synth",
+    "prep",
+    "validate",
+    "folds",
+    "feats",
+    "train",
+    "eval",
+    "score",
+    "compare",
+    "analyze",
+    "package",
+    "infer",
+    "export",
+]
 
 
 def sertk(*args, env=None, cwd=None):

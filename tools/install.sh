@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up sertk on a fresh machine: a virtual environment in .venv with the package installed editable.
 #   bash tools/install.sh          # runtime only (enough for the recipes)
-#   bash tools/install.sh --dev    # + pytest, ruff, shellcheck and the reference extras the tests use
+#   bash tools/install.sh --dev    # + pytest, ruff, shellcheck, onnxruntime and openSMILE (test reference)
 # Idempotent: rerunning only installs what is missing. Needs Python >= 3.10 and network access to PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 extras=""
 for arg in "$@"; do
   case "${arg}" in
-    --dev) extras="[dev,ref]" ;;
+    --dev) extras="[dev,ref,onnx]" ;;
     *) echo "usage: $0 [--dev]" >&2; exit 2 ;;
   esac
 done
