@@ -48,6 +48,32 @@ def write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file with a one-line error for a missing or corrupt file."""
+    from sertk.errors import SertkError
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SertkError(f"{path}: file not found") from None
+    except json.JSONDecodeError as err:
+        raise SertkError(f"{path}: line {err.lineno}: invalid JSON ({err.msg})") from None
+
+
+def read_experiment(exp: str | Path) -> dict[str, Any]:
+    """``EXP/experiment.json`` (written by ``sertk train``): data, feats, folds, protocol, classes, ..."""
+    from sertk.errors import SertkError
+
+    path = Path(exp) / "experiment.json"
+    if not path.is_file():
+        raise SertkError(f"{path}: not found (run stage 5 (sertk train) first)")
+    info = read_json(path)
+    if not isinstance(info, dict):
+        raise SertkError(f"{path}: expected a JSON mapping")
+    return info
+
+
 def git_sha() -> str | None:
     try:
         out = subprocess.run(

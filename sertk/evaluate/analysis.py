@@ -15,7 +15,6 @@ utt2gender / utt2votes, and writes ``EXP/analysis.json`` and ``EXP/ANALYSIS.md``
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ import numpy as np
 from sertk.data.datadir import DataDir, read_data_dir
 from sertk.errors import SertkError
 from sertk.evaluate.metrics import summarize
-from sertk.utils import atomic_write_text, console, write_json
+from sertk.utils import atomic_write_text, console, read_experiment, write_json
 
 SUBSETS = ("all", "unanimous", "ambiguous")
 
@@ -129,13 +128,7 @@ def _session_name(data: DataDir, utt: str) -> str:
 def analyze(exp: Path) -> dict[str, Any]:
     """The Table 2 rows and Table 6 breakdowns of experiment ``exp`` (its folds with a posteriors.tsv)."""
     exp = Path(exp)
-    info_path = exp / "experiment.json"
-    try:
-        info = json.loads(info_path.read_text())
-    except FileNotFoundError:
-        raise SertkError(f"{info_path}: not found (run stage 5 (sertk train) first)") from None
-    except json.JSONDecodeError as err:
-        raise SertkError(f"{info_path}: invalid JSON ({err.msg}, line {err.lineno})") from None
+    info = read_experiment(exp)
     data = read_data_dir(info["data"])
     classes = data.classes
     fold_dirs = sorted(

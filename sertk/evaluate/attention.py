@@ -7,7 +7,6 @@ voiced parts; these PNGs let a reader check that on real utterances. Any arch wi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ from sertk.features.io import load_features
 from sertk.models import build_model
 from sertk.train.config import InputConfig
 from sertk.train.dataset import normalize_batch
-from sertk.utils import atomic_path, console
+from sertk.utils import atomic_path, console, read_experiment
 
 
 def pick_utterances(labels: list[int], count: int) -> list[int]:
@@ -101,13 +100,7 @@ def plot_attention(
     exp = Path(exp)
     if count < 1:
         raise SertkError(f"--plot-attention: expected a number of utterances >= 1, got {count}")
-    info_path = exp / "experiment.json"
-    if not info_path.is_file():
-        raise SertkError(f"{info_path}: not found (run stage 5 (sertk train) first)")
-    try:
-        info = json.loads(info_path.read_text())
-    except json.JSONDecodeError as err:
-        raise SertkError(f"{info_path}: invalid JSON ({err.msg}, line {err.lineno})") from None
+    info = read_experiment(exp)
     data = read_data_dir(info["data"])
     dev = resolve_device(device)
     written = []

@@ -18,10 +18,9 @@ from sertk.evaluate.score import (
     format_mean_std,
     format_pct,
     markdown_table,
-    read_json,
     score_experiment,
 )
-from sertk.utils import atomic_write_text, console
+from sertk.utils import atomic_write_text, console, read_json
 
 
 def load_results(exp: Path) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from sertk.features.io import load_features
 from sertk.models import build_model
 from sertk.train.config import InputConfig
 from sertk.train.dataset import FeatureSet, build_feature_set, crop_frames, normalize_batch
-from sertk.utils import atomic_write_text, console
+from sertk.utils import atomic_write_text, console, read_experiment
 
 # A test-time transform maps a raw (un-normalised) padded batch to another: (feats, lengths) -> (feats, lengths).
 Transform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -162,13 +161,7 @@ def evaluate(
     if tta not in (None, "none", "vtlp"):
         raise SertkError(f"--tta {tta}: expected none or vtlp")
     exp = Path(exp)
-    info_path = exp / "experiment.json"
-    if not info_path.is_file():
-        raise SertkError(f"{info_path}: not found (run stage 5 (sertk train) first)")
-    try:
-        info = json.loads(info_path.read_text())
-    except json.JSONDecodeError as err:
-        raise SertkError(f"{info_path}: invalid JSON ({err.msg}, line {err.lineno})") from None
+    info = read_experiment(exp)
     data = read_data_dir(info["data"])
     dev = resolve_device(device)
     results = []

@@ -23,7 +23,7 @@ from sertk.errors import SertkError
 from sertk.evaluate.analysis import analyze_experiment
 from sertk.evaluate.metrics import confusion_matrix, per_class_recall, summarize
 from sertk.evaluate.plots import plot_confusion, plot_learning_curves
-from sertk.utils import atomic_write_text, console, write_json
+from sertk.utils import atomic_write_text, console, read_experiment, read_json, write_json
 
 METRICS = ("wa", "ua", "macro_f1")
 METRIC_NAMES = {"wa": "WA", "ua": "UA", "macro_f1": "macro-F1"}
@@ -34,16 +34,6 @@ SYNTHETIC_BANNER = (
     "**SYNTHETIC data** — these numbers come from sertk's generated corpus, not IEMOCAP; "
     "they say nothing about real emotion recognition"
 )
-
-
-def read_json(path: Path) -> Any:
-    """Read a JSON file with a one-line error for a missing or corrupt file."""
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise SertkError(f"{path}: file not found") from None
-    except json.JSONDecodeError as err:
-        raise SertkError(f"{path}: line {err.lineno}: invalid JSON ({err.msg})") from None
 
 
 def read_posteriors(path: Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -184,12 +174,9 @@ def compute_results(exp: Path) -> tuple[dict[str, Any], dict[str, dict[str, np.n
     """The results dict of an experiment dir, plus each fold's learning curve (for plotting)."""
     if not exp.is_dir():
         raise SertkError(f"{exp}: experiment dir not found")
-    experiment_path = exp / "experiment.json"
-    if not experiment_path.is_file():
-        raise SertkError(f"{exp}: no experiment.json: run stage 5 (sertk train) first")
-    experiment = read_json(experiment_path)
-    if not isinstance(experiment, dict) or not isinstance(experiment.get("classes"), list):
-        raise SertkError(f"{experiment_path}: expected a mapping with a 'classes' list")
+    experiment = read_experiment(exp)
+    if not isinstance(experiment.get("classes"), list):
+        raise SertkError(f"{exp / 'experiment.json'}: expected a 'classes' list")
     classes = [str(c) for c in experiment["classes"]]
     config_path = exp / "config.yaml"
     config = read_yaml(config_path) if config_path.is_file() else {}
@@ -389,7 +376,7 @@ def score_experiment(exp: Path) -> dict:
     atomic_write_text(exp / "RESULTS.md", render_markdown(results))
     # The per-fold table and the unanimous/ambiguous breakdown (cnn_blstm_vtlp.txt Tables 2 and 6) are
     # informative for every system; they need the data dir (speakers, votes) the experiment was trained on.
-    data_dir = read_json(exp / "experiment.json").get("data")
+    data_dir = read_experiment(exp).get("data")
     if data_dir and (Path(data_dir) / "utt2spk").is_file():
         analyze_experiment(exp)
     else:
