@@ -174,3 +174,32 @@ def test_crnn_grid_runs_variants_and_compares(demo_run):
         (recipe / "exp" / "crnn_discriminative_ams_s10_m0.4_loso-session" / "results.json").read_text()
     )
     assert results["protocol"] == "loso-session"
+
+
+def test_sertk_train_arch_defaults_inside_recipe_dir(demo_run):
+    """`sertk train --arch attn-pool` after stage 4 finds conf/, data/, dump/ and exp/ of its system."""
+    recipe, _ = demo_run
+    corpus = recipe / "corpus" / "IEMOCAP_full_release"
+    _run(
+        recipe,
+        "run_attention_pooling_cnn.sh",
+        "--iemocap-root",
+        str(corpus),
+        "--stop-stage",
+        "4",
+        "--nj",
+        "1",
+    )
+    out = subprocess.run(
+        ["sertk", "train", "--arch", "attn-pool", "--epochs", "1", "--fold", "2", "--device", "cpu"],
+        cwd=recipe,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    fold_dir = recipe / "exp" / "attention_pooling_cnn" / "fold2"
+    assert (fold_dir / "best.pt").is_file() and (fold_dir / "metrics.csv").is_file()
+    experiment = json.loads((recipe / "exp" / "attention_pooling_cnn" / "experiment.json").read_text())
+    assert experiment["arch"] == "attn-pool" and experiment["protocol"] == "loso-speaker"
