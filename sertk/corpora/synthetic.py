@@ -160,8 +160,8 @@ NEIGHBOURS = {
     "oth": ("fru", "neu", "exc"),
 }
 # What raters say when they disagree (the xxx turns): IEMOCAP's ambiguous turns are mostly fru/neu/ang/exc.
-XXX_POOL = ("fru", "neu", "ang", "exc", "sad", "hap", "sur", "fea", "oth")
-XXX_POOL_P = (0.30, 0.25, 0.14, 0.11, 0.08, 0.05, 0.03, 0.02, 0.02)
+NO_MAJORITY_POOL = ("fru", "neu", "ang", "exc", "sad", "hap", "sur", "fea", "oth")
+NO_MAJORITY_POOL_P = (0.30, 0.25, 0.14, 0.11, 0.08, 0.05, 0.03, 0.02, 0.02)
 # Valence, activation, dominance targets (1-5 scale) of the A-E attribute ratings.
 VAD_TARGETS = {
     "neu": (2.9, 2.5, 2.7), "hap": (3.9, 3.1, 3.0), "exc": (3.8, 3.6, 3.3), "ang": (1.8, 3.8, 3.8),
@@ -258,7 +258,7 @@ def _draw_votes(label: str, num: int, rng: np.random.Generator) -> list[list[str
     """Per-rater codes whose majority is ``label`` (or that have no majority when ``label`` is xxx)."""
     for _ in range(50):
         if label == "xxx":
-            votes = [[str(c)] for c in rng.choice(XXX_POOL, num, p=XXX_POOL_P)]
+            votes = [[str(c)] for c in rng.choice(NO_MAJORITY_POOL, num, p=NO_MAJORITY_POOL_P)]
             for vote in votes:
                 if rng.uniform() < 0.25:
                     second = str(rng.choice(NEIGHBOURS[vote[0]]))
@@ -279,7 +279,7 @@ def _draw_votes(label: str, num: int, rng: np.random.Generator) -> list[list[str
         if _majority(votes) == label:
             return votes
     # Practically unreachable; still a valid answer: all different (xxx) or unanimous.
-    return [[c] for c in XXX_POOL[:num]] if label == "xxx" else [[label] for _ in range(num)]
+    return [[c] for c in NO_MAJORITY_POOL[:num]] if label == "xxx" else [[label] for _ in range(num)]
 
 
 def _neighbour_p(n: int) -> np.ndarray:
