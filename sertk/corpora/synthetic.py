@@ -39,6 +39,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from scipy import fft as scipy_fft
 from scipy import signal
 
+from sertk.corpora.iemocap import CATEGORY_CODES, LABEL_CODES
 from sertk.errors import SertkError
 from sertk.utils import atomic_path, atomic_write_text, console
 
@@ -49,19 +50,9 @@ README = "SYNTHETIC_CORPUS.txt"
 # Bump when the output of a given (size, seed) changes, so that an old tree is not silently reused.
 GENERATOR_VERSION = 1
 
-CODES = ("neu", "hap", "exc", "ang", "sad", "fru", "sur", "fea", "dis", "oth", "xxx")
-CATEGORY_NAMES = {
-    "neu": "Neutral",
-    "hap": "Happiness",
-    "exc": "Excited",
-    "ang": "Anger",
-    "sad": "Sadness",
-    "fru": "Frustration",
-    "sur": "Surprise",
-    "fea": "Fear",
-    "dis": "Disgust",
-    "oth": "Other",
-}
+# The label codes and rater category names are the parser's, so the two can never drift apart.
+CODES = LABEL_CODES
+CATEGORY_NAMES = {code: name.capitalize() for name, code in CATEGORY_CODES.items()}
 FOUR_CLASS_CODES = ("neu", "hap", "exc", "ang", "sad")
 
 # Published IEMOCAP counts (10,039 utterances). Improvised counts of neu/hap/ang/sad/exc are published
