@@ -117,11 +117,16 @@ def folds(
     console.print(f"folds: {protocol}, {len(result['folds'])} folds (train/valid/test: {sizes}) -> {out}")
 
 
-@app.command(epilog="Example: sertk feats data/all dump/all/logmel40 --feat logmel40 --format hdf5 --nj 2")
+@app.command(
+    epilog="Examples: sertk feats data/all dump/all/logmel40 --feat logmel40 --format hdf5 --nj 2\n\n"
+    "sertk feats data/all dump/all/lexical --feat lexical --feat-config conf/feats/lexical.yaml"
+)
 def feats(
     data: Path = typer.Argument(..., help="Data dir."),
     out: Path = typer.Argument(..., help="Feature dir to write."),
-    feat: str = typer.Option("logmel40", help="Feature type (see docs/features.md)."),
+    feat: str = typer.Option(
+        "logmel40", help="Feature type (see docs/features.md), or lexical: word vectors of the text table."
+    ),
     feat_config: Path | None = typer.Option(None, help="YAML overriding the feature's defaults."),
     format: str = typer.Option("hdf5", "--format", help="hdf5 or ark."),
     nj: int = typer.Option(1, help="Worker processes."),
@@ -134,7 +139,8 @@ def feats(
 
 @app.command(
     epilog="Examples: sertk train --arch attn-pool   (inside egs/iemocap after stage 4)\n\n"
-    "sertk train --train-config conf/crnn_discriminative.yaml --fold 1 --epochs 5 --resume"
+    "sertk train --train-config conf/crnn_discriminative.yaml --fold 1 --epochs 5 --resume\n\n"
+    "sertk train --train-config conf/rlc_gca_lstm/s3_lexical.yaml --lexical-feats dump/rlc_gca_lstm/lexical"
 )
 def train(
     arch: str | None = typer.Option(
@@ -149,6 +155,9 @@ def train(
     epochs: int | None = typer.Option(None, help="Override the config's number of epochs."),
     device: str = typer.Option("auto", help=_DEVICE_HELP),
     resume: bool = typer.Option(False, help="Continue interrupted folds from their last checkpoint."),
+    lexical_feats: Path | None = typer.Option(
+        None, help="Word-vector dir (sertk feats --feat lexical) for a config with model.lexical_dim > 0."
+    ),
 ) -> None:
     """Stage 5: train one model per fold (checkpoint every epoch, early stopping, exact resume)."""
     from sertk.train.run import train as run_training
@@ -164,6 +173,7 @@ def train(
         epochs=epochs,
         device=device,
         resume=resume,
+        lexical_feats=lexical_feats,
     )
 
 

@@ -32,8 +32,11 @@ def test_config_builds_model_and_loss(path):
     loss_fn = build_loss(data.get("loss"), 4, head=cfg.head, head_scale=cfg.head_scale)
     frames = 300
     feats = torch.randn(2, frames, input_dim)
+    words = {}
+    if getattr(cfg, "lexical_dim", 0):  # a lexical branch (rlc_gca_lstm.md §3.4) also reads word vectors
+        words = {"words": torch.randn(2, 5, cfg.lexical_dim), "word_lengths": torch.tensor([5, 2])}
     with torch.no_grad():
-        logits = model(feats, torch.tensor([frames, frames // 2]))
+        logits = model(feats, torch.tensor([frames, frames // 2]), **words)
         loss = loss_fn(logits, torch.tensor([0, 3]))
     assert logits.shape == (2, 4) and torch.isfinite(loss)
 

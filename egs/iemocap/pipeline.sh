@@ -28,8 +28,9 @@ folds=all                   # which folds to train/evaluate, e.g. "1 3"
 epochs=                     # empty: the config's
 nj=2
 device=auto                 # auto | cpu | cuda
+lexical_embeddings=         # word2vec text/binary file: also dump the transcripts' word vectors (lexical branch)
 _tunables="stage stop_stage iemocap_root synth_size synth_seed system tag train_config demo_config feat feat_format classes
- style protocol paper_protocol ratios repeats folds epochs nj device"
+ style protocol paper_protocol ratios repeats folds epochs nj device lexical_embeddings"
 
 . ./local/parse_options.sh
 . ./path.sh
@@ -49,6 +50,8 @@ if [ "${protocol}" != "${paper_protocol}" ]; then
   folds_json=${data}/folds_${protocol}.json
 fi
 epoch_opt=()
+lexical_opt=()
+[ -z "${lexical_embeddings}" ] || lexical_opt=(--lexical-feats "dump/${system}/lexical")
 [ -z "${epochs}" ] || epoch_opt=(--epochs "${epochs}")
 
 if [ -z "${iemocap_root}" ]; then
@@ -101,6 +104,13 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
   log "stage 3: feats: ${data} -> ${dump} (${feat}, ${feat_format})"
   sertk feats "${data}" "${dump}" --feat "${feat}" --feat-config "conf/feats/${feat}.yaml" \
     --format "${feat_format}" --nj "${nj}"
+  if [ -n "${lexical_embeddings}" ]; then
+    log "stage 3: feats: ${data} text -> dump/${system}/lexical (word vectors of ${lexical_embeddings})"
+    mkdir -p "dump/${system}"
+    printf 'embeddings: %s\n' "$(realpath "${lexical_embeddings}")" > "dump/${system}/lexical.yaml"
+    sertk feats "${data}" "dump/${system}/lexical" --feat lexical --feat-config "dump/${system}/lexical.yaml" \
+      --format "${feat_format}"
+  fi
 fi
 
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
@@ -112,7 +122,7 @@ fi
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
   log "stage 5: train: ${dump} -> ${exp} (${train_config}, folds: ${folds})"
   sertk train --train-config "${train_config}" --data "${data}" --feats "${dump}" --folds "${folds_json}" \
-    --fold "${folds}" --exp "${exp}" --device "${device}" --resume "${epoch_opt[@]}"
+    --fold "${folds}" --exp "${exp}" --device "${device}" --resume "${epoch_opt[@]}" "${lexical_opt[@]}"
 fi
 
 if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then

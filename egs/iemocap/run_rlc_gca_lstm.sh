@@ -4,6 +4,9 @@
 # Canonical system: S3 (conf/rlc_gca_lstm.yaml). The Table 2 ablations share data, features and folds:
 #   bash run_rlc_gca_lstm.sh --train-config conf/rlc_gca_lstm/s2.yaml --tag s2   # also s1, baseline
 #   bash run_rlc_gca_lstm.sh --protocol loso-session                            # speaker-independent
+# Acoustic + lexical (§3.4, Table 1 A+L) with a word2vec text or binary file you supply:
+#   bash run_rlc_gca_lstm.sh --train-config conf/rlc_gca_lstm/s3_lexical.yaml --tag s3_lexical \
+#     --lexical-embeddings /path/to/GoogleNews-vectors-negative300.bin
 set -euo pipefail
 cd "$(dirname "$0")"
 exec ./pipeline.sh \

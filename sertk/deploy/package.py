@@ -97,6 +97,11 @@ def package_from_checkpoint(path: Path) -> ModelPackage:
     ]
     if missing:
         raise SertkError(f"{path}: not a sertk checkpoint with model info (missing {', '.join(missing)})")
+    if dict(ckpt["model_config"]).get("lexical_dim", 0):
+        raise SertkError(
+            f"{path}: a model with a lexical branch; packaging, sertk infer and sertk export support only "
+            "acoustic models"
+        )
     feat_config = dict(ckpt["feat_config"] or {})
     return ModelPackage(
         arch=ckpt["arch"],

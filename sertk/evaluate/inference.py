@@ -17,7 +17,7 @@ from sertk.evaluate.metrics import summarize
 from sertk.features.io import load_features
 from sertk.models import build_model
 from sertk.train.config import InputConfig
-from sertk.train.dataset import FeatureSet, build_feature_set, crop_frames, normalize_batch
+from sertk.train.dataset import FeatureSet, attach_words, build_feature_set, crop_frames, normalize_batch
 from sertk.utils import atomic_write_text, console, read_experiment
 
 # A test-time transform maps a raw (un-normalised) padded batch to another: (feats, lengths) -> (feats, lengths).
@@ -56,11 +56,12 @@ def predict_rows(
     for index in by_length.split(batch_size):
         feats, lengths = fset.batch(index.to(fset.lengths.device))
         feats, lengths = feats.to(device, non_blocking=True), lengths.to(device)
+        extra = {k: v.to(device) for k, v in fset.word_batch(index.to(fset.lengths.device)).items()}
         if transform is not None:
             feats, lengths = transform(feats, lengths)
         feats = normalize_batch(feats, lengths, mean, std)
         with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
-            out.append(model(feats, lengths).float())
+            out.append(model(feats, lengths, **extra).float())
     sorted_logits = torch.cat(out)
     logits = torch.empty_like(sorted_logits)
     logits[by_length.to(logits.device)] = sorted_logits
@@ -178,6 +179,8 @@ def evaluate(
         feats = load_features(Path(info["feats"]), utts)
         shift = input_cfg.segment_shift_test
         fset = prepare_split(feats, utts, labels, input_cfg, shift)
+        if info.get("lexical_feats"):
+            attach_words(fset, load_features(Path(info["lexical_feats"]), utts))
         fold_transforms, fold_combine = transforms, combine
         if (input_cfg.tta if tta is None else tta) == "vtlp":
             fold_transforms, fold_combine = vtlp_tta_transforms(boundary=input_cfg.vtlp_boundary), "vote"

@@ -24,10 +24,10 @@ import torch
 import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from sertk.config import to_dict
+from sertk.config import load_config, to_dict
 from sertk.data.datadir import read_data_dir, write_table
 from sertk.errors import SertkError
-from sertk.features import build_feature
+from sertk.features import build_feature, lexical
 from sertk.features.audio import audio_info, read_audio
 from sertk.features.base import FeatureExtractor
 from sertk.features.io import ARK_NAME, FORMATS, H5_NAME, SCP_NAME, ArkWriter, Hdf5Writer
@@ -130,6 +130,13 @@ def _is_done(out: Path, meta: dict, fmt: str, digest: str) -> bool:
     return previous == meta and wanted.is_file()
 
 
+def _replace_dir(tmp: Path, out: Path) -> None:
+    # A stale OUT (unfinished, or another config) is replaced only once the new dump is complete.
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+
+
 def _count_frames(out: Path) -> tuple[int, int]:
     frames = [int(n) for n in (Path(out) / "utt2num_frames").read_text().split()[1::2]]
     return len(frames), sum(frames)
@@ -157,6 +164,8 @@ def dump_features(
         raise SertkError(f"--nj must be at least 1, got {nj}")
     if out.exists() and not out.is_dir():
         raise SertkError(f"{out}: exists and is not a feature dir")
+    if feat == lexical.NAME:
+        return dump_lexical(data, out, feat_config, fmt)
     extractor = build_feature(feat, feat_config)
     config = to_dict(extractor.cfg)
     meta = {"feat": feat, "config": config}
@@ -191,10 +200,7 @@ def dump_features(
             )
         atomic_write_text(tmp / "feat.yaml", yaml.safe_dump(meta, sort_keys=False))
         atomic_write_text(tmp / ".done", digest + "\n")
-        # A stale OUT (unfinished, or another config) is replaced only once the new dump is complete.
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        _replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -270,4 +276,78 @@ def _compute_into(
         "utterances": len(num_frames),
         "frames": sum(int(n) for n in num_frames.values()),
         **counts,
+    }
+
+
+def dump_lexical(data: Path, out: Path, feat_config: Path | None, fmt: str = "hdf5") -> dict:
+    """``--feat lexical``: the word vectors of every transcript in ``data``'s ``text`` as (K, D) features.
+
+    The same feature dir as an acoustic dump (``utt2num_frames`` counts words), fingerprinted by the
+    ``text`` table instead of ``wav.scp``; see ``sertk.features.lexical`` for tokens and OOV words.
+    """
+    start = time.perf_counter()
+    if feat_config is None:
+        raise SertkError("--feat lexical needs --feat-config naming the embedding file (embeddings: PATH)")
+    cfg = load_config(lexical.LexicalConfig, feat_config)
+    config = to_dict(cfg)
+    meta = {"feat": lexical.NAME, "config": config}
+    text_path = data / "text"
+    if not text_path.is_file():
+        raise SertkError(f"{data}: no text table, the transcripts lexical features are made from")
+    digest = hashlib.sha256(text_path.read_bytes()).hexdigest()
+    if _is_done(out, meta, fmt, digest):
+        utterances, words = _count_frames(out)
+        console.print(
+            f"{out}: already done for this data and feature config ({utterances} utterances), skipping"
+        )
+        return {
+            "utterances": utterances,
+            "frames": words,
+            "skipped": 0,
+            "seconds": 0.0,
+            "out": str(out),
+            "reused": True,
+        }
+    texts = read_data_dir(data)["text"]
+    vocab = {w for line in texts.values() for w in lexical.tokenize(line)}
+    vectors = lexical.read_embeddings(cfg.embeddings, cfg.format, vocab)
+    dim = len(vectors[""])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        if fmt == "hdf5":
+            writer = Hdf5Writer(tmp / H5_NAME, lexical.NAME, config, dim)
+        else:
+            writer = ArkWriter(tmp / ARK_NAME, tmp / SCP_NAME, out.resolve() / ARK_NAME)
+        num_words, empty = {}, 0
+        try:
+            for utt in sorted(texts):
+                rows = lexical.sentence_vectors(texts[utt], vectors)
+                writer.write(utt, rows)
+                num_words[utt] = str(len(rows))
+                empty += not rows.any()
+        finally:
+            writer.close()
+        write_table(tmp / "utt2num_frames", num_words)
+        atomic_write_text(tmp / "feat.yaml", yaml.safe_dump(meta, sort_keys=False))
+        atomic_write_text(tmp / ".done", digest + "\n")
+        _replace_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    known = len(vocab & vectors.keys())
+    total = sum(int(n) for n in num_words.values())
+    console.print(
+        f"{out}: {len(num_words)} utterances, {total} word vectors (dim {dim}, {fmt}); {known} of "
+        f"{len(vocab)} distinct words in {cfg.embeddings}, {empty} utterances without a known word"
+    )
+    seconds = time.perf_counter() - start
+    return {
+        "utterances": len(num_words),
+        "frames": total,
+        "skipped": 0,
+        "seconds": seconds,
+        "out": str(out),
+        "reused": False,
     }

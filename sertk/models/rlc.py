@@ -161,6 +161,8 @@ class Rlc(nn.Module):
         dense: list[int] = field(default_factory=lambda: [256, 256])  # hidden dense layers before the logits
         head: str = "linear"  # "linear" (affine logits) or "cosine"
         head_scale: float = 30.0  # s of the cosine head (unused by the linear head)
+        lexical_dim: int = 0  # word-vector size D of the lexical branch (§3.4); 0 = acoustic only
+        lexical_cells: int = 256  # units of the lexical branch's LSTM
 
         def __post_init__(self) -> None:
             if len(self.first_conv) != 2 or min(self.first_conv) < 1:
@@ -182,6 +184,8 @@ class Rlc(nn.Module):
                 raise ValueError("lstm_units, lstm_layers and iterations must be >= 1")
             if any(units < 1 for units in self.dense):
                 raise ValueError(f"dense: sizes must be >= 1, got {self.dense}")
+            if self.lexical_dim < 0 or self.lexical_cells < 1:
+                raise ValueError("lexical_dim must be >= 0 and lexical_cells >= 1")
             if self.head not in HEADS:
                 raise ValueError(f"head: unknown {self.head!r} (known: {', '.join(HEADS)})")
 
@@ -204,12 +208,16 @@ class Rlc(nn.Module):
         else:
             self.recurrent = nn.LSTM(channels, cfg.lstm_units, cfg.lstm_layers, batch_first=True)
         dense: list[nn.Module] = []
-        width = cfg.lstm_units
+        width = cfg.lstm_units + (cfg.lexical_cells if cfg.lexical_dim else 0)
         for units in cfg.dense:
             dense += [nn.Linear(width, units), nn.ReLU(), nn.Dropout(cfg.dropout)]
             width = units
         self.classifier = nn.Sequential(*dense)
         self.head = make_head(cfg.head, width, num_classes, cfg.head_scale)
+        # Built last, so an acoustic-only model draws exactly the initial weights it always did.
+        self.lexical_dim = cfg.lexical_dim
+        if cfg.lexical_dim:
+            self.lexical = nn.LSTM(cfg.lexical_dim, cfg.lexical_cells, batch_first=True)
 
     def suprasegmental(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """RCN: (B, T, D) frames -> (B, N, C) steps of 2⁵ frames each and their lengths (§3.1-3.2)."""
@@ -228,9 +236,40 @@ class Rlc(nn.Module):
         _, (last, _) = self.recurrent(packed)
         return last[-1]
 
-    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """feats (B, T, D) float, lengths (B,) long -> logits (B, C); frames t >= lengths[b] are ignored."""
+    def sentence(self, words: torch.Tensor, word_lengths: torch.Tensor) -> torch.Tensor:
+        """(B, K, D) word vectors -> RT = hr_K, the lexical LSTM's last valid output (B, lexical_cells) (§3.4).
+
+        A forward LSTM's output at step k depends on steps <= k only, so reading it at K - 1 ignores the
+        padding exactly, without packing (which costs more than the tiny branch itself on CPU).
+        """
+        outputs, _ = self.lexical(words)
+        return outputs[torch.arange(len(words), device=words.device), word_lengths.to(words.device) - 1]
+
+    def forward(
+        self,
+        feats: torch.Tensor,
+        lengths: torch.Tensor,
+        words: torch.Tensor | None = None,
+        word_lengths: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """feats (B, T, D) float, lengths (B,) long [, words (B, K, D_w), word_lengths (B,)] -> logits (B, C).
+
+        Frames t >= lengths[b] and words k >= word_lengths[b] are ignored. With ``lexical_dim`` > 0 the
+        sentence representation RT is concatenated with F⁽ᴵ⁾ before the classifier (§3.4).
+        """
         if feats.dim() != 3 or feats.shape[-1] != self.input_dim:
             raise SertkError(f"rlc: expected features (B, T, {self.input_dim}), got {tuple(feats.shape)}")
+        if (words is not None) != bool(self.lexical_dim) or (words is None) != (word_lengths is None):
+            raise SertkError(
+                f"rlc: lexical_dim {self.lexical_dim} needs word vectors and word lengths exactly when > 0 "
+                "(pass sertk train --lexical-feats DIR for a lexical config, and only for one)"
+            )
         steps, lengths = self.suprasegmental(feats, lengths)
-        return self.head(self.classifier(self.representation(steps, lengths)))
+        utterance = self.representation(steps, lengths)
+        if words is not None:
+            if words.dim() != 3 or words.shape[-1] != self.lexical_dim:
+                raise SertkError(
+                    f"rlc: expected word vectors (B, K, {self.lexical_dim}), got {tuple(words.shape)}"
+                )
+            utterance = torch.cat([utterance, self.sentence(words, word_lengths)], dim=-1)
+        return self.head(self.classifier(utterance))

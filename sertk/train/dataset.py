@@ -64,6 +64,8 @@ class FeatureSet:
     utts: list[str]
     targets: torch.Tensor | None = None  # (utts, C) float32
     weights: torch.Tensor | None = None  # (utts,) float32
+    words: torch.Tensor | None = None  # (utts, K, D_w) float32 word vectors (lexical branch), zero-padded
+    word_lengths: torch.Tensor | None = None  # (utts,) long
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -76,6 +78,14 @@ class FeatureSet:
         """Rows ``index`` trimmed to their longest length (the model masks the rest)."""
         lengths = self.lengths[index]
         return self.feats[index, : int(lengths.max())], lengths
+
+    def word_batch(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{"words", "word_lengths"}`` of rows ``index`` (each segment gets its utterance's words), or {}."""
+        if self.words is None or self.word_lengths is None:
+            return {}
+        owner = self.owner[index]
+        word_lengths = self.word_lengths[owner]
+        return {"words": self.words[owner, : int(word_lengths.max())], "word_lengths": word_lengths}
 
     def to(self, device: torch.device | str) -> FeatureSet:
         move = {k: v.to(device) for k, v in vars(self).items() if isinstance(v, torch.Tensor)}
@@ -120,6 +130,17 @@ def build_feature_set(
         targets=None if targets is None else torch.as_tensor(targets, dtype=torch.float32),
         weights=None if weights is None else torch.as_tensor(weights, dtype=torch.float32),
     )
+
+
+def attach_words(fset: FeatureSet, words: dict[str, np.ndarray]) -> FeatureSet:
+    """Set ``fset.words`` / ``word_lengths`` from per-utterance (K, D_w) word vectors (lexical feature dir)."""
+    arrays = [words[u] for u in fset.utts]
+    lengths = np.array([len(x) for x in arrays], dtype=np.int64)
+    padded = np.zeros((len(arrays), int(lengths.max()), arrays[0].shape[1]), dtype=np.float32)
+    for row, x in enumerate(arrays):
+        padded[row, : len(x)] = x
+    fset.words, fset.word_lengths = torch.from_numpy(padded), torch.from_numpy(lengths)
+    return fset
 
 
 def norm_stats(

@@ -201,6 +201,7 @@ def train_epoch(
         index = index.to(train_set.lengths.device)
         feats, lengths = train_set.batch(index)
         feats, lengths = feats.to(device, non_blocking=True), lengths.to(device, non_blocking=True)
+        extra = {k: v.to(device, non_blocking=True) for k, v in train_set.word_batch(index).items()}
         owner = train_set.owner[index]
         labels = train_set.labels[owner].to(device)
         targets = labels if train_set.targets is None else train_set.targets[owner].to(device)
@@ -214,7 +215,7 @@ def train_epoch(
             feats = feats + noise_std * noise * mask[..., None]
         tic = time.perf_counter()
         with torch.autocast(device.type, enabled=amp):
-            logits = model(feats, lengths)
+            logits = model(feats, lengths, **extra)
             loss = loss_fn(logits.float(), targets, sample_weight=weights)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()

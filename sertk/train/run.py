@@ -18,7 +18,7 @@ from sertk.features.io import feature_info, load_features
 from sertk.losses import LossConfig, build_loss
 from sertk.models import MODELS, SYSTEMS, build_model, count_parameters, model_config
 from sertk.train.config import ExperimentConfig, load_experiment_config
-from sertk.train.dataset import class_weights_balanced, crop_frames, norm_stats, soft_labels
+from sertk.train.dataset import attach_words, class_weights_balanced, crop_frames, norm_stats, soft_labels
 from sertk.train.loop import fit
 from sertk.utils import atomic_path, console, run_environment, write_json
 
@@ -51,8 +51,13 @@ def check_input(path: Path, what: str, stage: str) -> Path:
     return path.resolve()
 
 
-def fold_inputs(cfg: ExperimentConfig, data: DataDir, spec: dict, feats_dir: Path) -> dict:
-    """Train and valid FeatureSets of one fold plus the normalisation stats of its train part."""
+def fold_inputs(
+    cfg: ExperimentConfig, data: DataDir, spec: dict, feats_dir: Path, lexical_feats: Path | None = None
+) -> dict:
+    """Train and valid FeatureSets of one fold plus the normalisation stats of its train part.
+
+    With ``lexical_feats`` (a ``--feat lexical`` dump) both sets also carry their utterances' word vectors.
+    """
     name = spec["name"]
     if not spec["train"] or not spec["valid"]:
         raise SertkError(
@@ -76,6 +81,10 @@ def fold_inputs(cfg: ExperimentConfig, data: DataDir, spec: dict, feats_dir: Pat
     shift_train = inp.segment_shift_train
     train_set = prepare_split(feats, train_utts, train_labels, inp, shift_train, cfg.train.seed)
     valid_set = prepare_split(feats, valid_utts, valid_labels, inp, inp.segment_shift_test)
+    if lexical_feats is not None:
+        words = load_features(lexical_feats, train_utts + valid_utts)
+        attach_words(train_set, words)
+        attach_words(valid_set, words)
     if cfg.train.labels == "soft":
         votes = data["utt2votes"]
         class_map = data.meta.get("class_map", {})
@@ -93,10 +102,11 @@ def train_fold(
     fold_dir: Path,
     device: torch.device,
     resume: bool,
+    lexical_feats: Path | None = None,
 ) -> dict:
     """Train one fold into ``fold_dir`` and mark it done; returns its summary."""
     info_feat = feature_info(feats_dir)
-    inputs = fold_inputs(cfg, data, spec, feats_dir)
+    inputs = fold_inputs(cfg, data, spec, feats_dir, lexical_feats)
     classes = data.classes
     # Seeded so that the initial weights, like everything after them, are reproducible.
     torch.manual_seed(cfg.train.seed)
@@ -153,6 +163,30 @@ def train_fold(
     return summary
 
 
+def check_lexical(resolved: object, train_config: Path, lexical_feats: Path | None) -> Path | None:
+    """The lexical feature dir, checked against the model's ``lexical_dim`` (0 or absent = acoustic only)."""
+    dim = getattr(resolved, "lexical_dim", 0)
+    if lexical_feats is None:
+        if dim:
+            raise SertkError(
+                f"{train_config}: model.lexical_dim {dim} needs word vectors: pass --lexical-feats DIR "
+                "(a sertk feats --feat lexical dump)"
+            )
+        return None
+    if not dim:
+        raise SertkError(
+            f"--lexical-feats: {train_config}'s model has no lexical branch (model.lexical_dim 0)"
+        )
+    lexical_feats = check_input(Path(lexical_feats), "lexical feature dir", "sertk feats --feat lexical")
+    info = feature_info(lexical_feats)
+    if info["feat"] != "lexical" or info["dim"] != dim:
+        raise SertkError(
+            f"{lexical_feats}: holds {info['feat']} of dim {info['dim']}, but {train_config} wants "
+            f"lexical word vectors of dim {dim} (model.lexical_dim)"
+        )
+    return lexical_feats
+
+
 def write_replay(exp: Path, args: dict) -> None:
     """replay.sh: the ``sertk train`` command line with absolute paths, executable."""
     words = ["sertk", "train"]
@@ -177,8 +211,13 @@ def train(
     epochs: int | None = None,
     device: str = "auto",
     resume: bool = False,
+    lexical_feats: Path | None = None,
 ) -> list[dict]:
-    """Train the selected folds; done folds are skipped; returns per-fold {name, best_epoch, valid_* ...}."""
+    """Train the selected folds; done folds are skipped; returns per-fold {name, best_epoch, valid_* ...}.
+
+    ``lexical_feats``: a ``--feat lexical`` dump whose word vectors go to a model with a lexical branch
+    (``model.lexical_dim`` > 0, rlc_gca_lstm.md §3.4); required by such a config, refused by any other.
+    """
     cfg, train_config = resolve_config(arch, train_config, epochs)
     system = SYSTEMS.get(cfg.arch, cfg.arch)
     data = check_input(Path(data or Path("data") / system), "data dir", "stage 1 (sertk prep)")
@@ -194,7 +233,8 @@ def train(
     exp = Path(exp or Path("exp") / system).resolve()
     dev = resolve_device(device)
     # Validate the model and loss sections before any fold starts.
-    model_config(cfg.arch, cfg.model)
+    resolved = model_config(cfg.arch, cfg.model)
+    lexical_feats = check_lexical(resolved, train_config, lexical_feats)
     from_dict(LossConfig, cfg.loss, where=f"{train_config}: loss")
     corpus = read_data_dir(data)
     folds_data = read_folds(folds, corpus)
@@ -222,10 +262,14 @@ def train(
             "feat": cfg.feat,
             "paper": cfg.paper,
             "config": str(Path(train_config).resolve()),
+            # Only for a lexical model, so an acoustic experiment.json is what it always was.
+            **({} if lexical_feats is None else {"lexical_feats": str(lexical_feats)}),
         },
     )
     replay = {"train_config": Path(train_config).resolve(), "data": data, "feats": feats, "folds": folds}
-    replay.update({"fold": fold, "exp": exp, "epochs": epochs, "device": device})
+    replay.update(
+        {"fold": fold, "exp": exp, "epochs": epochs, "device": device, "lexical_feats": lexical_feats}
+    )
     write_replay(exp, replay)
 
     summaries = []
@@ -240,7 +284,7 @@ def train(
             raise SertkError(
                 f"{fold_dir}: an unfinished fold is there; pass --resume to continue it or delete it"
             )
-        summaries.append(train_fold(cfg, corpus, spec, feats, fold_dir, dev, resume))
+        summaries.append(train_fold(cfg, corpus, spec, feats, fold_dir, dev, resume, lexical_feats))
     if summaries:
         ua = np.mean([s["valid_ua"] for s in summaries])
         console.print(f"{system}: {len(summaries)} fold(s) trained, mean valid UA {ua:.4f} -> {exp}")
