@@ -109,12 +109,50 @@ def plan_batches(
     return batches, errors
 
 
-def _wav_scp_digest(data: Path) -> str:
-    """Fingerprint of the data dir's audio list: a dump is reused only for the same utterances and files."""
-    path = Path(data) / "wav.scp"
+def _table_digest(data: Path, table: str, missing: str) -> str:
+    """Fingerprint of the data dir table a dump is made from (wav.scp, or text for lexical features):
+    a dump is reused only for the same utterances and sources."""
+    path = Path(data) / table
     if not path.is_file():
-        raise SertkError(f"{data}: not a data dir (no wav.scp)")
+        raise SertkError(f"{data}: {missing}")
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _reused(out: Path, start: float) -> dict:
+    """The summary of a dump that is already complete for this data and config (nothing recomputed)."""
+    utterances, frames = _count_frames(out)
+    console.print(f"{out}: already done for this data and feature config ({utterances} utterances), skipping")
+    seconds = time.perf_counter() - start
+    return {
+        "utterances": utterances,
+        "frames": frames,
+        "skipped": 0,
+        "seconds": seconds,
+        "out": str(out),
+        "reused": True,
+    }
+
+
+def _fresh_tmp(out: Path) -> Path:
+    """An empty temp dir next to ``out``; the finished dump is renamed onto ``out`` only when complete."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    return tmp
+
+
+def _open_writer(tmp: Path, out: Path, fmt: str, feat: str, config: dict, dim: int) -> Hdf5Writer | ArkWriter:
+    if fmt == "hdf5":
+        return Hdf5Writer(tmp / H5_NAME, feat, config, dim)
+    return ArkWriter(tmp / ARK_NAME, tmp / SCP_NAME, out.resolve() / ARK_NAME)
+
+
+def _finish(tmp: Path, out: Path, meta: dict, digest: str) -> None:
+    """Mark ``tmp`` complete (feat.yaml, then .done holding the source digest) and swap it onto ``out``."""
+    atomic_write_text(tmp / "feat.yaml", yaml.safe_dump(meta, sort_keys=False))
+    atomic_write_text(tmp / ".done", digest + "\n")
+    _replace_dir(tmp, out)
 
 
 def _is_done(out: Path, meta: dict, fmt: str, digest: str) -> bool:
@@ -169,38 +207,22 @@ def dump_features(
     extractor = build_feature(feat, feat_config)
     config = to_dict(extractor.cfg)
     meta = {"feat": feat, "config": config}
-    digest = _wav_scp_digest(data)
+    digest = _table_digest(data, "wav.scp", "not a data dir (no wav.scp)")
     if _is_done(out, meta, fmt, digest):
-        utterances, frames = _count_frames(out)
-        console.print(
-            f"{out}: already done for this data and feature config ({utterances} utterances), skipping"
-        )
-        return {
-            "utterances": utterances,
-            "frames": frames,
-            "skipped": 0,
-            "seconds": time.perf_counter() - start,
-            "out": str(out),
-            "reused": True,
-        }
+        return _reused(out, start)
     wavs = read_data_dir(data)["wav.scp"]
     if not wavs:
         raise SertkError(f"{data / 'wav.scp'}: no utterances")
     batches, errors = plan_batches(wavs, extractor, BATCH_SAMPLES)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp = _fresh_tmp(out)
     try:
         summary = _compute_into(tmp, out, batches, errors, extractor, feat, config, fmt, nj)
         if summary["utterances"] == 0:
             raise SertkError(
                 f"{data}: no utterance could be computed ({len(errors)} failed, first: {errors[0]})"
             )
-        atomic_write_text(tmp / "feat.yaml", yaml.safe_dump(meta, sort_keys=False))
-        atomic_write_text(tmp / ".done", digest + "\n")
-        _replace_dir(tmp, out)
+        _finish(tmp, out, meta, digest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -234,10 +256,7 @@ def _compute_into(
     """Compute all batches (in-process or in ``nj`` workers) and write them into ``tmp``; appends to errors."""
     for message in errors:
         console.print(f"skipped {message}")
-    if fmt == "hdf5":
-        writer = Hdf5Writer(tmp / H5_NAME, feat, config, extractor.dim)
-    else:
-        writer = ArkWriter(tmp / ARK_NAME, tmp / SCP_NAME, out.resolve() / ARK_NAME)
+    writer = _open_writer(tmp, out, fmt, feat, config, extractor.dim)
     num_frames: dict[str, str] = {}
     counts = {"downmixed": 0, "resampled": 0}
     total = sum(len(b) for b in batches)
@@ -291,36 +310,16 @@ def dump_lexical(data: Path, out: Path, feat_config: Path | None, fmt: str = "hd
     cfg = load_config(lexical.LexicalConfig, feat_config)
     config = to_dict(cfg)
     meta = {"feat": lexical.NAME, "config": config}
-    text_path = data / "text"
-    if not text_path.is_file():
-        raise SertkError(f"{data}: no text table, the transcripts lexical features are made from")
-    digest = hashlib.sha256(text_path.read_bytes()).hexdigest()
+    digest = _table_digest(data, "text", "no text table, the transcripts lexical features are made from")
     if _is_done(out, meta, fmt, digest):
-        utterances, words = _count_frames(out)
-        console.print(
-            f"{out}: already done for this data and feature config ({utterances} utterances), skipping"
-        )
-        return {
-            "utterances": utterances,
-            "frames": words,
-            "skipped": 0,
-            "seconds": 0.0,
-            "out": str(out),
-            "reused": True,
-        }
+        return _reused(out, start)
     texts = read_data_dir(data)["text"]
     vocab = {w for line in texts.values() for w in lexical.tokenize(line)}
     vectors = lexical.read_embeddings(cfg.embeddings, cfg.format, vocab)
     dim = len(vectors[""])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp = _fresh_tmp(out)
     try:
-        if fmt == "hdf5":
-            writer = Hdf5Writer(tmp / H5_NAME, lexical.NAME, config, dim)
-        else:
-            writer = ArkWriter(tmp / ARK_NAME, tmp / SCP_NAME, out.resolve() / ARK_NAME)
+        writer = _open_writer(tmp, out, fmt, lexical.NAME, config, dim)
         num_words, empty = {}, 0
         try:
             for utt in sorted(texts):
@@ -331,9 +330,7 @@ def dump_lexical(data: Path, out: Path, feat_config: Path | None, fmt: str = "hd
         finally:
             writer.close()
         write_table(tmp / "utt2num_frames", num_words)
-        atomic_write_text(tmp / "feat.yaml", yaml.safe_dump(meta, sort_keys=False))
-        atomic_write_text(tmp / ".done", digest + "\n")
-        _replace_dir(tmp, out)
+        _finish(tmp, out, meta, digest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     known = len(vocab & vectors.keys())
