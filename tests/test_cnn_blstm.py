@@ -17,13 +17,7 @@ CONF = Path(__file__).resolve().parents[1] / "egs" / "iemocap" / "conf"
 TINY = {"conv_channels": [4, 4, 4], "freq_strides": [2, 2, 1], "time_strides": [2, 1, 3], "lstm_cells": 6}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core machine threads oversubscribe."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("kernel,stride", [(3, 1), (3, 2), (5, 2), (3, 3), (1, 2)])

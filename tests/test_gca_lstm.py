@@ -9,14 +9,7 @@ import torch
 
 from sertk.models.gca_lstm import GcaLstm, minmax_over_valid
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors: on a shared 2-core machine, inter-op thread handoffs cost more than the maths.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _sigmoid(x: float) -> float:

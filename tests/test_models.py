@@ -149,15 +149,6 @@ def test_registry_and_config_errors():
         build_model("crnn-att", None, 40, 4)(torch.zeros(1, 10, 39), torch.tensor([10]))
 
 
-@pytest.fixture
-def one_thread():
-    # Tiny tensors: on a shared 2-core machine, inter-op thread handoffs cost more than the maths.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_crnn_att_learns_a_frequency_band_task(one_thread):
     """Two classes differing in which Mel band carries energy; 60 utterances of 16-40 frames."""
     torch.manual_seed(0)

@@ -37,13 +37,7 @@ TINY = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors: on a shared 2-core machine, inter-op thread handoffs cost more than the maths.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_registered_with_canonical_system():

@@ -22,14 +22,7 @@ from sertk.models import MODELS, SYSTEMS
 from sertk.train.config import InputConfig
 from sertk.train.dataset import build_feature_set
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core machine threads oversubscribe."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("alpha", [0.9, 0.93, 1.0, 1.04, 1.1])
