@@ -11,6 +11,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p.name for p in (REPO / "egs" / "iemocap").glob("run_*.sh"))
+# One epoch of one fold on CPU: every recipe end to end in seconds.
+QUICK = ("--epochs", "1", "--folds", "1", "--nj", "1", "--device", "cpu")
 RESULT_KEYS = {"system", "protocol", "classes", "synthetic", "folds", "mean", "std", "pooled"}
 
 
@@ -23,17 +25,15 @@ def _env() -> dict:
     return env
 
 
-def _run(recipe_dir: Path, script: str, *args: str) -> subprocess.CompletedProcess:
-    out = subprocess.run(
-        ["bash", str(recipe_dir / script), *args],
-        cwd=recipe_dir.parent.parent,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 0, f"{script} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+def _run_command(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    out = subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, f"{' '.join(command)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     return out
+
+
+def _run(recipe_dir: Path, script: str, *args: str) -> subprocess.CompletedProcess:
+    """A recipe script, run from the repository root as the README does."""
+    return _run_command(["bash", str(recipe_dir / script), *args], cwd=recipe_dir.parent.parent)
 
 
 @pytest.fixture(scope="module")
@@ -55,14 +55,7 @@ def demo_run(recipe_copy):
         "run.sh",
         "--synth-size",
         "tiny",
-        "--epochs",
-        "1",
-        "--folds",
-        "1",
-        "--nj",
-        "1",
-        "--device",
-        "cpu",
+        *QUICK,
     )
     return recipe_copy, out
 
@@ -98,14 +91,7 @@ def test_rerun_from_stage_3_reuses_finished_work(demo_run):
         "3",
         "--synth-size",
         "tiny",
-        "--epochs",
-        "1",
-        "--folds",
-        "1",
-        "--nj",
-        "1",
-        "--device",
-        "cpu",
+        *QUICK,
     )
     log = out.stdout + out.stderr
     assert "stage 3:" in log and "stage 2:" not in log
@@ -125,14 +111,7 @@ def test_each_system_recipe_end_to_end(demo_run, script):
         script,
         "--iemocap-root",
         str(corpus),
-        "--epochs",
-        "1",
-        "--folds",
-        "1",
-        "--nj",
-        "1",
-        "--device",
-        "cpu",
+        *QUICK,
     )
     exp = next(
         line.split("score: ")[1].split(" ->")[0]
@@ -155,14 +134,7 @@ def test_crnn_grid_runs_variants_and_compares(demo_run):
         "ams_s10_m0.4 focal_g2_a2",
         "--iemocap-root",
         str(corpus),
-        "--epochs",
-        "1",
-        "--folds",
-        "1",
-        "--nj",
-        "1",
-        "--device",
-        "cpu",
+        *QUICK,
         "--protocol",
         "loso-session",
     )
@@ -190,15 +162,9 @@ def test_sertk_train_arch_defaults_inside_recipe_dir(demo_run):
         "--nj",
         "1",
     )
-    out = subprocess.run(
-        ["sertk", "train", "--arch", "attn-pool", "--epochs", "1", "--fold", "2", "--device", "cpu"],
-        cwd=recipe,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
+    _run_command(
+        ["sertk", "train", "--arch", "attn-pool", "--epochs", "1", "--fold", "2", "--device", "cpu"], recipe
     )
-    assert out.returncode == 0, out.stderr[-3000:]
     fold_dir = recipe / "exp" / "attention_pooling_cnn" / "fold2"
     assert (fold_dir / "best.pt").is_file() and (fold_dir / "metrics.csv").is_file()
     experiment = json.loads((recipe / "exp" / "attention_pooling_cnn" / "experiment.json").read_text())
