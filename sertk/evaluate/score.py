@@ -8,7 +8,6 @@ test predictions.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import re
 from datetime import datetime, timezone
@@ -125,13 +124,17 @@ def _finite_or_none(value: Any) -> Any:
     return value
 
 
-def _data_style(experiment: dict[str, Any]) -> str | None:
-    """``all``, ``impro`` or ``script``: how the experiment's data dir was prepared (None if unknown)."""
-    corpus = Path(experiment.get("data", "")) / "corpus.json"
-    try:
-        return json.loads(corpus.read_text()).get("style")
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return None
+def _corpus_meta(exp: Path, experiment: dict[str, Any]) -> dict[str, Any] | None:
+    """The corpus.json of the experiment's data dir (a relative path is tried from the cwd and from the
+    recipe dir two levels above EXP), or None when it cannot be found."""
+    data = experiment.get("data")
+    for corpus in (
+        (Path(data) / "corpus.json", exp.resolve().parent.parent / data / "corpus.json") if data else ()
+    ):
+        if corpus.is_file():
+            meta = read_json(corpus)
+            return meta if isinstance(meta, dict) else {}
+    return None
 
 
 def _paper_numbers(config: dict[str, Any], path: Path, style: str | None = None) -> dict[str, float]:
@@ -153,17 +156,12 @@ def _paper_numbers(config: dict[str, Any], path: Path, style: str | None = None)
     return {k: v for k, v in numbers.items() if not k.startswith("impro_")}
 
 
-def _is_synthetic(exp: Path, experiment: dict[str, Any]) -> bool:
+def _is_synthetic(experiment: dict[str, Any], corpus: dict[str, Any] | None, exp: Path) -> bool:
     """experiment.json's flag, else the data dir's corpus.json; a results file must never pass synthetic as real."""
     if "synthetic" in experiment:
         return bool(experiment["synthetic"])
-    data = experiment.get("data")
-    for corpus in (
-        (Path(data) / "corpus.json", exp.resolve().parent.parent / data / "corpus.json") if data else ()
-    ):
-        if corpus.is_file():
-            meta = read_json(corpus)
-            return bool(meta.get("synthetic", False)) if isinstance(meta, dict) else False
+    if corpus is not None:
+        return bool(corpus.get("synthetic", False))
     console.print(
         f"[yellow]warning:[/] {exp / 'experiment.json'}: no 'synthetic' flag and no corpus.json found"
     )
@@ -218,11 +216,12 @@ def compute_results(exp: Path) -> tuple[dict[str, Any], dict[str, dict[str, np.n
     pooled = summarize(y_true, y_pred, len(classes))
     pooled["per_class_recall"] = dict(zip(classes, per_class_recall(cm).tolist(), strict=True))
     pooled["confusion"] = cm.tolist()
+    corpus = _corpus_meta(exp, experiment)
     results = {
         "system": experiment.get("system", exp.name),
         "protocol": experiment.get("protocol", config.get("protocol", folds_json.get("protocol"))),
         "classes": classes,
-        "synthetic": _is_synthetic(exp, experiment),
+        "synthetic": _is_synthetic(experiment, corpus, exp),
         "folds": folds,
         "mean": {m: float(v.mean()) for m, v in per_fold.items()},
         "std": {m: float(v.std(ddof=ddof)) for m, v in per_fold.items()},
@@ -232,7 +231,7 @@ def compute_results(exp: Path) -> tuple[dict[str, Any], dict[str, dict[str, np.n
         "std_ddof": ddof,
         "arch": experiment.get("arch", config.get("arch")),
         "feat": experiment.get("feat", config.get("feat")),
-        "paper": _paper_numbers(config, config_path, _data_style(experiment)),
+        "paper": _paper_numbers(config, config_path, (corpus or {}).get("style")),
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if "config" in experiment:
