@@ -6,9 +6,10 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +33,46 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             if tmp.is_dir():
-                import shutil
-
                 shutil.rmtree(tmp, ignore_errors=True)
             else:
                 tmp.unlink()
+
+
+def publish_dir(tmp: str | Path, out: str | Path, owned: Callable[[Path], bool]) -> None:
+    """Rename the finished directory ``tmp`` onto ``out``, replacing an ``out`` that sertk wrote itself.
+
+    ``out`` may be absent, empty, or hold only entries for which ``owned(entry)`` is true (what this
+    command writes there); anything else is the user's, and then nothing is touched: SertkError naming it.
+    """
+    from sertk.errors import SertkError
+
+    tmp, out = Path(tmp), Path(out)
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise SertkError(f"{out}: exists and is not a directory; choose another output path")
+        foreign = sorted(e.name for e in out.iterdir() if not owned(e))
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise SertkError(
+                f"{out}: exists and holds files sertk did not write ({shown}); choose another output path"
+            )
+        old = out.with_name(f".{out.name}.old{os.getpid()}")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, out)
+
+
+def fresh_tmp_dir(out: str | Path) -> Path:
+    """An empty hidden temp dir beside ``out`` (for ``publish_dir``), private to this process."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    return tmp
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
