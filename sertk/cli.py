@@ -8,9 +8,11 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Literal
 
 import typer
 from rich.markup import escape
+from typer.exceptions import Abort, TyperException
 
 from sertk.errors import SertkError
 from sertk.utils import console
@@ -26,6 +28,7 @@ app = typer.Typer(
 )
 
 _DEVICE_HELP = "auto (cuda if available), cpu or cuda"
+Precision = Literal["fp32", "bf16", "fp16"]
 
 
 @app.command(epilog="Example: sertk synth corpus/IEMOCAP_full_release --size small --seed 0 --nj 2")
@@ -86,21 +89,32 @@ def validate(data: Path = typer.Argument(..., help="Data dir to check.")) -> Non
     console.print(validate_data_dir(data))
 
 
+def _protocol_help() -> str:
+    from sertk.data.folds import PROTOCOLS
+
+    return "Protocol: " + "; ".join(f"[bold]{name}[/bold]: {line}" for name, (_, line, _) in PROTOCOLS.items())
+
+
+Protocol = Literal["loso-session", "loso-session-nextval", "loso-speaker", "loso-speaker-noval", "kfold", "random"]
+
+
 @app.command(
     epilog="Examples: sertk folds data/all data/all/folds.json --protocol loso-session\n\n"
-    "sertk folds data/all folds.json --protocol random --ratios 0.8,0.1,0.1 --repeats 10"
+    "sertk folds data/all folds.json --protocol kfold --ratios 0.8,0.1,0.1 --repeats 10"
 )
 def folds(
     data: Path = typer.Argument(..., help="Data dir."),
-    out: Path = typer.Argument(..., help="folds.json to write."),
-    protocol: str = typer.Option("loso-session", help="loso-session, loso-speaker or random."),
-    ratios: str = typer.Option("0.55,0.25,0.2", help="train,valid,test ratios (random protocol)."),
-    repeats: int = typer.Option(5, help="Number of random splits (random protocol)."),
+    out: Path = typer.Argument(..., help="folds.json to write (its record: <stem>.provenance.json beside it)."),
+    protocol: Protocol = typer.Option("loso-session", help=_protocol_help()),
+    ratios: str = typer.Option("0.55,0.25,0.2", help="train,valid,test ratios (kfold, random)."),
+    repeats: int = typer.Option(5, help="Number of folds (kfold) or of random splits (random)."),
+    valid_ratio: float = typer.Option(0.1, help="loso-session: stratified share of the training sessions for validation."),
     seed: int = typer.Option(0, help="Random seed."),
 ) -> None:
-    """Stage 2: speaker-independent or random train/valid/test folds."""
+    """Stage 2: speaker-independent, k-fold or random train/valid/test folds (skipped when up to date)."""
+    from sertk import provenance
     from sertk.data import read_data_dir
-    from sertk.data.folds import make_folds, write_folds
+    from sertk.data.folds import FoldOptions, folds_record, make_folds, write_folds
 
     try:
         ratio_values = tuple(float(r) for r in ratios.split(","))
@@ -108,9 +122,16 @@ def folds(
         raise SertkError(f"--ratios: expected three numbers like 0.55,0.25,0.2, got {ratios!r}") from None
     if len(ratio_values) != 3:
         raise SertkError(f"--ratios: expected three numbers like 0.55,0.25,0.2, got {ratios!r}")
+    if not 0 <= valid_ratio < 1:
+        raise SertkError(f"--valid-ratio: expected a share in [0, 1), got {valid_ratio}")
     data_dir = read_data_dir(data)
-    result = make_folds(data_dir, protocol, ratios=ratio_values, repeats=repeats, seed=seed)
-    write_folds(out, result, data_dir)
+    opts = FoldOptions(ratios=ratio_values, repeats=repeats, valid_ratio=valid_ratio, seed=seed)
+    record = folds_record(data_dir, protocol, opts)
+    if out.is_file() and not provenance.check(provenance.record_path(out), record):
+        console.print(f"folds: {out} is up to date ({protocol}), skipped")
+        return
+    result = make_folds(data_dir, protocol, opts)
+    write_folds(out, result, data_dir, record)
     sizes = ", ".join(
         f"{f['name']} {len(f['train'])}/{len(f['valid'])}/{len(f['test'])}" for f in result["folds"]
     )
@@ -128,10 +149,10 @@ def feats(
         "logmel40", help="Feature type (see docs/features.md), or lexical: word vectors of the text table."
     ),
     feat_config: Path | None = typer.Option(None, help="YAML overriding the feature's defaults."),
-    format: str = typer.Option("hdf5", "--format", help="hdf5 or ark."),
+    format: Literal["hdf5", "ark"] = typer.Option("hdf5", "--format", help="hdf5 or ark."),
     nj: int = typer.Option(1, help="Worker processes."),
 ) -> None:
-    """Stage 3: compute features of every utterance and dump them (HDF5 or Kaldi ark/scp)."""
+    """Stage 3: compute features of every utterance and dump them (HDF5 or Kaldi ark/scp); skipped when up to date."""
     from sertk.features.dump import dump_features
 
     dump_features(data, out, feat=feat, feat_config=feat_config, fmt=format, nj=nj)
@@ -143,37 +164,44 @@ def feats(
     "sertk train --train-config conf/rlc_gca_lstm/s3_lexical.yaml --lexical-feats dump/rlc_gca_lstm/lexical"
 )
 def train(
-    arch: str | None = typer.Option(
-        None, help="Model architecture (registry name); default from the config."
-    ),
+    arch: str | None = typer.Option(None, help="Model architecture (registry name); default from the config."),
     train_config: Path | None = typer.Option(None, help="Experiment YAML (default conf/<system>.yaml)."),
     data: Path | None = typer.Option(None, help="Data dir (default data/<system>)."),
     feats: Path | None = typer.Option(None, help="Feature dir (default dump/<system>/<feat>)."),
     folds: Path | None = typer.Option(None, help="folds.json (default <data>/folds.json)."),
     fold: str = typer.Option("all", help="all, a fold number or name, or a list: '1 3'."),
     exp: Path | None = typer.Option(None, help="Experiment dir (default exp/<system>)."),
-    epochs: int | None = typer.Option(None, help="Override the config's number of epochs."),
+    epochs: int | None = typer.Option(None, help="Override the config's train.epochs."),
+    precision: Precision | None = typer.Option(None, help="Override train.precision: fp32, bf16 or fp16 (CUDA)."),
     device: str = typer.Option("auto", help=_DEVICE_HELP),
-    resume: bool = typer.Option(False, help="Continue interrupted folds from their last checkpoint."),
+    resume: bool = typer.Option(False, help="Continue unfinished folds from their last checkpoint (same provenance only)."),
+    overwrite: bool = typer.Option(False, help="Retrain folds (and clear an exp dir) made from other inputs."),
     lexical_feats: Path | None = typer.Option(
         None, help="Word-vector dir (sertk feats --feat lexical) for a config with model.lexical_dim > 0."
     ),
+    memory_gb: float = typer.Option(8.0, help="Features beyond this many GiB per fold stream from the dump."),
 ) -> None:
-    """Stage 5: train one model per fold (checkpoint every epoch, early stopping, exact resume)."""
+    """Stage 5: train one model per fold (checkpoint every epoch, exact resume; up-to-date folds are skipped)."""
+    from sertk.train.run import TrainOptions
     from sertk.train.run import train as run_training
 
     run_training(
-        arch=arch,
-        train_config=train_config,
-        data=data,
-        feats=feats,
-        folds=folds,
-        fold=fold,
-        exp=exp,
-        epochs=epochs,
-        device=device,
-        resume=resume,
-        lexical_feats=lexical_feats,
+        TrainOptions(
+            arch=arch,
+            train_config=train_config,
+            data=data,
+            feats=feats,
+            folds=folds,
+            fold=fold,
+            exp=exp,
+            epochs=epochs,
+            precision=precision,
+            device=device,
+            resume=resume,
+            overwrite=overwrite,
+            lexical_feats=lexical_feats,
+            memory_gb=memory_gb,
+        )
     )
 
 
@@ -191,15 +219,17 @@ def evaluate(
     plot_attention: int = typer.Option(
         0, help="Also plot the attention weights of N test utterances per fold (<fold>/attention/*.png)."
     ),
-    tta: str = typer.Option(
+    tta: Literal["config", "none", "vtlp"] = typer.Option(
         "config",
         help="Test-time augmentation: config (the config's input.tta), none, or vtlp (11 copies, vote).",
     ),
 ) -> None:
-    """Stage 6: posteriors and predictions for each fold's test set (posteriors.tsv)."""
+    """Stage 6: posteriors and predictions for each fold's test set (posteriors.tsv; skipped when up to date)."""
+    from sertk.evaluate.inference import EvalOptions
     from sertk.evaluate.inference import evaluate as run_eval
 
-    run_eval(exp, fold=fold, device=device, checkpoint=checkpoint, tta=None if tta == "config" else tta)
+    opts = EvalOptions(fold=fold, device=device, checkpoint=checkpoint, tta=None if tta == "config" else tta)
+    run_eval(exp, opts)
     if plot_attention:
         from sertk.evaluate.attention import plot_attention as run_plot
 
@@ -258,7 +288,7 @@ def infer(
     model: Path = typer.Argument(..., help="Package, ensemble of packages, best.pt, fold dir or exp dir."),
     inputs: list[Path] = typer.Argument(..., help="Audio files, directories or wav.scp files."),
     out: Path | None = typer.Option(None, help="File to write (default: stdout)."),
-    format: str = typer.Option("jsonl", "--format", help="jsonl or tsv."),
+    format: Literal["jsonl", "tsv"] = typer.Option("jsonl", "--format", help="jsonl or tsv."),
     window: float | None = typer.Option(None, help="Also score windows of this many seconds."),
     hop: float | None = typer.Option(None, help="Seconds between window starts (with --window)."),
     batch_size: int = typer.Option(32, help="Files per batch."),
@@ -279,7 +309,7 @@ def infer(
 def export(
     model: Path = typer.Argument(..., help="One package, best.pt or fold dir."),
     out: Path = typer.Argument(..., help="Network file to write (OUT.json gets its interface)."),
-    format: str = typer.Option("torchscript", "--format", help="torchscript or onnx."),
+    format: Literal["torchscript", "onnx"] = typer.Option("torchscript", "--format", help="torchscript or onnx."),
     from_waveform: bool = typer.Option(False, help="Include the feature transform (waveform input)."),
 ) -> None:
     """Export the network (features or waveform -> posteriors) with a parity check against PyTorch."""
@@ -291,13 +321,27 @@ def export(
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 1."""
     try:
-        app()
+        code = app(standalone_mode=False)
     except SertkError as err:
         console.print(f"[bold red]error:[/bold red] {escape(str(err))}", soft_wrap=True)
         sys.exit(1)
+    except TyperException as err:
+        # A usage error (bad option, missing argument, invalid choice): one line, as every other user error,
+        # instead of Typer's box. Typer 0.29 raises them as TyperException subclasses with a ctx.
+        ctx = getattr(err, "ctx", None)
+        if type(err).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            console.print(ctx.get_help(), markup=False)
+            sys.exit(0)
+        command = ctx.command_path if ctx is not None else "sertk"
+        console.print(f"[bold red]error:[/bold red] {command}: {escape(err.format_message())}", soft_wrap=True)
+        sys.exit(2)
+    except Abort:
+        console.print("interrupted")
+        sys.exit(130)
     except KeyboardInterrupt:
         console.print("interrupted")
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

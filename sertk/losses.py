@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -143,6 +144,13 @@ class FocalLoss(_ClassificationLoss):
         # The floor keeps d(1 - p_t)^gamma finite for gamma < 1 when p_t rounds to exactly 1.
         one_minus_pt = (-torch.expm1(log_pt)).clamp(min=torch.finfo(log_pt.dtype).tiny)
         return -self.cfg.alpha * self.class_weights[targets] * one_minus_pt**self.cfg.gamma * log_pt
+
+
+def balanced_class_weights(labels: list[int], num_classes: int) -> torch.Tensor:
+    """N_total / (N_classes * N_c) per class (lstm_attention.txt §4.1); an absent class gets weight 0."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / (num_classes * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(weights, dtype=torch.float32)
 
 
 LOSSES: dict[str, type[_ClassificationLoss]] = {

@@ -83,6 +83,15 @@ def stat_digest(paths: Iterable[str | Path]) -> str:
     return "stat:" + json_digest(entries).split(":", 1)[1]
 
 
+def file_stamp(path: str | Path) -> str:
+    """``stat:<size>:<mtime_ns>`` of one file, independent of its name (it survives a rename into place)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "stat:missing"
+    return f"stat:{st.st_size}:{st.st_mtime_ns}"
+
+
 def code_versions(**components: Any) -> dict[str, Any]:
     """``{"sertk": version, **components}``: the versions a record's key depends on."""
     return {"sertk": sertk.__version__, **components}
@@ -148,14 +157,16 @@ def read_record(path: str | Path) -> Record | None:
         return None
 
 
-def write_record(path: str | Path, record: Record, outputs: Iterable[str | Path] = ()) -> Record:
-    """Stamp ``record`` with the stat digest of each of ``outputs`` (paths beside the record) and write it."""
+def write_record(path: str | Path, record: Record, outputs: Iterable[str | Path] = (), **made: Any) -> Record:
+    """Stamp ``record`` with the stat digest of each of ``outputs`` (paths under the record's folder) and
+    write it; ``made`` adds informative fields (e.g. a summary) beside git sha, time and command line."""
     path = Path(path)
-    record.outputs = {str(Path(p).relative_to(path.parent)): stat_digest([p]) for p in outputs}
+    record.outputs = {str(Path(p).relative_to(path.parent)): file_stamp(p) for p in outputs}
     record.made = {
         "git_sha": git_sha(),
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "argv": list(sys.argv),
+        **made,
     }
     write_json(path, record.to_json())
     return record
@@ -195,7 +206,7 @@ def differences(old: Record, new: Record) -> list[str]:
 def stale_outputs(path: str | Path, record: Record) -> list[str]:
     """The recorded outputs that are gone or were rewritten since the record was made."""
     base = Path(path).parent
-    return [name for name, stamp in record.outputs.items() if stat_digest([base / name]) != stamp]
+    return [name for name, stamp in record.outputs.items() if file_stamp(base / name) != stamp]
 
 
 def check(path: str | Path, wanted: Record) -> list[str]:

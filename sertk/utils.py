@@ -44,18 +44,9 @@ def publish_dir(tmp: str | Path, out: str | Path, owned: Callable[[Path], bool])
     ``out`` may be absent, empty, or hold only entries for which ``owned(entry)`` is true (what this
     command writes there); anything else is the user's, and then nothing is touched: SertkError naming it.
     """
-    from sertk.errors import SertkError
-
     tmp, out = Path(tmp), Path(out)
     if out.exists() or out.is_symlink():
-        if not out.is_dir():
-            raise SertkError(f"{out}: exists and is not a directory; choose another output path")
-        foreign = sorted(e.name for e in out.iterdir() if not owned(e))
-        if foreign:
-            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-            raise SertkError(
-                f"{out}: exists and holds files sertk did not write ({shown}); choose another output path"
-            )
+        check_replaceable(out, owned)
         old = out.with_name(f".{out.name}.old{os.getpid()}")
         os.replace(out, old)
         os.replace(tmp, out)
@@ -63,6 +54,24 @@ def publish_dir(tmp: str | Path, out: str | Path, owned: Callable[[Path], bool])
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, out)
+
+
+def check_replaceable(out: str | Path, owned: Callable[[Path], bool]) -> None:
+    """SertkError unless ``out`` is absent, or a directory holding only what ``owned`` accepts.
+
+    Called before a command starts its work, so that a refusal costs nothing, and again by ``publish_dir``.
+    """
+    from sertk.errors import SertkError
+
+    out = Path(out)
+    if not (out.exists() or out.is_symlink()):
+        return
+    if not out.is_dir():
+        raise SertkError(f"{out}: exists and is not a directory; choose another output path")
+    foreign = sorted(e.name for e in out.iterdir() if not owned(e))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise SertkError(f"{out}: exists and holds files sertk did not write ({shown}); choose another output path")
 
 
 def fresh_tmp_dir(out: str | Path) -> Path:
@@ -146,3 +155,18 @@ def run_environment(device: str | None = None) -> dict[str, Any]:
         if device.startswith("cuda") and torch.cuda.is_available():
             env["gpu"] = torch.cuda.get_device_name(0)
     return env
+
+
+def resolve_device(device: str):
+    """``auto`` = cuda when available, else cpu; an unavailable cuda is a user error."""
+    import torch
+
+    from sertk.errors import SertkError
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not device.startswith(("cpu", "cuda")):
+        raise SertkError(f"--device {device}: expected auto, cpu or cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SertkError(f"--device {device}: CUDA is not available on this machine")
+    return torch.device(device)

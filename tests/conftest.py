@@ -12,3 +12,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def toy_arch(monkeypatch):
+    """Register tests/helpers.py's ToyModel as arch ``toy`` of system ``toy_system``."""
+    from helpers import ToyModel
+
+    from sertk.models import MODELS, SYSTEMS
+
+    monkeypatch.setitem(MODELS, "toy", ToyModel)
+    monkeypatch.setitem(SYSTEMS, "toy", "toy_system")

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from test_dataset import TABLE5
+from test_inputs import TABLE5
 
 from sertk.data.datadir import write_data_dir
 from sertk.errors import SertkError

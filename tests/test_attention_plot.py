@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import soundfile
 import yaml
+from helpers import ToyModel, make_recipe, run
 from matplotlib.image import imread
-from test_train import ToyModel, make_recipe, run
 from typer.testing import CliRunner
 
 from sertk.cli import app

@@ -13,7 +13,6 @@ from sertk.deploy.export import export_model
 from sertk.deploy.package import load_models
 from sertk.errors import SertkError
 from sertk.features import build_feature
-from sertk.train.dataset import normalize_batch
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
 
@@ -28,7 +27,7 @@ def padded_batch(seed=7, rows=4, frames=91):
 def reference(fold, feats, lengths):
     package = load_models(fold)[0]
     with torch.no_grad():
-        x = normalize_batch(feats, lengths, package.norm_mean, package.norm_std)
+        x = package.normalizer(feats, lengths)
         return package.build()(x, lengths).softmax(-1).numpy()
 
 

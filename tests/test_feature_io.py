@@ -66,7 +66,7 @@ def test_round_trip(data, tmp_path, fmt):
     assert summary["utterances"] == 4 and summary["skipped"] == 0 and not summary["reused"]
     assert summary["frames"] == 98 + 23 + 145 + 3
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [".done", "feat.yaml", "utt2num_frames"]
+        ["feats.provenance.json", "feat.yaml", "utt2num_frames"]
         + (["feats.h5"] if fmt == "hdf5" else ["feats.ark", "feats.scp"])
     )
     assert yaml.safe_load((out / "feat.yaml").read_text()) == {
@@ -119,8 +119,8 @@ def test_reader_errors(data, tmp_path):
     dump_features(data, out)
     with pytest.raises(SertkError, match=r"1 utterance\(s\) not in the feature dump, first Ses09X_z"):
         load_features(out, ["Ses01F_a", "Ses09X_z"])
-    (out / ".done").unlink()
-    with pytest.raises(SertkError, match=r"incomplete \(no .done; run sertk feats first\)"):
+    (out / "feats.provenance.json").unlink()
+    with pytest.raises(SertkError, match=r"incomplete \(no feats.provenance.json; run sertk feats first\)"):
         load_features(out)
 
 

@@ -1,4 +1,4 @@
-"""Folds: the invariants of every protocol, the file format, selection and bad input."""
+"""Folds: every protocol's parts as its paper defines them, on small hand-made and full-size IEMOCAP plans."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from sertk.corpora.synthetic import plan_corpus
 from sertk.data import DataDir, write_data_dir
-from sertk.data.folds import make_folds, read_folds, select_folds, write_folds
+from sertk.data.folds import PROTOCOLS, FoldOptions, make_folds, read_folds, select_folds, write_folds
 from sertk.errors import SertkError
 
 CLASSES = ["neu", "hap", "ang", "sad"]
@@ -29,85 +30,200 @@ def make_data(tmp_path: Path, sessions=(1, 2, 3, 4, 5), per_speaker: int = 8) ->
     return write_data_dir(tmp_path / "data", tables, {"classes": CLASSES})
 
 
-def assert_disjoint(folds: dict, data: DataDir, by_speaker: bool) -> None:
-    spk = data["utt2spk"]
+@pytest.fixture(scope="module")
+def full_plan(tmp_path_factory) -> dict[str, DataDir]:
+    """Data dirs of the full-size synthetic label plan (IEMOCAP's published counts), without audio."""
+    plans = plan_corpus("full", seed=0)
+    out = {}
+    for name, style, class_map in (
+        ("hapexc", "all", {"neu": "neu", "hap": "hap", "exc": "hap", "ang": "ang", "sad": "sad"}),
+        ("impro", "impro", {"neu": "neu", "hap": "hap", "ang": "ang", "sad": "sad"}),
+    ):
+        kept = [p for p in plans if p.label in class_map and (style == "all" or p.style == style)]
+        tables = {
+            "wav.scp": {p.utt: f"/x/{p.utt}.wav" for p in kept},
+            "utt2spk": {p.utt: p.speaker for p in kept},
+            "utt2emo": {p.utt: class_map[p.label] for p in kept},
+            "utt2session": {p.utt: f"Session{p.session}" for p in kept},
+        }
+        root = tmp_path_factory.mktemp(name)
+        out[name] = write_data_dir(root / "data", tables, {"classes": CLASSES})
+    return out
+
+
+def parts_of(fold: dict) -> list[set[str]]:
+    return [set(fold[p]) for p in ("train", "valid", "test")]
+
+
+def speakers(data: DataDir, utts) -> set[str]:
+    return {data["utt2spk"][u] for u in utts}
+
+
+def sessions(data: DataDir, utts) -> set[str]:
+    return {data["utt2session"][u] for u in utts}
+
+
+def assert_partition_of_each_fold(folds: dict, data: DataDir) -> None:
     for fold in folds["folds"]:
-        parts = [set(fold[p]) for p in ("train", "valid", "test")]
+        parts = parts_of(fold)
         assert sum(map(len, parts)) == len(set.union(*parts)) == len(data.utts)
-        if by_speaker:
-            speakers = [{spk[u] for u in part} for part in parts]
-            assert not (speakers[0] & speakers[1] or speakers[0] & speakers[2] or speakers[1] & speakers[2])
 
 
-def test_loso_session(tmp_path: Path) -> None:
-    data = make_data(tmp_path)
-    folds = make_folds(data, "loso-session")
-    assert folds["protocol"] == "loso-session" and [f["name"] for f in folds["folds"]] == [
-        f"fold{i}" for i in range(1, 6)
-    ]
-    assert_disjoint(folds, data, by_speaker=True)
-    fold5 = folds["folds"][4]
-    assert fold5["test_speakers"] == ["Ses05F", "Ses05M"] and fold5["valid_speakers"] == ["Ses01F", "Ses01M"]
-    assert len(fold5["test"]) == 16 and len(fold5["valid"]) == 16 and len(fold5["train"]) == 48
-    # Every utterance is tested exactly once across the folds.
-    assert Counter(u for f in folds["folds"] for u in f["test"]) == Counter(data.utts)
-    assert "notes" not in folds
-
-
-def test_loso_speaker(tmp_path: Path) -> None:
-    data = make_data(tmp_path)
-    folds = make_folds(data, "loso-speaker")
-    assert [f["test_speakers"] for f in folds["folds"]][:3] == [["Ses01F"], ["Ses01M"], ["Ses02F"]]
-    assert [f["name"] for f in folds["folds"]] == [f"fold{i}" for i in range(1, 11)]
-    assert folds["folds"][3]["valid_speakers"] == ["Ses02F"]
-    assert_disjoint(folds, data, by_speaker=True)
-    assert {len(f["test"]) for f in folds["folds"]} == {8}
-
-
-def test_subset_gives_folds_for_what_exists(tmp_path: Path) -> None:
-    data = make_data(tmp_path, sessions=(1, 2, 4, 5))
-    folds = make_folds(data, "loso-session")
-    assert [f["name"] for f in folds["folds"]] == ["fold1", "fold2", "fold4", "fold5"]
-    assert folds["folds"][1]["valid_speakers"] == ["Ses04F", "Ses04M"]
-    assert "4 folds" in folds["notes"][0]
-    # Drop Ses04M: Ses04F has no session partner, so no fold tests it.
-    tables = {
-        k: {u: v for u, v in t.items() if not u.startswith("Ses04F_impro01_M")}
-        for k, t in data.tables.items()
+def test_every_protocol_has_a_help_line():
+    assert set(PROTOCOLS) == {
+        "loso-session",
+        "loso-session-nextval",
+        "loso-speaker",
+        "loso-speaker-noval",
+        "kfold",
+        "random",
     }
-    subset = write_data_dir(tmp_path / "sub", tables, data.meta)
-    folds = make_folds(subset, "loso-speaker")
-    assert [f["name"] for f in folds["folds"]] == ["fold1", "fold2", "fold3", "fold4", "fold9", "fold10"]
-    assert any("Ses04F has no session partner" in n for n in folds["notes"])
-    write_folds(tmp_path / "f.json", folds, subset)
-    with pytest.raises(SertkError, match="at least 3 sessions"):
-        make_folds(make_data(tmp_path / "two", sessions=(1, 2)), "loso-session")
+    assert all(line for _, line, _ in PROTOCOLS.values())
 
 
-def test_random_stratified(tmp_path: Path) -> None:
+def test_loso_session_trains_on_all_four_other_sessions(full_plan):
+    data = full_plan["hapexc"]
+    folds = make_folds(data, "loso-session")
+    assert folds["protocol"] == "loso-session" and folds["valid_ratio"] == 0.1
+    assert [f["name"] for f in folds["folds"]] == [f"fold{i}" for i in range(1, 6)]
+    per_session = Counter(data["utt2session"].values())
+    assert [len(f["test"]) for f in folds["folds"]] == [per_session[f"Session{k}"] for k in range(1, 6)]
+    assert len(data.utts) == 5531
+    for k, fold in enumerate(folds["folds"], 1):
+        train, valid, test = parts_of(fold)
+        assert sessions(data, test) == {f"Session{k}"}
+        assert (
+            sessions(data, train)
+            == sessions(data, valid)
+            == {f"Session{s}" for s in range(1, 6)} - {f"Session{k}"}
+        )
+        assert len(speakers(data, train)) == 8 and not speakers(data, test) & speakers(data, train | valid)
+        rest = 5531 - len(test)
+        assert abs(len(valid) - 0.1 * rest) <= 4  # class-stratified rounding
+        emo = data["utt2emo"]
+        share = Counter(emo[u] for u in valid)
+        full = Counter(emo[u] for u in train | valid)
+        assert all(abs(share[c] - round(0.1 * full[c])) <= 1 for c in CLASSES)
+    assert_partition_of_each_fold(folds, data)
+    assert Counter(u for f in folds["folds"] for u in f["test"]) == Counter(data.utts)
+
+
+def test_loso_session_nextval_validates_on_the_next_session(full_plan):
+    data = full_plan["hapexc"]
+    folds = make_folds(data, "loso-session-nextval")
+    for k, fold in enumerate(folds["folds"], 1):
+        train, valid, test = parts_of(fold)
+        assert sessions(data, valid) == {f"Session{k % 5 + 1}"} and len(sessions(data, train)) == 3
+        assert len(speakers(data, train)) == 6
+    assert folds["folds"][4]["valid_speakers"] == ["Ses01F", "Ses01M"]
+
+
+def test_loso_speaker_noval_trains_nine_speakers_tests_one(full_plan):
+    data = full_plan["impro"]
+    assert len(data.utts) == 2280
+    folds = make_folds(data, "loso-speaker-noval")
+    assert len(folds["folds"]) == 10
+    for fold in folds["folds"]:
+        train, valid, test = parts_of(fold)
+        assert not valid and len(speakers(data, test)) == 1 and len(speakers(data, train)) == 9
+        assert fold["test_speakers"] == sorted(speakers(data, test))
+    assert [f["test_speakers"] for f in folds["folds"]][:3] == [["Ses01F"], ["Ses01M"], ["Ses02F"]]
+    assert Counter(u for f in folds["folds"] for u in f["test"]) == Counter(data.utts)
+
+
+def test_loso_speaker_validates_on_the_session_partner(full_plan):
+    data = full_plan["impro"]
+    folds = make_folds(data, "loso-speaker")
+    for fold in folds["folds"]:
+        train, valid, test = parts_of(fold)
+        (test_spk,) = speakers(data, test)
+        (valid_spk,) = speakers(data, valid)
+        assert test_spk[:5] == valid_spk[:5] and test_spk != valid_spk and len(speakers(data, train)) == 8
+
+
+@pytest.mark.parametrize("ratios, k", [((0.55, 0.25, 0.2), 5), ((0.8, 0.1, 0.1), 10)])
+def test_kfold_is_a_stratified_partition(full_plan, ratios, k):
+    data = full_plan["hapexc"]
+    folds = make_folds(data, "kfold", FoldOptions(ratios=ratios, repeats=k))
+    assert len(folds["folds"]) == k and folds["ratios"] == list(ratios)
+    tests = [set(f["test"]) for f in folds["folds"]]
+    assert Counter(u for t in tests for u in t) == Counter(data.utts)  # disjoint, covering the corpus once
+    emo = data["utt2emo"]
+    total = Counter(emo.values())
+    for fold in folds["folds"]:
+        train, valid, test = parts_of(fold)
+        for c in CLASSES:
+            assert abs(sum(emo[u] == c for u in test) - total[c] / k) <= 1
+            assert abs(sum(emo[u] == c for u in valid) - ratios[1] * total[c]) <= 2
+        assert abs(len(train) - ratios[0] * 5531) <= 10
+    assert_partition_of_each_fold(folds, data)
+
+
+def test_kfold_needs_matching_ratio_and_fold_count(tmp_path):
+    with pytest.raises(SertkError, match="test ratio of 1/4"):
+        make_folds(make_data(tmp_path), "kfold", FoldOptions(ratios=(0.55, 0.25, 0.2), repeats=4))
+
+
+def test_random_splits_overlap_and_are_stratified(tmp_path: Path) -> None:
     data = make_data(tmp_path, per_speaker=20)  # 200 utterances, 50 per class
-    folds = make_folds(data, "random", ratios=(0.8, 0.1, 0.1), repeats=3, seed=7)
+    folds = make_folds(data, "random", FoldOptions(ratios=(0.8, 0.1, 0.1), repeats=3, seed=7))
     assert (folds["seed"], folds["ratios"], folds["repeats"]) == (7, [0.8, 0.1, 0.1], 3)
-    assert_disjoint(folds, data, by_speaker=False)
     emo = data["utt2emo"]
     for fold in folds["folds"]:
         for part, n in (("train", 40), ("valid", 5), ("test", 5)):
             assert Counter(emo[u] for u in fold[part]) == {c: n for c in CLASSES}
     tests = [set(f["test"]) for f in folds["folds"]]
     assert tests[0] != tests[1] != tests[2]
-    # Same seed, same folds; fold k of a run with seed s is fold 1 of a run with seed s+k-1.
-    assert make_folds(data, "random", (0.8, 0.1, 0.1), 3, 7) == folds
-    assert make_folds(data, "random", (0.8, 0.1, 0.1), 1, 8)["folds"][0]["test"] == folds["folds"][1]["test"]
+    assert make_folds(data, "random", FoldOptions((0.8, 0.1, 0.1), 3, seed=7)) == folds
+
+
+def test_tiny_synthetic_corpus_has_every_fold_of_every_protocol(tmp_path):
+    plans = plan_corpus("tiny", seed=0)
+    class_map = {"neu": "neu", "hap": "hap", "ang": "ang", "sad": "sad"}
+    kept = [p for p in plans if p.label in class_map and p.style == "impro"]
+    tables = {
+        "wav.scp": {p.utt: "/x" for p in kept},
+        "utt2spk": {p.utt: p.speaker for p in kept},
+        "utt2emo": {p.utt: class_map[p.label] for p in kept},
+        "utt2session": {p.utt: f"Session{p.session}" for p in kept},
+    }
+    data = write_data_dir(tmp_path / "tiny", tables, {"classes": CLASSES})
+    assert len(make_folds(data, "loso-speaker-noval")["folds"]) == 10
+    assert len(make_folds(data, "loso-speaker")["folds"]) == 10
+    assert len(make_folds(data, "loso-session")["folds"]) == 5
+
+
+def test_subset_gives_folds_for_what_exists(tmp_path: Path) -> None:
+    data = make_data(tmp_path, sessions=(1, 2, 4, 5))
+    folds = make_folds(data, "loso-session-nextval")
+    assert [f["name"] for f in folds["folds"]] == ["fold1", "fold2", "fold4", "fold5"]
+    assert folds["folds"][1]["valid_speakers"] == ["Ses04F", "Ses04M"]
+    assert "4 folds" in folds["notes"][0]
+    tables = {
+        k: {u: v for u, v in t.items() if not u.startswith("Ses04F_impro01_M")}
+        for k, t in data.tables.items()
+    }
+    subset = write_data_dir(tmp_path / "sub", tables, data.meta)
+    folds = make_folds(subset, "loso-speaker")
+    assert len(folds["folds"]) == 6
+    assert any("Ses04F has no session partner" in n for n in folds["notes"])
+    with pytest.raises(SertkError, match="at least 3 sessions"):
+        make_folds(make_data(tmp_path / "two", sessions=(1, 2)), "loso-session")
 
 
 def test_bad_options(tmp_path: Path) -> None:
     data = make_data(tmp_path)
-    with pytest.raises(SertkError, match="expected one of loso-session, loso-speaker, random"):
+    with pytest.raises(SertkError, match="expected one of loso-session, loso-session-nextval"):
         make_folds(data, "loso")
     with pytest.raises(SertkError, match="summing to 1"):
-        make_folds(data, "random", ratios=(0.5, 0.25, 0.2))
+        make_folds(data, "random", FoldOptions(ratios=(0.5, 0.25, 0.2)))
     with pytest.raises(SertkError, match="--repeats 0"):
-        make_folds(data, "random", repeats=0)
+        make_folds(data, "random", FoldOptions(repeats=0))
+    no_sessions = write_data_dir(
+        tmp_path / "nosess", {k: v for k, v in data.tables.items() if k != "utt2session"}, data.meta
+    )
+    with pytest.raises(SertkError, match="no utt2session"):
+        make_folds(no_sessions, "loso-session")
 
 
 def test_write_read_round_trip_and_invariants(tmp_path: Path) -> None:
@@ -122,14 +238,16 @@ def test_write_read_round_trip_and_invariants(tmp_path: Path) -> None:
         write_folds(tmp_path / "bad.json", leaky, data)
     assert not (tmp_path / "bad.json").exists()
     mixed = json.loads(json.dumps(folds))
-    moved = mixed["folds"][0]["test"].pop()
-    mixed["folds"][0]["train"].append(moved)
-    with pytest.raises(SertkError, match="speaker Ses01F is in both"):
+    mixed["folds"][0]["train"].append(mixed["folds"][0]["test"].pop())
+    with pytest.raises(SertkError, match="test speaker Ses01F is also in train"):
         write_folds(tmp_path / "bad.json", mixed, data)
     unknown = json.loads(json.dumps(folds))
     unknown["folds"][0]["test"].append("Ses09F_x_F000")
     with pytest.raises(SertkError, match="1 ids not in"):
         write_folds(tmp_path / "bad.json", unknown, data)
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(SertkError, match="is a directory"):
+        write_folds(tmp_path / "adir", folds, data)
 
 
 def test_read_folds_bad_files(tmp_path: Path) -> None:
@@ -138,12 +256,14 @@ def test_read_folds_bad_files(tmp_path: Path) -> None:
     (tmp_path / "a.json").write_text("{not json")
     with pytest.raises(SertkError, match="a.json: invalid JSON"):
         read_folds(tmp_path / "a.json")
-    (tmp_path / "b.json").write_text('{"protocol": "kfold", "folds": []}')
-    with pytest.raises(SertkError, match="unknown protocol 'kfold'"):
+    (tmp_path / "b.json").write_text('{"folds": []}')
+    with pytest.raises(SertkError, match="no protocol name"):
         read_folds(tmp_path / "b.json")
     (tmp_path / "c.json").write_text('{"protocol": "random", "folds": [{"name": "fold1", "train": ["a"]}]}')
     with pytest.raises(SertkError, match="fold1.valid must be a list"):
         read_folds(tmp_path / "c.json")
+    with pytest.raises(SertkError, match="is a directory"):
+        read_folds(tmp_path)
 
 
 def test_select_folds(tmp_path: Path) -> None:

@@ -7,21 +7,20 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_train import CLASSES, DIM, ToyModel, make_recipe, run, write_conf
+from helpers import CLASSES, DIM, ToyModel, make_recipe, run, write_conf
 
+import sertk.evaluate.inference as inference
 from sertk.errors import SertkError
-from sertk.evaluate.inference import evaluate, utterance_posteriors
+from sertk.evaluate.inference import EvalOptions, evaluate
+from sertk.evaluate.posteriors import read_posteriors
 from sertk.features.io import load_features
+from sertk.inputs.config import InputConfig
+from sertk.inputs.featureset import MemoryFrames, build_feature_set
 from sertk.models import build_model
-from sertk.train.dataset import build_feature_set
+from sertk.models.predict import Posteriors, utterance_posteriors
 
-
-@pytest.fixture(autouse=True)
-def toy_arch(monkeypatch):
-    from sertk.models import MODELS, SYSTEMS
-
-    monkeypatch.setitem(MODELS, "toy", ToyModel)
-    monkeypatch.setitem(SYSTEMS, "toy", "toy_system")
+pytestmark = pytest.mark.usefixtures("toy_arch")
+CPU = EvalOptions(device="cpu")
 
 
 def read_tsv(path):
@@ -57,7 +56,7 @@ def test_evaluate_writes_correct_posteriors(tmp_path):
     recipe = make_recipe(tmp_path)
     exp = tmp_path / "exp"
     run(recipe, exp, fold="all", epochs=2)
-    results = evaluate(exp, fold="2", device="cpu")
+    results = evaluate(exp, EvalOptions(fold="2", device="cpu"))
     assert [r["name"] for r in results] == ["fold2"]
     assert not (exp / "fold1" / "posteriors.tsv").exists()
     header, rows = read_tsv(exp / "fold2" / "posteriors.tsv")
@@ -81,7 +80,7 @@ def test_evaluate_averages_segments(tmp_path):
     )
     exp = tmp_path / "exp"
     run(recipe, exp, fold="1", epochs=1)
-    evaluate(exp, fold="1", device="cpu")
+    evaluate(exp, EvalOptions(fold="1", device="cpu"))
     _, rows = read_tsv(exp / "fold1" / "posteriors.tsv")
     _, expected = by_hand(exp, recipe, "fold1", segment=(10, 3))
     np.testing.assert_allclose([[float(v) for v in r[3:]] for r in rows], expected, atol=2e-6)
@@ -91,21 +90,55 @@ def test_tta_mean_and_vote():
     torch.manual_seed(0)
     model = ToyModel(ToyModel.Config(dropout=0.0), DIM, 3)
     feats = [np.random.default_rng(i).normal(size=(5 + i, DIM)).astype(np.float32) for i in range(4)]
-    fset = build_feature_set(feats, [0, 1, 2, 0], ["a", "b", "c", "d"])
+    fset = build_feature_set(MemoryFrames(feats), ["a", "b", "c", "d"], [0, 1, 2, 0], InputConfig(), False)
     cpu = torch.device("cpu")
 
     def scale(factor):
         return lambda x, lengths: (x * factor, lengths)
 
-    single = [utterance_posteriors(model, fset, None, None, cpu, 2, [scale(f)]) for f in (1.0, 3.0, -2.0)]
-    assert torch.allclose(single[0], utterance_posteriors(model, fset, None, None, cpu, 2))
-    mean = utterance_posteriors(model, fset, None, None, cpu, 2, [scale(f) for f in (1.0, 3.0, -2.0)])
-    assert torch.allclose(mean, torch.stack(single).mean(0), atol=1e-6)
-    vote = utterance_posteriors(model, fset, None, None, cpu, 2, [scale(f) for f in (1.0, 3.0, -2.0)], "vote")
+    single = [utterance_posteriors(model, fset, cpu, 2, None, [scale(f)]).scores for f in (1.0, 3.0, -2.0)]
+    assert torch.allclose(single[0], utterance_posteriors(model, fset, cpu, 2).scores)
+    copies = [scale(f) for f in (1.0, 3.0, -2.0)]
+    mean = utterance_posteriors(model, fset, cpu, 2, None, copies)
+    assert torch.allclose(mean.scores, torch.stack(single).mean(0), atol=1e-6) and not mean.voted
+    vote = utterance_posteriors(model, fset, cpu, 2, None, copies, vote=True)
     votes = torch.stack([torch.nn.functional.one_hot(s.argmax(1), 3) for s in single]).float().mean(0)
-    assert torch.equal(vote, votes)
-    with pytest.raises(SertkError, match="combine"):
-        utterance_posteriors(model, fset, None, None, cpu, 2, None, "max")
+    assert torch.equal(vote.scores, votes) and vote.voted
+    assert torch.allclose(vote.softmax, mean.scores, atol=1e-6)
+
+
+def test_vote_ties_are_broken_by_the_mean_softmax():
+    votes = torch.tensor([[0.5, 0.5, 0.0], [0.0, 0.5, 0.5]])
+    softmax = torch.tensor([[0.3, 0.4, 0.3], [0.1, 0.5, 0.4]])
+    assert Posteriors(votes, softmax, voted=True).pred.tolist() == [1, 1]
+    # Not the class index: the first tie would give class 0 by argmax of the votes.
+    assert votes.argmax(-1).tolist() == [0, 1]
+
+
+def test_eval_follows_the_checkpoints_tta_and_writes_softmax_columns(tmp_path, monkeypatch):
+    recipe = make_recipe(tmp_path)
+    write_conf(recipe["conf"], input_opts={"tta": "vtlp"})
+    exp = tmp_path / "exp"
+    run(recipe, exp, fold="1", epochs=1)
+    seen = []
+    real = inference.fold_posteriors
+
+    def spy(model, fset, tta, device, batch_size):
+        seen.append(tta)
+        return real(model, fset, tta, device, batch_size)
+
+    monkeypatch.setattr(inference, "fold_posteriors", spy)
+    evaluate(exp, EvalOptions(fold="1", device="cpu"))
+    assert seen == ["vtlp"]
+    header, rows = read_tsv(exp / "fold1" / "posteriors.tsv")
+    assert header[-4:] == [f"softmax_{c}" for c in CLASSES]
+    table = read_posteriors(exp / "fold1" / "posteriors.tsv", CLASSES)
+    np.testing.assert_allclose(table.scores.sum(1), 1.0, atol=1e-5)
+    assert set(np.round(table.scores * 11).ravel()) <= set(range(12))  # vote shares of 11 copies
+    evaluate(exp, EvalOptions(fold="1", device="cpu", tta="none"))
+    assert seen == ["vtlp", "none"]
+    header, _ = read_tsv(exp / "fold1" / "posteriors.tsv")
+    assert header == ["utt", "label", "pred", *CLASSES]
 
 
 def test_evaluate_errors(tmp_path):
@@ -114,7 +147,7 @@ def test_evaluate_errors(tmp_path):
     recipe = make_recipe(tmp_path)
     run(recipe, tmp_path / "exp", fold="1", epochs=1)
     with pytest.raises(SertkError, match=r"fold2/best.pt: checkpoint not found"):
-        evaluate(tmp_path / "exp", fold="2", device="cpu")
+        evaluate(tmp_path / "exp", EvalOptions(fold="2", device="cpu"))
     (tmp_path / "exp" / "fold1" / "best.pt").write_bytes(b"garbage")
     with pytest.raises(SertkError, match="cannot load checkpoint"):
-        evaluate(tmp_path / "exp", fold="1", device="cpu")
+        evaluate(tmp_path / "exp", EvalOptions(fold="1", device="cpu"))

@@ -10,16 +10,18 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import make_feature_dir, write_folds_file
 
 from sertk.data.datadir import write_data_dir
-from sertk.deploy.package import package_from_checkpoint
+from sertk.deploy.package import from_checkpoint
 from sertk.errors import SertkError
-from sertk.evaluate.inference import evaluate
+from sertk.evaluate.inference import EvalOptions, evaluate
 from sertk.features.dump import dump_features
-from sertk.features.io import Hdf5Writer, feature_info, load_features
+from sertk.features.io import feature_info, load_features
 from sertk.features.lexical import read_embeddings, sentence_vectors, tokenize
 from sertk.models.rlc import Rlc
-from sertk.train.run import train
+from sertk.train.run import TrainOptions
+from sertk.train.run import train as run_training
 
 VECTORS = {"happy": [1.0, 0.5, -2.0], "sad": [-1.0, 0.25, 3.5], "don't": [0.0, 2.0, 1.0]}
 
@@ -197,15 +199,9 @@ def test_lexical_train_and_eval_end_to_end(tmp_path):
     tables |= {"utt2emo": emo, "text": text}
     write_data_dir(data, tables, {"classes": ["hap", "sad"], "class_map": {}, "synthetic": True})
     folds = [{"name": "fold1", "train": utts[:16], "valid": utts[16:20], "test": utts[20:]}]
-    (data / "folds.json").write_text(json.dumps({"protocol": "random", "seed": 0, "folds": folds}))
-    acoustic = tmp_path / "dump" / "noise"
-    acoustic.mkdir(parents=True)
-    writer = Hdf5Writer(acoustic / "feats.h5", "lld-rlc17", {}, 17)
-    for u in utts:
-        writer.write(u, rng.normal(size=(int(rng.integers(6, 12)), 17)).astype(np.float32))
-    writer.close()
-    (acoustic / "feat.yaml").write_text(yaml.safe_dump({"feat": "lld-rlc17", "config": {}}))
-    (acoustic / ".done").write_text("")
+    write_folds_file(data, folds)
+    arrays = {u: rng.normal(size=(int(rng.integers(6, 12)), 17)).astype(np.float32) for u in utts}
+    acoustic = make_feature_dir(tmp_path / "dump" / "noise", arrays, feat="lld-rlc17")
     emb = tmp_path / "lexical.yaml"
     emb.write_text(yaml.safe_dump({"embeddings": str(write_text(tmp_path / "w2v.txt"))}))
     lexical = tmp_path / "dump" / "lexical"
@@ -220,6 +216,10 @@ def test_lexical_train_and_eval_end_to_end(tmp_path):
     conf = tmp_path / "lexical_rlc.yaml"
     conf.write_text(yaml.safe_dump(config))
     args = dict(train_config=conf, data=data, feats=acoustic, exp=tmp_path / "exp", device="cpu")
+
+    def train(**kwargs):
+        return run_training(TrainOptions(**kwargs))
+
     with pytest.raises(SertkError, match="pass --lexical-feats DIR"):
         train(**args)
     with pytest.raises(SertkError, match="holds lld-rlc17 of dim 17"):
@@ -228,10 +228,10 @@ def test_lexical_train_and_eval_end_to_end(tmp_path):
     assert summary[0]["valid_ua"] == 1.0
     info = json.loads((tmp_path / "exp" / "experiment.json").read_text())
     assert info["lexical_feats"] == str(lexical.resolve())
-    result = evaluate(tmp_path / "exp", device="cpu")
+    result = evaluate(tmp_path / "exp", EvalOptions(device="cpu"))
     assert result[0]["n"] == 4 and result[0]["ua"] == 1.0
     with pytest.raises(SertkError, match="support only acoustic models"):
-        package_from_checkpoint(tmp_path / "exp" / "fold1" / "best.pt")
+        from_checkpoint(tmp_path / "exp" / "fold1" / "best.pt")
     acoustic_conf = tmp_path / "acoustic.yaml"
     acoustic_conf.write_text(yaml.safe_dump({**config, "model": model}))
     with pytest.raises(SertkError, match="has no lexical branch"):

@@ -13,8 +13,8 @@ import torch
 from sertk.config import to_dict
 from sertk.deploy.package import load_models, make_package, read_package
 from sertk.errors import SertkError
+from sertk.inputs.config import InputConfig
 from sertk.models import build_model
-from sertk.train.config import InputConfig
 
 CLASSES = ["neu", "hap", "ang", "sad"]
 FEAT_CONFIG = {"num_mel_bins": 40}
@@ -45,6 +45,7 @@ def write_checkpoint(fold_dir: Path, arch: str = "crnn-att", seed: int = 0, **in
         "norm_mean": torch.linspace(5.0, 9.0, 40),
         "norm_std": torch.linspace(1.0, 3.0, 40),
         "input": to_dict(InputConfig(normalize="global", **input_opts)),
+        "input_dim": 40,
         "loss": {"name": "ce"},
     }
     torch.save(info, fold_dir / "best.pt")
@@ -97,8 +98,23 @@ def test_exp_dir_becomes_an_ensemble_of_fold_packages(tmp_path):
     assert len(load_models(tmp_path / "ens")) == 1
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "keep.txt").write_text("x")
-    with pytest.raises(SertkError, match="is not a sertk package"):
+    with pytest.raises(SertkError, match=r"holds files sertk did not write \(keep.txt\)"):
         make_package(tmp_path / "exp" / "fold1", tmp_path / "data")
+    assert (tmp_path / "data" / "keep.txt").read_text() == "x"
+
+
+def test_packaging_into_a_folder_of_other_packages_deletes_nothing(tmp_path):
+    """`sertk package EXP models/` must never remove other packages or a user's files in models/."""
+    for k in (1, 2):
+        write_checkpoint(tmp_path / "exp" / f"fold{k}", seed=k)
+    models = tmp_path / "models"
+    make_package(tmp_path / "exp" / "fold1", models / "crnn_fold1")
+    (models / "README.txt").write_text("mine")
+    with pytest.raises(SertkError, match="holds files sertk did not write"):
+        make_package(tmp_path / "exp", models)
+    assert (models / "README.txt").read_text() == "mine"
+    assert (models / "crnn_fold1" / "manifest.json").is_file()
+    assert sorted(p.name for p in models.iterdir()) == ["README.txt", "crnn_fold1"]
 
 
 def test_loading_never_unpickles_objects_and_errors_are_one_line(tmp_path):

@@ -40,8 +40,8 @@ def _run(recipe_dir: Path, script: str, *args: str) -> subprocess.CompletedProce
 def recipe_copy(tmp_path_factory) -> Path:
     """A copy of egs/iemocap (outputs stay out of the repository) plus one tiny synthetic corpus."""
     root = tmp_path_factory.mktemp("recipe")
+    shutil.copytree(REPO / "egs", root / "egs", symlinks=True)
     recipe = root / "egs" / "iemocap"
-    shutil.copytree(REPO / "egs" / "iemocap", recipe, symlinks=True)
     for sub in ("data", "dump", "exp", "corpus"):
         shutil.rmtree(recipe / sub, ignore_errors=True)
     return recipe
@@ -63,13 +63,14 @@ def demo_run(recipe_copy):
 def test_demo_run_generates_synthetic_corpus_and_scores(demo_run):
     recipe, out = demo_run
     log = out.stdout + out.stderr
-    assert "generating a SYNTHETIC IEMOCAP-format corpus" in log
+    assert "generating a SYNTHETIC iemocap-format corpus" in log
     assert "SYNTHETIC demo: training conf/demo/crnn_discriminative.yaml" in log
     for stage in range(8):
-        assert f"stage {stage}:" in log
+        assert f"Stage {stage}:" in log
     results = json.loads((recipe / "exp" / "crnn_discriminative" / "results.json").read_text())
     assert RESULT_KEYS <= set(results)
-    assert results["synthetic"] is True and results["protocol"] == "random"
+    assert results["synthetic"] is True and results["protocol"] == "kfold"
+    assert results["provenance"]["experiment"]
     assert [f["name"] for f in results["folds"]] == ["fold1"]
     assert 0.0 <= results["mean"]["ua"] <= 1.0
     report = (recipe / "exp" / "crnn_discriminative" / "RESULTS.md").read_text()
@@ -94,8 +95,9 @@ def test_rerun_from_stage_3_reuses_finished_work(demo_run):
         *QUICK,
     )
     log = out.stdout + out.stderr
-    assert "stage 3:" in log and "stage 2:" not in log
-    assert "already done for this data and feature config" in log
+    assert "Stage 3:" in log and "Stage 2:" not in log
+    assert "up to date for this data and feature config" in log
+    assert "fold1: up to date" in log and "posteriors up to date" in log and "results.json: up to date" in log
     assert best.stat().st_mtime_ns == mtime
 
 
@@ -105,7 +107,7 @@ def test_rerun_from_stage_3_reuses_finished_work(demo_run):
 )
 def test_each_system_recipe_end_to_end(demo_run, script):
     recipe, _ = demo_run
-    corpus = recipe / "corpus" / "IEMOCAP_full_release"
+    corpus = recipe / "corpus" / "iemocap"
     out = _run(
         recipe,
         script,
@@ -116,7 +118,7 @@ def test_each_system_recipe_end_to_end(demo_run, script):
     exp = next(
         line.split("score: ")[1].split(" ->")[0]
         for line in (out.stdout + out.stderr).splitlines()
-        if "stage 7: score: " in line
+        if "Stage 7: score: " in line
     )
     results = json.loads((recipe / exp / "results.json").read_text())
     assert RESULT_KEYS <= set(results)
@@ -126,7 +128,7 @@ def test_each_system_recipe_end_to_end(demo_run, script):
 
 def test_crnn_grid_runs_variants_and_compares(demo_run):
     recipe, _ = demo_run
-    corpus = recipe / "corpus" / "IEMOCAP_full_release"
+    corpus = recipe / "corpus" / "iemocap"
     _run(
         recipe,
         "run_crnn_discriminative_grid.sh",
@@ -151,7 +153,7 @@ def test_crnn_grid_runs_variants_and_compares(demo_run):
 def test_sertk_train_arch_defaults_inside_recipe_dir(demo_run):
     """`sertk train --arch attn-pool` after stage 4 finds conf/, data/, dump/ and exp/ of its system."""
     recipe, _ = demo_run
-    corpus = recipe / "corpus" / "IEMOCAP_full_release"
+    corpus = recipe / "corpus" / "iemocap"
     _run(
         recipe,
         "run_attention_pooling_cnn.sh",
@@ -168,4 +170,51 @@ def test_sertk_train_arch_defaults_inside_recipe_dir(demo_run):
     fold_dir = recipe / "exp" / "attention_pooling_cnn" / "fold2"
     assert (fold_dir / "best.pt").is_file() and (fold_dir / "metrics.csv").is_file()
     experiment = json.loads((recipe / "exp" / "attention_pooling_cnn" / "experiment.json").read_text())
-    assert experiment["arch"] == "attn-pool" and experiment["protocol"] == "loso-speaker"
+    assert experiment["arch"] == "attn-pool" and experiment["protocol"] == "loso-speaker-noval"
+
+
+def _fails(recipe: Path, script: str, *args: str) -> str:
+    out = subprocess.run(
+        ["bash", str(recipe / script), *args], cwd=recipe, env=_env(), capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 2, out.stdout + out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--stage", "foo"), "--stage must be a non-negative integer, got 'foo'"),
+        (("--stop-stage", "2x"), "--stop-stage must be a non-negative integer"),
+        (("--nosuch", "1"), "unknown option --nosuch"),
+        (("--tag",), "option --tag needs a value"),
+        (("--tag", "--stage", "3"), "option --tag needs a value (got the option --stage)"),
+        (("stray",), "unexpected argument stray"),
+    ],
+)
+def test_recipe_options_fail_in_one_line(recipe_copy, args, message):
+    assert message in _fails(recipe_copy, "run.sh", *args)
+
+
+def test_grid_keeps_each_variants_tag_and_config(recipe_copy):
+    assert "--tag is set per variant" in _fails(recipe_copy, "run_crnn_discriminative_grid.sh", "--tag", "x")
+    assert "--train-config is set per variant" in _fails(
+        recipe_copy, "run_crnn_discriminative_grid.sh", "--train-config", "conf/x.yaml"
+    )
+    assert "no config conf/crnn_discriminative/nope.yaml" in _fails(
+        recipe_copy, "run_crnn_discriminative_grid.sh", "--grid", "nope"
+    )
+
+
+def test_relative_corpus_root_is_the_callers(demo_run, tmp_path):
+    """--iemocap-root given relative to where the user stands, not to egs/iemocap."""
+    recipe, _ = demo_run
+    caller = recipe.parent.parent  # the repository root, as the README runs recipes
+    relative = (recipe / "corpus" / "iemocap").relative_to(caller)
+    out = _run_command(
+        ["bash", str(recipe / "run_lstm_attention.sh"), "--iemocap-root", str(relative), "--stop-stage", "1"],
+        cwd=caller,
+    )
+    assert f"using iemocap at {caller / relative}" in out.stdout

@@ -16,6 +16,7 @@ import sertk.evaluate.compare as compare_module
 import sertk.evaluate.score as score_module
 from sertk.errors import SertkError
 from sertk.evaluate.compare import compare_experiments
+from sertk.evaluate.posteriors import write_posteriors as write_posterior_table
 from sertk.evaluate.score import SYNTHETIC_BANNER, score_experiment, summary_line
 
 CLASSES = ["neu", "hap", "sad", "ang"]
@@ -182,9 +183,7 @@ def test_results_md_banner_only_when_synthetic(tmp_path, synthetic):
     assert "| hap | 50.0 | 50.0 |" in md
     assert "| **neu** | 2 (66.7%) | 1 (33.3%) | 0 (0.0%) | 0 (0.0%) | 66.7 |" in md
     assert "![confusion matrix](confusion.png)" in md and "(learning_curves.png)" in md
-    assert summary_line(results) == "UA 0.71 ± 0.06  WA 0.71 ± 0.06" + (
-        "  (synthetic data)" if synthetic else ""
-    )
+    assert summary_line(results) == "UA 0.71 ± 0.06  WA 0.71 ± 0.06" + (" (SYNTHETIC data)" if synthetic else "")
 
 
 def test_missing_fold_warns_and_is_left_out(tmp_path, wide_console):
@@ -255,13 +254,13 @@ def test_compare_real_data_has_no_synthetic_flag(tmp_path):
 
 def test_reads_posteriors_written_by_inference(tmp_path):
     """Format agreement with the writer of stage 6: its posteriors.tsv scores to the same metrics."""
-    inference = pytest.importorskip("sertk.evaluate.inference")
     exp = make_exp(tmp_path)
     labels = [CLASSES.index(label) for label, _ in FOLD1]
     posteriors = np.full((len(FOLD1), len(CLASSES)), 0.1)
     posteriors[np.arange(len(FOLD1)), [CLASSES.index(pred) for _, pred in FOLD1]] = 0.7
     utts = [f"u{k}" for k in range(len(FOLD1))]
-    inference.write_posteriors(exp / "fold1" / "posteriors.tsv", utts, labels, posteriors, CLASSES)
+    preds = posteriors.argmax(axis=1)
+    write_posterior_table(exp / "fold1" / "posteriors.tsv", utts, labels, (preds, posteriors, None), CLASSES)
     fold1 = score_experiment(exp)["folds"][0]
     assert (fold1["n"], fold1["wa"], fold1["ua"]) == (6, pytest.approx(4 / 6), pytest.approx(0.75))
 

@@ -5,121 +5,20 @@ from __future__ import annotations
 import csv
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
-from torch import nn
+from helpers import CLASSES, DIM, ToyModel, crash_in_epoch, make_recipe, run, write_conf
 
-import sertk.train.loop as loop
-from sertk.data.datadir import write_data_dir
 from sertk.errors import SertkError
-from sertk.features.io import Hdf5Writer
-from sertk.models import MODELS, SYSTEMS
 from sertk.train.config import ParamGroup, TrainConfig
 from sertk.train.loop import MetricTracker, build_optimizer, set_epoch_lr
-from sertk.train.run import train
+from sertk.train.run import TrainOptions, train
 
-CLASSES = ["neu", "hap", "ang", "sad"]
-DIM = 6
-
-
-class ToyModel(nn.Module):
-    """Frame projection, masked mean over time, dropout, linear logits: small enough to train in a second."""
-
-    @dataclass
-    class Config:
-        hidden: int = 16
-        dropout: float = 0.2
-        head: str = "linear"
-        head_scale: float = 30.0
-
-    def __init__(self, cfg, input_dim, num_classes):
-        super().__init__()
-        self.proj = nn.Linear(input_dim, cfg.hidden)
-        self.drop = nn.Dropout(cfg.dropout)
-        self.out = nn.Linear(cfg.hidden, num_classes)
-
-    def forward(self, feats, lengths):
-        mask = (torch.arange(feats.shape[1], device=feats.device)[None, :] < lengths[:, None]).float()
-        hidden = torch.relu(self.proj(feats)) * mask[..., None]
-        pooled = hidden.sum(1) / lengths[:, None].float()
-        return self.out(self.drop(pooled))
-
-
-@pytest.fixture(autouse=True)
-def toy_arch(monkeypatch):
-    monkeypatch.setitem(MODELS, "toy", ToyModel)
-    monkeypatch.setitem(SYSTEMS, "toy", "toy_system")
-
-
-def make_recipe(root: Path, per_class: int = 10, seed: int = 0, max_len: int = 30) -> dict[str, Path]:
-    """A recipe dir after stage 4: data/toy_system (+ folds.json), dump/toy_system/toyfeat, conf/toy_system.yaml.
-
-    Class c has its features shifted by +2 in dimension c, so the task is separable.
-    """
-    rng = np.random.default_rng(seed)
-    data = root / "data" / "toy_system"
-    utts = [f"spk{i % 2}_{c}{i:03d}" for c in CLASSES for i in range(per_class)]
-    utts.sort()
-    emo = {u: u.split("_")[1][:3] for u in utts}
-    tables = {
-        "wav.scp": {u: f"/nonexistent/{u}.wav" for u in utts},
-        "utt2spk": {u: u.split("_")[0] for u in utts},
-        "utt2emo": emo,
-        "utt2votes": {u: f"{emo[u]} {emo[u]} oth" for u in utts},
-    }
-    class_map = {c: c for c in CLASSES}
-    write_data_dir(data, tables, {"classes": CLASSES, "class_map": class_map, "synthetic": True})
-    order = list(rng.permutation(len(utts)))
-    parts = np.array_split(np.array(utts)[order], 5)
-    folds = []
-    for k in range(2):
-        test, valid = parts[k].tolist(), parts[k + 1].tolist()
-        train_part = [u for u in utts if u not in test and u not in valid]
-        folds.append({"name": f"fold{k + 1}", "train": train_part, "valid": valid, "test": test})
-    (data / "folds.json").write_text(json.dumps({"protocol": "random", "seed": seed, "folds": folds}))
-    feats = root / "dump" / "toy_system" / "toyfeat"
-    feats.mkdir(parents=True)
-    writer = Hdf5Writer(feats / "feats.h5", "toyfeat", {}, DIM)
-    lengths = {}
-    for u in utts:
-        x = rng.normal(0, 1, size=(int(rng.integers(5, max_len)), DIM)).astype(np.float32)
-        x[:, CLASSES.index(emo[u])] += 2.0
-        writer.write(u, x)
-        lengths[u] = len(x)
-    writer.close()
-    (feats / "feat.yaml").write_text(yaml.safe_dump({"feat": "toyfeat", "config": {}}))
-    (feats / "utt2num_frames").write_text("".join(f"{u} {n}\n" for u, n in sorted(lengths.items())))
-    (feats / ".done").write_text("")
-    conf = root / "conf" / "toy_system.yaml"
-    conf.parent.mkdir()
-    write_conf(conf)
-    return {"data": data, "feats": feats, "folds": data / "folds.json", "conf": conf}
-
-
-def write_conf(
-    path: Path, train_opts: dict | None = None, input_opts: dict | None = None, loss: dict | None = None
-):
-    config = {
-        "arch": "toy",
-        "feat": "toyfeat",
-        "protocol": "random",
-        "model": {"hidden": 16, "dropout": 0.2},
-        "loss": loss or {"name": "ce"},
-        "train": {"optimizer": "adam", "lr": 0.01, "batch_size": 8, "epochs": 3, "patience": 0, "seed": 3}
-        | (train_opts or {}),
-        "input": {"normalize": "global", "white_noise_std": 0.1} | (input_opts or {}),
-    }
-    path.write_text(yaml.safe_dump(config))
-
-
-def run(recipe, exp, **kwargs):
-    paths = {k: recipe[k] for k in ("data", "feats", "folds")}
-    return train(train_config=recipe["conf"], exp=exp, device="cpu", **paths, **kwargs)
+pytestmark = pytest.mark.usefixtures("toy_arch")
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -131,20 +30,11 @@ def test_resume_is_exact(tmp_path, monkeypatch):
     recipe = make_recipe(tmp_path)
     run(recipe, tmp_path / "straight", fold="1")
 
-    real_validate = loop.validate
-    calls = []
-
-    def crash_in_third_epoch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real_validate(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "validate", crash_in_third_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        run(recipe, tmp_path / "resumed", fold="1")
-    monkeypatch.setattr(loop, "validate", real_validate)
-    assert not (tmp_path / "resumed" / "fold1" / ".done").exists()
+    with monkeypatch.context() as patch:
+        crash_in_epoch(patch, 3)
+        with pytest.raises(KeyboardInterrupt):
+            run(recipe, tmp_path / "resumed", fold="1")
+    assert not (tmp_path / "resumed" / "fold1" / "train.provenance.json").exists()
     with pytest.raises(SertkError, match="pass --resume"):
         run(recipe, tmp_path / "resumed", fold="1")
     run(recipe, tmp_path / "resumed", fold="1", resume=True)
@@ -167,7 +57,7 @@ def test_checkpoints_load_with_weights_only_and_hold_the_documented_keys(tmp_pat
     fold_dir = tmp_path / "exp" / "fold2"
     ckpt = torch.load(fold_dir / "checkpoint.pt", weights_only=True)
     documented = {"model", "optimizer", "scheduler", "epoch", "arch", "model_config", "classes", "feat"}
-    documented |= {"norm_mean", "norm_std", "rng", "best", "history"}
+    documented |= {"norm_mean", "norm_std", "rng", "best", "history", "input_dim", "provenance_key"}
     assert documented <= set(ckpt)
     best = torch.load(fold_dir / "best.pt", weights_only=True)
     assert best["arch"] == "toy" and best["classes"] == CLASSES and best["feat"] == "toyfeat"
@@ -176,7 +66,7 @@ def test_checkpoints_load_with_weights_only_and_hold_the_documented_keys(tmp_pat
     assert best["epoch"] == summaries[0]["best_epoch"]
     header = (fold_dir / "metrics.csv").read_text().splitlines()[0]
     assert header == "epoch,train_loss,train_acc,valid_loss,valid_wa,valid_ua,lr,seconds"
-    for name in ("config.yaml", "env.json", "train.log", ".done"):
+    for name in ("config.yaml", "env.json", "train.log", "train.provenance.json"):
         assert (fold_dir / name).is_file(), name
     assert json.loads((fold_dir / "env.json").read_text())["device"] == "cpu"
 
@@ -267,7 +157,7 @@ def test_param_groups_and_multistep_schedule():
 def test_defaults_inside_a_recipe_dir(tmp_path, monkeypatch):
     make_recipe(tmp_path)
     monkeypatch.chdir(tmp_path)
-    summaries = train(arch="toy", epochs=1, device="cpu")
+    summaries = train(TrainOptions(arch="toy", epochs=1, device="cpu"))
     assert [s["name"] for s in summaries] == ["fold1", "fold2"]
     assert (tmp_path / "exp" / "toy_system" / "fold2" / "best.pt").is_file()
 
@@ -275,16 +165,16 @@ def test_defaults_inside_a_recipe_dir(tmp_path, monkeypatch):
 def test_missing_inputs_are_one_line_errors(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SertkError, match=r"conf/toy_system.yaml: .*pass --train-config"):
-        train(arch="toy")
+        train(TrainOptions(arch="toy"))
     with pytest.raises(SertkError, match="unknown arch"):
-        train(arch="nope")
+        train(TrainOptions(arch="nope"))
     recipe = make_recipe(tmp_path)
     with pytest.raises(SertkError, match="disagrees with --arch crnn-att"):
-        train(arch="crnn-att", train_config=recipe["conf"])
-    (recipe["feats"] / ".done").unlink()
-    with pytest.raises(SertkError, match=r"run stage 3 \(sertk feats\) first"):
-        train(arch="toy")
+        train(TrainOptions(arch="crnn-att", train_config=recipe["conf"]))
     with pytest.raises(SertkError, match=r"data/other: data dir not found \(run stage 1"):
-        train(arch="toy", data=Path("data/other"))
+        train(TrainOptions(arch="toy", data=Path("data/other")))
     with pytest.raises(SertkError, match=r"dump/toy_system/nope: feature dir not found \(run stage 3"):
-        train(arch="toy", feats=Path("dump/toy_system/nope"))
+        train(TrainOptions(arch="toy", feats=Path("dump/toy_system/nope")))
+    (recipe["feats"] / "feats.provenance.json").unlink()
+    with pytest.raises(SertkError, match=r"feature dump is incomplete"):
+        train(TrainOptions(arch="toy"))

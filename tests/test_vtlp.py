@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_train import ToyModel, make_recipe, run, write_conf
+from helpers import ToyModel, make_recipe, run, write_conf
 from torchaudio.compliance.kaldi import vtln_warp_freq
 
 import sertk.train.loop as loop
@@ -17,10 +17,10 @@ from sertk.augment.vtlp import (
     vtlp_warp,
     warp_spectrogram,
 )
-from sertk.evaluate.inference import utterance_posteriors
+from sertk.inputs.config import InputConfig
+from sertk.inputs.featureset import MemoryFrames, build_feature_set
 from sertk.models import MODELS, SYSTEMS
-from sertk.train.config import InputConfig
-from sertk.train.dataset import build_feature_set
+from sertk.models.predict import utterance_posteriors
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -88,10 +88,10 @@ def test_tta_copies_and_majority_vote():
             return torch.stack([score, torch.zeros_like(score)], dim=1)
 
     feats = [np.linspace(0, 1, 30, dtype=np.float32)[None, :].repeat(4, 0) * s for s in (1.0, -1.0)]
-    fset = build_feature_set(feats, [0, 1], ["a", "b"])
+    fset = build_feature_set(MemoryFrames(feats), ["a", "b"], [0, 1], InputConfig(), training=False)
     votes = utterance_posteriors(
-        HighBins(), fset, None, None, torch.device("cpu"), 4, vtlp_tta_transforms(), "vote"
-    )
+        HighBins(), fset, torch.device("cpu"), 4, None, vtlp_tta_transforms(), vote=True
+    ).scores
     shares = votes.numpy() * len(TTA_ALPHAS)
     np.testing.assert_allclose(shares, np.round(shares), atol=1e-5)  # whole votes out of 11
     np.testing.assert_allclose(votes.sum(dim=1).numpy(), [1.0, 1.0])
@@ -121,10 +121,11 @@ def test_training_with_vtlp_resumes_exactly(tmp_path, monkeypatch):
     run(recipe, tmp_path / "straight", fold="1")
     real_validate = loop.validate
 
-    def crash_in_second_epoch(*args, **kwargs):
-        if args[-1] is not None and args[-1].generator.initial_seed() == loop.epoch_seed(3 + 6, 2):
+    def crash_in_second_epoch(state, data, draws, cfg, device):
+        if draws.epoch == 2:
+            assert draws.valid_transform.generator.initial_seed() == loop.epoch_seed(3 + 6, 2)
             raise KeyboardInterrupt
-        return real_validate(*args, **kwargs)
+        return real_validate(state, data, draws, cfg, device)
 
     monkeypatch.setattr(loop, "validate", crash_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):

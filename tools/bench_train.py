@@ -2,7 +2,7 @@
 
 Prints, per config: rows (utterances or segments) per epoch, epoch seconds, rows/s, and the share of the
 epoch spent outside forward/backward/optimizer step (batch indexing, padding, normalisation, transfers,
-progress) — the loop's overhead against its own compute in the same run. With ``--amp`` on CUDA the
+progress) — the loop's overhead against its own compute in the same run. With ``--precision bf16`` the
 same epoch runs under autocast.
 
     .venv/bin/python tools/bench_train.py                         # every canonical system, CPU, 300 utts
@@ -22,13 +22,12 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from sertk.evaluate.inference import prepare_split
 from sertk.features import build_feature
+from sertk.inputs.featureset import MemoryFrames, build_feature_set
 from sertk.losses import build_loss
 from sertk.models import MODELS, SYSTEMS, build_model, count_parameters, model_config
 from sertk.train.config import load_experiment_config
-from sertk.train.dataset import epoch_order
-from sertk.train.loop import build_optimizer, train_epoch
+from sertk.train.loop import EpochInputs, FoldData, MetricTracker, TrainingState, build_optimizer, train_epoch
 
 RECIPE = Path(__file__).resolve().parents[1] / "egs" / "iemocap"
 
@@ -39,7 +38,7 @@ def iemocap_like_lengths(n: int, frames_per_second: float, rng: np.random.Genera
     return np.maximum((seconds * frames_per_second).astype(int), 1)
 
 
-def bench_config(config: Path, utts: int, device: torch.device, amp: bool) -> dict:
+def bench_config(config: Path, utts: int, device: torch.device, precision: str) -> dict:
     cfg = load_experiment_config(config)
     extractor = build_feature(cfg.feat, RECIPE / "conf" / "feats" / f"{cfg.feat}.yaml")
     shift_s = extractor.num_frames(extractor.sample_rate * 10) / 10.0
@@ -51,7 +50,9 @@ def bench_config(config: Path, utts: int, device: torch.device, amp: bool) -> di
     }
     names = sorted(feats)
     labels = rng.integers(0, 4, utts).tolist()
-    train_set = prepare_split(feats, names, labels, cfg.input, cfg.input.segment_shift_train, cfg.train.seed)
+    store = MemoryFrames([feats[n] for n in names])
+    train_set = build_feature_set(store, names, labels, cfg.input, training=True, seed=cfg.train.seed)
+    data = FoldData(train_set, None, None, ["neu", "hap", "ang", "sad"])
     torch.manual_seed(0)
     model = build_model(cfg.arch, cfg.model, extractor.dim, 4).to(device)
     resolved = model_config(cfg.arch, cfg.model)
@@ -60,35 +61,26 @@ def bench_config(config: Path, utts: int, device: torch.device, amp: bool) -> di
         4,
         head=getattr(resolved, "head", "linear"),
         head_scale=getattr(resolved, "head_scale", None),
+    ).to(device)
+    train_cfg = dataclasses.replace(cfg.train, precision=precision)
+    state = TrainingState(
+        model,
+        loss_fn,
+        build_optimizer(model, train_cfg),
+        torch.amp.GradScaler("cuda", enabled=precision == "fp16"),
+        MetricTracker(train_cfg.early_stop_metric),
+        MetricTracker(train_cfg.select_metric),
     )
-    train_cfg = dataclasses.replace(cfg.train, amp=amp)
-    optimizer = build_optimizer(model, train_cfg)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda")
-    order = epoch_order(train_set.row_labels, train_cfg.seed, 1)
     if device.type == "cuda":
-        train_set = train_set.to(device)
-    noise_gen = torch.Generator(device=device).manual_seed(0)
+        data = data.to(device)
+    draws = EpochInputs.draw(data, train_cfg, cfg.input, 1, device)
     with Progress(transient=True) as progress:
         tic = time.perf_counter()
-        _, _, busy = train_epoch(
-            model,
-            loss_fn.to(device),
-            optimizer,
-            scaler,
-            train_set,
-            order,
-            1,
-            train_cfg,
-            device,
-            None,
-            None,
-            0.0,
-            noise_gen,
-            progress,
-        )
+        _, _, busy = train_epoch(state, data, draws, train_cfg, device, progress)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - tic
+    order = draws.order
     result = {"config": config.name, "arch": cfg.arch, "params": count_parameters(model), "rows": len(order)}
     result.update({"seconds": seconds, "rows_per_s": len(order) / seconds, "outside": 1.0 - busy / seconds})
     if device.type == "cuda":
@@ -102,7 +94,7 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", type=Path, default=canonical)
     parser.add_argument("--utts", type=int, default=300, help="utterances per epoch")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--amp", action="store_true", help="autocast + GradScaler (CUDA only)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="autocast dtype")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = parser.parse_args()
     if args.threads:
@@ -118,7 +110,7 @@ def main() -> None:
         config = config if config.is_absolute() else (Path.cwd() / config)
         if not config.is_file():
             config = RECIPE / "conf" / config.name
-        r = bench_config(config, args.utts, device, args.amp)
+        r = bench_config(config, args.utts, device, args.precision)
         table.add_row(
             r["config"],
             r["arch"],

@@ -6,11 +6,10 @@
 # The Table 1 columns at 4 kHz need the 4 kHz feature:
 #   bash run_cnn_blstm_vtlp.sh --train-config conf/cnn_blstm_vtlp/baseline.yaml --feat spec-logpow --tag baseline
 set -euo pipefail
-cd "$(dirname "$0")"
-exec ./pipeline.sh \
+exec "$(dirname "$0")/../common/pipeline.sh" iemocap \
   --system cnn_blstm_vtlp \
   --train-config conf/cnn_blstm_vtlp.yaml \
   --feat spec-logpow8k \
   --classes neu,hap,sad,ang --style impro \
-  --protocol loso-speaker --paper-protocol loso-speaker \
+  --paper-protocol loso-speaker \
   "$@"

@@ -11,11 +11,10 @@
 # re-prepare data/lstm_attention and re-dump its features in place every time the set changes.
 # Then: sertk eval exp/lstm_attention --plot-attention 4; sertk compare exp/lstm_attention* --out table1.md
 set -euo pipefail
-cd "$(dirname "$0")"
-exec ./pipeline.sh \
+exec "$(dirname "$0")/../common/pipeline.sh" iemocap \
   --system lstm_attention \
   --train-config conf/lstm_attention.yaml \
   --feat lld-is09 \
   --classes neu,hap,ang,sad --style all \
-  --protocol loso-session --paper-protocol loso-session \
+  --paper-protocol loso-session \
   "$@"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # rlc_gca_lstm.md: residual CNN + 4-head self-attention + GCA-LSTM (rlc) on 17 LLDs every 5 ms. Paper
-# protocol: 4 classes (hap+exc, 5531 utterances), random 8:1:1 splits, 10 folds; Adam 1e-3, batch 128.
+# protocol: 4 classes (hap+exc, 5531 utterances), "8:1:1 ... 10-fold cross-validation": a stratified 10-fold
+# partition (test 0.1, validation 0.1 drawn from the rest); Adam 1e-3, batch 128.
 # Canonical system: S3 (conf/rlc_gca_lstm.yaml). The Table 2 ablations share data, features and folds:
 #   bash run_rlc_gca_lstm.sh --train-config conf/rlc_gca_lstm/s2.yaml --tag s2   # also s1, baseline
 #   bash run_rlc_gca_lstm.sh --protocol loso-session                            # speaker-independent
@@ -8,10 +9,9 @@
 #   bash run_rlc_gca_lstm.sh --train-config conf/rlc_gca_lstm/s3_lexical.yaml --tag s3_lexical \
 #     --lexical-embeddings /path/to/GoogleNews-vectors-negative300.bin
 set -euo pipefail
-cd "$(dirname "$0")"
-exec ./pipeline.sh \
+exec "$(dirname "$0")/../common/pipeline.sh" iemocap \
   --system rlc_gca_lstm \
   --feat lld-rlc17 \
   --classes neu,hap+exc,ang,sad --style all \
-  --protocol random --paper-protocol random --ratios 0.8,0.1,0.1 --repeats 10 \
+  --paper-protocol kfold --ratios 0.8,0.1,0.1 --repeats 10 \
   "$@"

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sertk.errors import SertkError
+from sertk.provenance import files_digest
 from sertk.utils import atomic_write_text, write_json
 
 DATA_FILES = (
@@ -104,8 +105,15 @@ class DataDir:
         return sorted(set(self.tables["utt2emo"].values()))
 
     @property
-    def synthetic(self) -> bool:
-        return bool(self.meta.get("synthetic", False))
+    def synthetic(self) -> bool | None:
+        """True for a generated corpus, False for a real one, None when corpus.json does not say (unknown)."""
+        value = self.meta.get("synthetic")
+        return value if isinstance(value, bool) else None
+
+    @property
+    def class_map(self) -> dict[str, str]:
+        """Corpus label -> class (``hap+exc`` maps exc onto hap); a label absent from it is itself."""
+        return dict(self.meta.get("class_map", {}))
 
     def __getitem__(self, name: str) -> dict[str, str]:
         if name not in self.tables:
@@ -173,6 +181,13 @@ def write_data_dir(path: str | Path, tables: dict[str, dict[str, str]], meta: di
     return data
 
 
+def data_dir_digest(path: str | Path) -> str:
+    """Content digest of a data dir's tables and corpus.json: what downstream stages were made from."""
+    path = Path(path)
+    names = [*DATA_FILES, "spk2utt", "corpus.json"]
+    return files_digest([path / n for n in names if (path / n).is_file()], base=path)
+
+
 def validate_data_dir(path: str | Path, check_wavs: bool = True) -> str:
     """Check a data dir as Kaldi's ``validate_data_dir.sh`` does and return a one-line summary.
 
@@ -219,5 +234,7 @@ def validate_data_dir(path: str | Path, check_wavs: bool = True) -> str:
     counts = Counter(data.tables["utt2emo"].values())
     n_spk = len(set(data.tables["utt2spk"].values()))
     dist = " ".join(f"{c} {counts.get(c, 0)}" for c in classes)
-    synth = " (SYNTHETIC data)" if data.synthetic else ""
+    synth = {True: " (SYNTHETIC data)", None: " (provenance unknown: corpus.json has no synthetic flag)"}.get(
+        data.synthetic, ""
+    )
     return f"{path}: OK, {len(ids)} utterances, {n_spk} speakers, {dist}{synth}"

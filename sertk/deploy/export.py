@@ -24,11 +24,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from sertk.deploy.package import ModelPackage, load_models
+from sertk.deploy.package import load_models, manifest
 from sertk.errors import SertkError
 from sertk.features import build_feature
 from sertk.features.base import FeatureExtractor
-from sertk.train.dataset import normalize_batch
+from sertk.inputs.batch import Normalizer
+from sertk.inputs.featureset import minmax_mulaw
+from sertk.models.trained import TrainedModel
 from sertk.utils import atomic_path, console, write_json
 
 EXPORT_FORMATS = ("torchscript", "onnx")
@@ -37,18 +39,28 @@ TOLERANCE = 1e-4
 
 
 class FeaturesToPosteriors(nn.Module):
-    """Normalise raw features on their valid frames, run the network, softmax: (B, T, D), (B,) -> (B, C)."""
+    """Per-row scaling (``segment_scaling``), normalisation on real frames, fixed padding, network, softmax.
 
-    def __init__(self, model: nn.Module, mean: torch.Tensor | None, std: torch.Tensor | None) -> None:
+    (B, T, D), (B,) -> (B, C): what ``sertk.inputs.batch.model_batch`` does to a batch of rows, in a graph.
+    """
+
+    def __init__(self, model: nn.Module, trained: TrainedModel) -> None:
         super().__init__()
         self.model = model
-        self.normalized = mean is not None
-        self.register_buffer("mean", mean if mean is not None else torch.zeros(0))
-        self.register_buffer("std", std if std is not None else torch.ones(0))
+        self.normalized = trained.norm_mean is not None
+        self.register_buffer("mean", trained.norm_mean if self.normalized else torch.zeros(0))
+        self.register_buffer("std", trained.norm_std if self.normalized else torch.ones(0))
+        cfg = trained.input
+        self.mu = cfg.segment_mu if cfg.segment_scaling == "minmax-mulaw" else 0.0
+        self.fixed_pad = cfg.pad == "fixed"
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if self.mu > 0:
+            feats = minmax_mulaw(feats, lengths, self.mu)
         if self.normalized:
-            feats = normalize_batch(feats, lengths, self.mean, self.std)
+            feats = Normalizer(self.mean, self.std)(feats, lengths)
+        if self.fixed_pad:
+            lengths = torch.full_like(lengths, feats.shape[1])
         return self.model(feats, lengths).softmax(dim=-1)
 
 
@@ -84,7 +96,7 @@ class WaveformToPosteriors(nn.Module):
 
 
 def example_batch(
-    package: ModelPackage, extractor: FeatureExtractor, waveform: bool, seed: int, size: tuple[int, int]
+    package: TrainedModel, extractor: FeatureExtractor, waveform: bool, seed: int, size: tuple[int, int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A random padded batch of ``size`` = (rows, frames), with rows of different lengths (first row full)."""
     gen = torch.Generator().manual_seed(seed)
@@ -154,6 +166,8 @@ def export_model(
     """
     if fmt not in EXPORT_FORMATS:
         raise SertkError(f"--format {fmt}: expected one of {', '.join(EXPORT_FORMATS)}")
+    if Path(out).is_dir():
+        raise SertkError(f"{out}: is a directory; give the network file to write (e.g. {Path(out) / 'model.onnx'})")
     packages = load_models(model)
     if len(packages) > 1:
         raise SertkError(
@@ -161,7 +175,7 @@ def export_model(
         )
     package = packages[0]
     extractor = build_feature(package.feat, package.feat_config)
-    net: nn.Module = FeaturesToPosteriors(package.build("cpu"), package.norm_mean, package.norm_std).eval()
+    net: nn.Module = FeaturesToPosteriors(package.build("cpu"), package).eval()
     names = ["feats", "lengths"]
     if from_waveform:
         try:
@@ -192,7 +206,7 @@ def export_model(
     write_json(
         Path(f"{out}.json"),
         {
-            **{k: v for k, v in package.manifest().items() if k != "format"},
+            **{k: v for k, v in manifest(package).items() if k != "format"},
             "export_format": fmt,
             "inputs": {
                 names[0]: ["batch", "samples"] if from_waveform else ["batch", "time", package.input_dim],

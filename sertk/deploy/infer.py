@@ -2,7 +2,7 @@
 
 The path of a file: header -> (sorted by length) chunks of ``batch_size`` files -> read, downmix, resample
 and compute features as one padded batch (``sertk.features.dump.compute_batch``) -> per model: crop or
-segment as in training (``prepare_split``), normalise, forward, softmax, average segments
+segment as in training (``sertk.inputs.featureset.build_feature_set``), normalise, forward, softmax, average segments
 (``utterance_posteriors``) -> mean over the ensemble's models -> one record per file, in input order.
 
 Windows (``window``/``hop`` seconds) add a per-window emotion track: each window (W s every H s, one
@@ -28,14 +28,16 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from sertk.data.datadir import read_table
-from sertk.deploy.package import ModelPackage, load_models
+from sertk.deploy.package import load_models
 from sertk.errors import SertkError
-from sertk.evaluate.inference import prepare_split, resolve_device, utterance_posteriors
 from sertk.features import build_feature
 from sertk.features.audio import audio_info
 from sertk.features.base import FeatureExtractor
 from sertk.features.dump import compute_batch
-from sertk.utils import atomic_path, console
+from sertk.inputs.featureset import MemoryFrames, build_feature_set
+from sertk.models.predict import utterance_posteriors
+from sertk.models.trained import TrainedModel
+from sertk.utils import atomic_path, console, resolve_device
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".au", ".sph")
 FORMATS = ("jsonl", "tsv")
@@ -80,12 +82,10 @@ def collect_inputs(inputs: Iterable[str | Path]) -> list[tuple[str, str]]:
 
 @dataclass
 class Member:
-    """One model of the ensemble, on the device, with its normalisation statistics."""
+    """One model of the ensemble, built once on the device."""
 
-    package: ModelPackage
+    package: TrainedModel
     model: torch.nn.Module
-    mean: torch.Tensor | None
-    std: torch.Tensor | None
 
 
 def frames_per_second(extractor: FeatureExtractor) -> int:
@@ -104,7 +104,7 @@ class Predictor:
 
     def __init__(
         self,
-        packages: list[ModelPackage],
+        packages: list[TrainedModel],
         device: str = "auto",
         batch_size: int = 32,
         window: float | None = None,
@@ -129,10 +129,7 @@ class Predictor:
                 raise SertkError(
                     f"{package.source}: model expects {package.input_dim}-dim features, {package.feat} gives {extractor.dim}"
                 )
-            mean, std = (
-                None if t is None else t.to(self.device) for t in (package.norm_mean, package.norm_std)
-            )
-            members.append(Member(package, package.build(self.device), mean, std))
+            members.append(Member(package, package.build(self.device)))
         self.sample_rate = next(iter(self.groups.values()))[0].sample_rate
 
     @property
@@ -142,13 +139,9 @@ class Predictor:
     def _posteriors(self, member: Member, arrays: list[np.ndarray]) -> np.ndarray:
         """Utterance posteriors (N, C) of one model for raw feature arrays, as ``sertk eval`` computes them."""
         utts = [str(i) for i in range(len(arrays))]
-        cfg = member.package.input
-        fset = prepare_split(
-            dict(zip(utts, arrays, strict=True)), utts, [0] * len(utts), cfg, cfg.segment_shift_test
-        )
-        return utterance_posteriors(
-            member.model, fset, member.mean, member.std, self.device, self.batch_size
-        ).numpy()
+        fset = build_feature_set(MemoryFrames(arrays), utts, [0] * len(utts), member.package.input, training=False)
+        post = utterance_posteriors(member.model, fset, self.device, self.batch_size, member.package.normalizer)
+        return post.scores.numpy()
 
     @torch.inference_mode()
     def predict(self, items: list[tuple[str, str]]) -> list[dict]:
@@ -285,9 +278,11 @@ def infer(
     """``sertk infer``: records for every input file, written to ``out`` (atomically) or ``stream`` (stdout)."""
     if fmt not in FORMATS:
         raise SertkError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
+    if out is not None and Path(out).is_dir():
+        raise SertkError(f"--out {out}: is a directory; give a file to write (e.g. {Path(out) / 'preds.jsonl'})")
+    items = collect_inputs(inputs)
     packages = load_models(model)
     predictor = Predictor(packages, device=device, batch_size=batch_size, window=window, hop=hop)
-    items = collect_inputs(inputs)
     records = run_inference(predictor, items)
     lines = [tsv_header(predictor.classes)] if fmt == "tsv" else []
     for record in records:

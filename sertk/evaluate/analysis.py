@@ -22,65 +22,24 @@ from typing import Any
 import numpy as np
 
 from sertk.data.datadir import DataDir, read_data_dir
+from sertk.data.labels import agreement
 from sertk.errors import SertkError
-from sertk.evaluate.metrics import summarize
+from sertk.evaluate.posteriors import read_posteriors
+from sertk.metrics import summarize
 from sertk.utils import atomic_write_text, console, read_experiment, write_json
 
 SUBSETS = ("all", "unanimous", "ambiguous")
 
 
-def read_posterior_table(
-    path: Path, classes: list[str]
-) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-    """(utts, label indices, pred indices, posteriors (N, C)) of a posteriors.tsv ``utt label pred <class...>``."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as err:
-        raise SertkError(f"{path}: cannot read ({err.strerror})") from None
-    if not lines or lines[0].split() != ["utt", "label", "pred", *classes]:
-        raise SertkError(f"{path}: line 1: expected the header 'utt label pred {' '.join(classes)}'")
-    index = {name: i for i, name in enumerate(classes)}
-    utts, labels, preds, rows = [], [], [], []
-    for lineno, line in enumerate(lines[1:], start=2):
-        fields = line.split()
-        if len(fields) != 3 + len(classes) or fields[1] not in index or fields[2] not in index:
-            raise SertkError(
-                f"{path}: line {lineno}: expected 'utt label pred' (class names) and {len(classes)} posteriors"
-            )
-        try:
-            rows.append([float(v) for v in fields[3:]])
-        except ValueError:
-            raise SertkError(f"{path}: line {lineno}: posteriors must be numbers") from None
-        utts.append(fields[0])
-        labels.append(index[fields[1]])
-        preds.append(index[fields[2]])
-    if not utts:
-        raise SertkError(f"{path}: no utterances after the header")
-    return utts, np.array(labels), np.array(preds), np.array(rows, dtype=np.float64)
-
-
 def second_choice(posteriors: np.ndarray, preds: np.ndarray) -> np.ndarray:
-    """The class with the highest posterior other than the prediction (ties: the lowest class index)."""
+    """The class with the highest posterior other than the prediction (ties: the lowest class index).
+
+    With VTLP voting, ``posteriors`` is the copies' mean softmax (posteriors.tsv ``softmax_*``), so the
+    second choice is ranked by the network's outputs, not by vote counts (cnn_blstm_vtlp.txt Table 6).
+    """
     masked = posteriors.copy()
     masked[np.arange(len(preds)), preds] = -np.inf
     return masked.argmax(axis=1)
-
-
-def agreement(
-    votes: list[str], labels: np.ndarray, classes: list[str], class_map: dict[str, str]
-) -> np.ndarray:
-    """Per utterance: 1 unanimous, 0 ambiguous, -1 no votes (cnn_blstm_vtlp.txt §3.3, Table 5 "Subset").
-
-    Unanimous when every rater's vote (``neu,sad oth neu``: one token per rater, labels joined by ``,``)
-    contains the utterance's class; a label maps through ``class_map`` (absent = itself), like soft labels.
-    """
-    out = np.full(len(votes), -1, dtype=np.int64)
-    for row, (line, label) in enumerate(zip(votes, labels, strict=True)):
-        raters = line.split()
-        if raters:
-            target = classes[label]
-            out[row] = int(all(target in {class_map.get(n, n) for n in r.split(",")} for r in raters))
-    return out
 
 
 def choice_accuracies(
@@ -140,7 +99,8 @@ def analyze(exp: Path) -> dict[str, Any]:
     genders = data.tables.get("utt2gender", {})
     folds, pooled = [], {"labels": [], "first": [], "second": [], "utts": []}
     for fold_dir in fold_dirs:
-        utts, labels, preds, posteriors = read_posterior_table(fold_dir / "posteriors.tsv", classes)
+        table = read_posteriors(fold_dir / "posteriors.tsv", classes)
+        utts, labels, preds = table.utts, table.labels, table.preds
         speakers = [data.tables["utt2spk"].get(u, "?") for u in utts]
         scores = summarize(labels, preds, len(classes))
         folds.append(
@@ -156,12 +116,12 @@ def analyze(exp: Path) -> dict[str, Any]:
         )
         pooled["labels"].append(labels)
         pooled["first"].append(preds)
-        pooled["second"].append(second_choice(posteriors, preds))
+        pooled["second"].append(second_choice(table.softmax, preds))
         pooled["utts"] += utts
     y_true, first, second = (np.concatenate(pooled[k]) for k in ("labels", "first", "second"))
     result: dict[str, Any] = {
         "system": info.get("system", exp.name),
-        "synthetic": bool(info.get("synthetic", data.synthetic)),
+        "synthetic": info.get("synthetic", data.synthetic),
         "classes": classes,
         "folds": folds,
         "mean": {m: float(np.mean([f[m] for f in folds])) for m in ("wa", "ua")},
@@ -169,9 +129,7 @@ def analyze(exp: Path) -> dict[str, Any]:
     }
     votes = data.tables.get("utt2votes")
     if votes is not None:
-        subset = agreement(
-            [votes.get(u, "") for u in pooled["utts"]], y_true, classes, data.meta.get("class_map", {})
-        )
+        subset = agreement([votes.get(u, "") for u in pooled["utts"]], y_true, classes, data.class_map)
         for name, code in (("unanimous", 1), ("ambiguous", 0)):
             keep = subset == code
             result["subsets"][name] = choice_accuracies(y_true[keep], first[keep], second[keep], classes)
@@ -188,6 +146,8 @@ def render_analysis(result: dict[str, Any]) -> str:
     lines = [f"# {result['system']}: per-fold and rater-agreement analysis", ""]
     if result["synthetic"]:
         lines += ["**SYNTHETIC data**: these numbers do not describe real emotion recognition.", ""]
+    elif result["synthetic"] is None:
+        lines += ["**Data provenance unknown**: do not report these as results on real data.", ""]
     lines += ["## Per fold (cnn_blstm_vtlp.txt Table 2 layout)", ""]
     lines += [
         "| Fold | Session | Gender | Speakers | N | WA (%) | UA (%) |",

@@ -14,17 +14,14 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from sertk.config import from_dict
-from sertk.data.datadir import read_data_dir
-from sertk.data.folds import read_folds, select_folds
+from sertk.data.folds import select_folds
 from sertk.errors import SertkError
-from sertk.evaluate.inference import load_checkpoint, prepare_split, resolve_device
+from sertk.evaluate.inference import experiment_inputs
 from sertk.features.audio import read_audio
-from sertk.features.io import load_features
-from sertk.models import build_model
-from sertk.train.config import InputConfig
-from sertk.train.dataset import normalize_batch
-from sertk.utils import atomic_path, console, read_experiment
+from sertk.inputs.batch import model_batch
+from sertk.inputs.featureset import build_feature_set, load_frames
+from sertk.models.trained import TrainedModel
+from sertk.utils import atomic_path, console, resolve_device
 
 
 def pick_utterances(labels: list[int], count: int) -> list[int]:
@@ -100,46 +97,34 @@ def plot_attention(
     exp = Path(exp)
     if count < 1:
         raise SertkError(f"--plot-attention: expected a number of utterances >= 1, got {count}")
-    info = read_experiment(exp)
-    data = read_data_dir(info["data"])
+    info, data, folds = experiment_inputs(exp)
     dev = resolve_device(device)
     written = []
-    for spec in select_folds(read_folds(Path(info["folds"]), data), fold):
-        ckpt_path = exp / spec["name"] / checkpoint
-        ckpt = load_checkpoint(ckpt_path)
-        input_cfg = from_dict(InputConfig, ckpt["input"], where=f"{ckpt_path}: input")
-        utts = list(spec["test"])
-        labels = data.labels(utts)
-        chosen = [utts[i] for i in pick_utterances(labels, count)]
-        feats = load_features(Path(info["feats"]), chosen)
-        fset = prepare_split(feats, chosen, data.labels(chosen), input_cfg, input_cfg.segment_shift_test)
-        classes = list(ckpt["classes"])
-        model = build_model(ckpt["arch"], ckpt["model_config"], fset.feats.shape[2], len(classes))
+    for spec in select_folds(folds, fold):
+        trained = TrainedModel.from_checkpoint(exp / spec["name"] / checkpoint)
+        model = trained.build(dev)
         if not callable(getattr(model, "attention", None)):
-            raise SertkError(f"{ckpt_path}: arch {ckpt['arch']} has no attention weights to plot")
-        model.load_state_dict(ckpt["model"])
-        model.to(dev).eval()
+            raise SertkError(f"{trained.source}: arch {trained.arch} has no attention weights to plot")
+        labels = data.labels(list(spec["test"]))
+        chosen = [spec["test"][i] for i in pick_utterances(labels, count)]
+        store = load_frames(Path(info["feats"]), chosen, 2**30)
+        fset = build_feature_set(store, chosen, data.labels(chosen), trained.input, training=False)
         # The first row of each utterance: the utterance itself, or its first segment.
         rows = torch.searchsorted(fset.owner, torch.arange(len(chosen)))
-        batch, lengths = fset.batch(rows)
-        batch, lengths = batch.to(dev), lengths.to(dev)
-        mean = None if ckpt["norm_mean"] is None else ckpt["norm_mean"].to(dev)
-        std = None if ckpt["norm_std"] is None else ckpt["norm_std"].to(dev)
-        batch = normalize_batch(batch, lengths, mean, std)
+        batch, lengths, _ = model_batch(fset, rows, dev, trained.normalizer)
         alpha = model.attention(batch, lengths).float().cpu().numpy()
         probs = model(batch, lengths).softmax(dim=-1).float().cpu().numpy()
-        feat_config = ckpt.get("feat_config") or {}
-        shift_s = float(feat_config.get("frame_shift_ms", 10.0)) / 1000.0
-        sample_rate = int(feat_config.get("sample_rate", 16000))
+        shift_s = float(trained.feat_config.get("frame_shift_ms", 10.0)) / 1000.0
+        sample_rate = int(trained.feat_config.get("sample_rate", 16000))
         out_dir = exp / spec["name"] / "attention"
         out_dir.mkdir(parents=True, exist_ok=True)
         for k, utt in enumerate(chosen):
             length = int(lengths[k])
-            cropped = 0 < input_cfg.max_frames < len(feats[utt])
-            starts_at_zero = input_cfg.crop == "head" or not cropped
-            wave = _waveform(data["wav.scp"][utt], sample_rate, length * shift_s) if starts_at_zero else None
-            label, pred = classes[int(fset.labels[k])], classes[int(probs[k].argmax())]
-            title = f"{utt}: true {label}, predicted {pred} (p={probs[k].max():.2f}), {ckpt['arch']}"
+            real = int(fset.lengths[rows[k]])
+            starts_at_zero = int(fset.crop_start[k]) == 0
+            wave = _waveform(data["wav.scp"][utt], sample_rate, real * shift_s) if starts_at_zero else None
+            label, pred = trained.classes[int(fset.labels[k])], trained.classes[int(probs[k].argmax())]
+            title = f"{utt}: true {label}, predicted {pred} (p={probs[k].max():.2f}), {trained.arch}"
             path = out_dir / f"{utt}.png"
             plot_utterance_attention(
                 path, batch[k, :length].cpu().numpy(), alpha[k, :length], shift_s, title, wave, sample_rate

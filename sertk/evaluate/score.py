@@ -1,7 +1,7 @@
 """Stage 7: score an experiment dir into results.json, RESULTS.md, confusion.png and learning_curves.png.
 
 WA is the overall accuracy and UA the mean per-class recall (crnn_discriminative.txt §4.1), computed with
-sertk.evaluate.metrics per fold, then averaged over folds (mean and sample std) and pooled over all folds'
+sertk.metrics per fold, then averaged over folds (mean and sample std) and pooled over all folds'
 test predictions.
 """
 
@@ -17,11 +17,13 @@ from typing import Any
 import numpy as np
 from rich.table import Table
 
+from sertk import provenance
 from sertk.config import read_yaml
 from sertk.errors import SertkError
 from sertk.evaluate.analysis import analyze_experiment
-from sertk.evaluate.metrics import confusion_matrix, per_class_recall, summarize
 from sertk.evaluate.plots import plot_confusion, plot_learning_curves
+from sertk.evaluate.posteriors import read_posteriors
+from sertk.metrics import confusion_matrix, per_class_recall, summarize
 from sertk.utils import atomic_write_text, console, read_experiment, read_json, write_json
 
 METRICS = ("wa", "ua", "macro_f1")
@@ -33,39 +35,10 @@ SYNTHETIC_BANNER = (
     "**SYNTHETIC data** — these numbers come from sertk's generated corpus, not IEMOCAP; "
     "they say nothing about real emotion recognition"
 )
-
-
-def read_posteriors(path: Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Label and prediction indices from a posteriors.tsv (header ``utt label pred <class...>``).
-
-    Labels and predictions may be class names or integer indices into ``classes``.
-    """
-    lines = path.read_text().splitlines()
-    if not lines:
-        raise SertkError(f"{path}: empty file, expected a header 'utt label pred <class...>'")
-    header = lines[0].split()
-    if header[:3] != ["utt", "label", "pred"] or header[3:] != classes:
-        raise SertkError(
-            f"{path}: line 1: header {' '.join(header)!r} does not match 'utt label pred {' '.join(classes)}'"
-        )
-    index = {name: i for i, name in enumerate(classes)} | {str(i): i for i in range(len(classes))}
-    y_true, y_pred = [], []
-    for lineno, line in enumerate(lines[1:], start=2):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 3 + len(classes):
-            raise SertkError(f"{path}: line {lineno}: expected {3 + len(classes)} fields, got {len(fields)}")
-        for value in fields[1:3]:
-            if value not in index:
-                raise SertkError(
-                    f"{path}: line {lineno}: unknown class {value!r} (classes: {' '.join(classes)})"
-                )
-        y_true.append(index[fields[1]])
-        y_pred.append(index[fields[2]])
-    if not y_true:
-        raise SertkError(f"{path}: no utterances after the header")
-    return np.array(y_true, dtype=np.int64), np.array(y_pred, dtype=np.int64)
+UNKNOWN_BANNER = (
+    "**Data provenance unknown** — neither experiment.json nor the data dir's corpus.json says whether "
+    "the corpus is real or synthetic; do not report these numbers as results on real data"
+)
 
 
 def read_learning_curve(path: Path) -> dict[str, np.ndarray]:
@@ -156,16 +129,45 @@ def _paper_numbers(config: dict[str, Any], path: Path, style: str | None = None)
     return {k: v for k, v in numbers.items() if not k.startswith("impro_")}
 
 
-def _is_synthetic(experiment: dict[str, Any], corpus: dict[str, Any] | None, exp: Path) -> bool:
-    """experiment.json's flag, else the data dir's corpus.json; a results file must never pass synthetic as real."""
-    if "synthetic" in experiment:
-        return bool(experiment["synthetic"])
-    if corpus is not None:
-        return bool(corpus.get("synthetic", False))
+def _is_synthetic(experiment: dict[str, Any], corpus: dict[str, Any] | None, exp: Path) -> bool | None:
+    """experiment.json's flag, else the data dir's corpus.json; None (unknown) when neither says true or false.
+
+    Unknown is never reported as real data: results.json gets ``"synthetic": null`` and RESULTS.md a banner.
+    """
+    for source in (experiment, corpus or {}):
+        if isinstance(source.get("synthetic"), bool):
+            return source["synthetic"]
     console.print(
-        f"[yellow]warning:[/] {exp / 'experiment.json'}: no 'synthetic' flag and no corpus.json found"
+        f"[yellow]warning:[/] {exp / 'experiment.json'}: no 'synthetic' flag and no corpus.json says it: "
+        "data provenance unknown"
     )
-    return False
+    return None
+
+
+def check_fold_provenance(exp: Path, experiment: dict[str, Any], folds: list[str]) -> dict[str, str]:
+    """Each scored fold's eval key, after checking its posteriors come from this experiment's training.
+
+    A fold trained under another config, data, folds file or features (another experiment key), or whose
+    posteriors were made from another checkpoint, is refused: one exp dir, one experiment.
+    """
+    wanted = experiment.get("provenance_key")
+    keys = {}
+    for name in folds:
+        fold_dir = exp / name
+        train = provenance.read_record(provenance.record_path(fold_dir, "train"))
+        if train is None:
+            raise SertkError(f"{fold_dir}: no valid train.provenance.json: the fold never finished training")
+        if wanted is not None and train.inputs.get("experiment") != wanted:
+            raise SertkError(
+                f"{fold_dir}: trained in another experiment than {exp / 'experiment.json'} describes "
+                "(other config, data, folds or features); retrain it (sertk train --overwrite)"
+            )
+        eval_path = provenance.record_path(fold_dir, "eval")
+        record = provenance.read_record(eval_path)
+        if record is None or record.inputs.get("train") != train.key or provenance.stale_outputs(eval_path, record):
+            raise SertkError(f"{fold_dir / 'posteriors.tsv'}: not made from this fold's model: rerun stage 6 (sertk eval)")
+        keys[name] = record.key
+    return keys
 
 
 def compute_results(exp: Path) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
@@ -193,9 +195,11 @@ def compute_results(exp: Path) -> tuple[dict[str, Any], dict[str, dict[str, np.n
     for name in missing:
         console.print(f"[yellow]warning:[/] {exp / name}: no posteriors.tsv, fold left out of the results")
 
+    fold_keys = check_fold_provenance(exp, experiment, scored) if experiment.get("provenance_key") else None
     folds, all_true, all_pred = [], [], []
     for name in scored:
-        y_true, y_pred = read_posteriors(exp / name / "posteriors.tsv", classes)
+        table = read_posteriors(exp / name / "posteriors.tsv", classes)
+        y_true, y_pred = table.labels, table.preds
         fold = {"name": name, **summarize(y_true, y_pred, len(classes))}
         if name in test_speakers:
             fold["test_speakers"] = test_speakers[name]
@@ -233,6 +237,10 @@ def compute_results(exp: Path) -> tuple[dict[str, Any], dict[str, dict[str, np.n
         "feat": experiment.get("feat", config.get("feat")),
         "paper": _paper_numbers(config, config_path, (corpus or {}).get("style")),
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        # The experiment's key and each fold's eval key (sertk.provenance); null for a dir sertk did not make.
+        "provenance": None
+        if fold_keys is None
+        else {"experiment": experiment["provenance_key"], "folds": fold_keys},
     }
     if "config" in experiment:
         results["config"] = experiment["config"]
@@ -250,17 +258,21 @@ def format_mean_std(results: dict[str, Any], metric: str) -> str:
     return "—" if mean is None else f"{100 * mean:.1f} ± {100 * (std or 0.0):.1f}"
 
 
+def data_flag(results: dict[str, Any]) -> str:
+    """`` (SYNTHETIC data)``, `` (data provenance UNKNOWN)`` or ``""`` for real data."""
+    synthetic = results.get("synthetic")
+    return " (SYNTHETIC data)" if synthetic else " (data provenance UNKNOWN)" if synthetic is None else ""
+
+
 def summary_line(results: dict[str, Any]) -> str:
-    """One line for logs: ``UA 0.71 ± 0.04  WA 0.73 ± 0.03  (synthetic data)``."""
+    """One line for logs: ``UA 0.71 ± 0.04  WA 0.73 ± 0.03  (SYNTHETIC data)``."""
     parts = [f"{METRIC_NAMES[m]} {results['mean'][m]:.2f} ± {results['std'][m]:.2f}" for m in ("ua", "wa")]
-    line = "  ".join(parts)
-    return f"{line}  (synthetic data)" if results.get("synthetic") else line
+    return "  ".join(parts) + data_flag(results)
 
 
 def title_line(results: dict[str, Any]) -> str:
-    """System and protocol, flagged when the data are synthetic."""
-    synthetic = " (SYNTHETIC data)" if results.get("synthetic") else ""
-    return f"{results['system']} — protocol {results['protocol']}{synthetic}"
+    """System and protocol, flagged when the data are synthetic or of unknown provenance."""
+    return f"{results['system']} — protocol {results['protocol']}{data_flag(results)}"
 
 
 def markdown_table(header: list[str], rows: list[list[str]], align: str = "l") -> list[str]:
@@ -273,8 +285,8 @@ def render_markdown(results: dict[str, Any]) -> str:
     """RESULTS.md: per-fold table, mean ± std, the paper's numbers, pooled confusion matrix, plots."""
     classes = results["classes"]
     lines = [f"# {title_line(results)}", ""]
-    if results["synthetic"]:
-        lines += [SYNTHETIC_BANNER, ""]
+    if results["synthetic"] is not False:
+        lines += [SYNTHETIC_BANNER if results["synthetic"] else UNKNOWN_BANNER, ""]
     lines += [
         f"arch `{results['arch']}`, features `{results['feat']}`, {results['n_folds']} fold(s) scored; "
         f"generated {results['generated']}.",
@@ -347,7 +359,7 @@ def render_markdown(results: dict[str, Any]) -> str:
 
 def print_results(results: dict[str, Any]) -> None:
     """A compact rich table of the per-fold, mean and pooled numbers."""
-    table = Table(title=title_line(results), title_style="bold red" if results["synthetic"] else "bold")
+    table = Table(title=title_line(results), title_style="bold" if results["synthetic"] is False else "bold red")
     for col in ("fold", "n", "WA %", "UA %", "macro-F1 %"):
         table.add_column(col, justify="left" if col == "fold" else "right")
     for f in results["folds"]:
@@ -357,11 +369,39 @@ def print_results(results: dict[str, Any]) -> None:
     console.print(table)
 
 
+def score_record(results: dict[str, Any]) -> provenance.Record:
+    """What a results.json is made from: the experiment and every scored fold's posteriors."""
+    return provenance.Record(stage="score", inputs={"provenance": provenance.json_digest(results["provenance"])})
+
+
+def up_to_date(exp: Path) -> dict | None:
+    """The results.json of ``exp`` when its score record still matches every fold's posteriors, else None."""
+    path = provenance.record_path(exp, "score")
+    experiment = read_experiment(exp)
+    if provenance.read_record(path) is None or not experiment.get("provenance_key"):
+        return None
+    names = [n for n in find_folds(exp, _folds_file(exp, experiment)) if (exp / n / "posteriors.tsv").is_file()]
+    try:
+        current = {"experiment": experiment["provenance_key"], "folds": check_fold_provenance(exp, experiment, names)}
+    except SertkError:
+        return None
+    if provenance.check(path, score_record({"provenance": current})):
+        return None
+    return read_json(exp / "results.json")
+
+
 def score_experiment(exp: Path) -> dict:
     """Score ``exp``: write results.json, RESULTS.md, ANALYSIS.md, confusion.png, learning_curves.png; return the results."""
     exp = Path(exp)
+    if not exp.is_dir():
+        raise SertkError(f"{exp}: experiment dir not found")
+    previous = up_to_date(exp)
+    if previous is not None:
+        console.print(f"{exp / 'results.json'}: up to date with every fold's posteriors, skipped")
+        console.print(summary_line(previous))
+        return previous
     results, histories = compute_results(exp)
-    synthetic = " (SYNTHETIC data)" if results["synthetic"] else ""
+    synthetic = data_flag(results)
     plot_confusion(
         np.array(results["pooled"]["confusion"]),
         results["classes"],
@@ -371,6 +411,7 @@ def score_experiment(exp: Path) -> dict:
     plot_learning_curves(
         histories, exp / "learning_curves.png", f"{results['system']}: learning curves{synthetic}"
     )
+    provenance.remove_record(provenance.record_path(exp, "score"))
     write_json(exp / "results.json", results)
     atomic_write_text(exp / "RESULTS.md", render_markdown(results))
     # The per-fold table and the unanimous/ambiguous breakdown (cnn_blstm_vtlp.txt Tables 2 and 6) are
@@ -382,6 +423,9 @@ def score_experiment(exp: Path) -> dict:
         console.print(
             f"{exp}: data dir {data_dir} not found, so no ANALYSIS.md (unanimous/ambiguous breakdown)"
         )
+    if results["provenance"] is not None:
+        outputs = [exp / n for n in ("results.json", "RESULTS.md")]
+        provenance.write_record(provenance.record_path(exp, "score"), score_record(results), outputs)
     print_results(results)
     console.print(f"wrote {exp / 'RESULTS.md'}")
     console.print(summary_line(results))

@@ -12,9 +12,7 @@ contiguous shares of a length-sorted list.
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing
-import os
 import shutil
 import time
 from pathlib import Path
@@ -24,14 +22,15 @@ import torch
 import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from sertk import provenance
 from sertk.config import load_config, to_dict
-from sertk.data.datadir import read_data_dir, write_table
+from sertk.data.datadir import read_data_dir, read_table, write_table
 from sertk.errors import SertkError
 from sertk.features import build_feature, lexical
 from sertk.features.audio import audio_info, read_audio
 from sertk.features.base import FeatureExtractor
-from sertk.features.io import ARK_NAME, FORMATS, H5_NAME, SCP_NAME, ArkWriter, Hdf5Writer
-from sertk.utils import atomic_write_text, console
+from sertk.features.io import ARK_NAME, FORMATS, H5_NAME, RECORD, SCP_NAME, ArkWriter, Hdf5Writer
+from sertk.utils import atomic_write_text, check_replaceable, console, fresh_tmp_dir, publish_dir
 
 # About 0.5 M samples (~30 s of 16 kHz audio) per batch: enough frames (~3000) that per-call overhead
 # vanishes, few enough that frames and spectra (~12 MB) stay in cache; 2-4 M-sample batches measured
@@ -109,19 +108,37 @@ def plan_batches(
     return batches, errors
 
 
-def _table_digest(data: Path, table: str, missing: str) -> str:
-    """Fingerprint of the data dir table a dump is made from (wav.scp, or text for lexical features):
-    a dump is reused only for the same utterances and sources."""
+# Everything a feature dump dir holds; publish_dir replaces an existing dir only if it holds nothing else.
+DUMP_FILES = {H5_NAME, ARK_NAME, SCP_NAME, "feat.yaml", "utt2num_frames", RECORD, ".done"}
+
+
+def _owned(entry: Path) -> bool:
+    return entry.name in DUMP_FILES
+
+
+def _source_table(data: Path, table: str, missing: str) -> Path:
     path = Path(data) / table
     if not path.is_file():
         raise SertkError(f"{data}: {missing}")
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return path
+
+
+def feats_record(data: Path, feat: str, extractor: FeatureExtractor, fmt: str) -> provenance.Record:
+    """What an acoustic dump is made from: wav.scp, its audio files (size + mtime), feature config, version."""
+    wav_scp = _source_table(data, "wav.scp", "not a data dir (no wav.scp)")
+    wavs = read_table(wav_scp)
+    return provenance.Record(
+        stage="feats",
+        inputs={"wav.scp": provenance.file_digest(wav_scp), "audio": provenance.stat_digest(wavs.values())},
+        options={"feat": feat, "config": to_dict(extractor.cfg), "format": fmt},
+        code=provenance.code_versions(extractor=f"{type(extractor).__name__}/{getattr(type(extractor), 'version', 1)}"),
+    )
 
 
 def _reused(out: Path, start: float) -> dict:
     """The summary of a dump that is already complete for this data and config (nothing recomputed)."""
     utterances, frames = _count_frames(out)
-    console.print(f"{out}: already done for this data and feature config ({utterances} utterances), skipping")
+    console.print(f"{out}: up to date for this data and feature config ({utterances} utterances), skipping")
     seconds = time.perf_counter() - start
     return {
         "utterances": utterances,
@@ -133,46 +150,20 @@ def _reused(out: Path, start: float) -> dict:
     }
 
 
-def _fresh_tmp(out: Path) -> Path:
-    """An empty temp dir next to ``out``; the finished dump is renamed onto ``out`` only when complete."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    return tmp
-
-
 def _open_writer(tmp: Path, out: Path, fmt: str, feat: str, config: dict, dim: int) -> Hdf5Writer | ArkWriter:
     if fmt == "hdf5":
         return Hdf5Writer(tmp / H5_NAME, feat, config, dim)
     return ArkWriter(tmp / ARK_NAME, tmp / SCP_NAME, out.resolve() / ARK_NAME)
 
 
-def _finish(tmp: Path, out: Path, meta: dict, digest: str) -> None:
-    """Mark ``tmp`` complete (feat.yaml, then .done holding the source digest) and swap it onto ``out``."""
+def _finish(tmp: Path, out: Path, meta: dict, record: provenance.Record, fmt: str) -> None:
+    """Write feat.yaml, then the provenance record (stamping the dump files), and swap ``tmp`` onto ``out``."""
     atomic_write_text(tmp / "feat.yaml", yaml.safe_dump(meta, sort_keys=False))
-    atomic_write_text(tmp / ".done", digest + "\n")
-    _replace_dir(tmp, out)
-
-
-def _is_done(out: Path, meta: dict, fmt: str, digest: str) -> bool:
-    if not (out / ".done").is_file() or not (out / "feat.yaml").is_file():
-        return False
-    if (out / ".done").read_text().strip() != digest:
-        return False
-    try:
-        previous = yaml.safe_load((out / "feat.yaml").read_text())
-    except yaml.YAMLError:
-        return False
-    wanted = out / (H5_NAME if fmt == "hdf5" else SCP_NAME)
-    return previous == meta and wanted.is_file()
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    # A stale OUT (unfinished, or another config) is replaced only once the new dump is complete.
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    names = [H5_NAME] if fmt == "hdf5" else [ARK_NAME, SCP_NAME]
+    outputs = [tmp / n for n in [*names, "feat.yaml", "utt2num_frames"]]
+    provenance.write_record(tmp / RECORD, record, outputs)
+    provenance.remove_record(out / RECORD)
+    publish_dir(tmp, out, _owned)
 
 
 def _count_frames(out: Path) -> tuple[int, int]:
@@ -200,29 +191,28 @@ def dump_features(
         raise SertkError(f"unknown feature format {fmt!r} (known: {', '.join(FORMATS)})")
     if nj < 1:
         raise SertkError(f"--nj must be at least 1, got {nj}")
-    if out.exists() and not out.is_dir():
-        raise SertkError(f"{out}: exists and is not a feature dir")
+    check_replaceable(out, _owned)
     if feat == lexical.NAME:
         return dump_lexical(data, out, feat_config, fmt)
     extractor = build_feature(feat, feat_config)
     config = to_dict(extractor.cfg)
     meta = {"feat": feat, "config": config}
-    digest = _table_digest(data, "wav.scp", "not a data dir (no wav.scp)")
-    if _is_done(out, meta, fmt, digest):
+    record = feats_record(data, feat, extractor, fmt)
+    if not provenance.check(out / RECORD, record):
         return _reused(out, start)
     wavs = read_data_dir(data)["wav.scp"]
     if not wavs:
         raise SertkError(f"{data / 'wav.scp'}: no utterances")
     batches, errors = plan_batches(wavs, extractor, BATCH_SAMPLES)
 
-    tmp = _fresh_tmp(out)
+    tmp = fresh_tmp_dir(out)
     try:
         summary = _compute_into(tmp, out, batches, errors, extractor, feat, config, fmt, nj)
         if summary["utterances"] == 0:
             raise SertkError(
                 f"{data}: no utterance could be computed ({len(errors)} failed, first: {errors[0]})"
             )
-        _finish(tmp, out, meta, digest)
+        _finish(tmp, out, meta, record, fmt)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -310,14 +300,20 @@ def dump_lexical(data: Path, out: Path, feat_config: Path | None, fmt: str = "hd
     cfg = load_config(lexical.LexicalConfig, feat_config)
     config = to_dict(cfg)
     meta = {"feat": lexical.NAME, "config": config}
-    digest = _table_digest(data, "text", "no text table, the transcripts lexical features are made from")
-    if _is_done(out, meta, fmt, digest):
+    text = _source_table(data, "text", "no text table, the transcripts lexical features are made from")
+    record = provenance.Record(
+        stage="feats",
+        inputs={"text": provenance.file_digest(text), "embeddings": provenance.stat_digest([cfg.embeddings])},
+        options={"feat": lexical.NAME, "config": config, "format": fmt},
+        code=provenance.code_versions(extractor=f"lexical/{lexical.VERSION}"),
+    )
+    if not provenance.check(out / RECORD, record):
         return _reused(out, start)
     texts = read_data_dir(data)["text"]
     vocab = {w for line in texts.values() for w in lexical.tokenize(line)}
     vectors = lexical.read_embeddings(cfg.embeddings, cfg.format, vocab)
     dim = len(vectors[""])
-    tmp = _fresh_tmp(out)
+    tmp = fresh_tmp_dir(out)
     try:
         writer = _open_writer(tmp, out, fmt, lexical.NAME, config, dim)
         num_words, empty = {}, 0
@@ -330,7 +326,7 @@ def dump_lexical(data: Path, out: Path, feat_config: Path | None, fmt: str = "hd
         finally:
             writer.close()
         write_table(tmp / "utt2num_frames", num_words)
-        _finish(tmp, out, meta, digest)
+        _finish(tmp, out, meta, record, fmt)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     known = len(vocab & vectors.keys())

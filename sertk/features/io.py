@@ -1,8 +1,9 @@
-"""Feature dir writers (HDF5, Kaldi ark/scp) and the one reader the trainer uses for both.
+"""Feature dir writers (HDF5, Kaldi ark/scp) and the readers for both.
 
 A feature dir holds ``feats.h5`` (one (T, D) float32 dataset per utterance id; file attributes ``feat``,
 ``config`` (JSON) and ``dim``) or ``feats.ark`` + ``feats.scp`` (kaldiio), and always ``feat.yaml``
-(``{feat: name, config: {...}}``), ``utt2num_frames`` and a ``.done`` marker written last.
+(``{feat: name, config: {...}}``), ``utt2num_frames`` and its provenance record ``feats.provenance.json``,
+written last (see ``sertk.provenance``): a dir without a valid record is an unfinished dump.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import kaldiio
 import numpy as np
 import yaml
 
+from sertk import provenance
 from sertk.data.datadir import read_table
 from sertk.errors import SertkError
 
@@ -22,6 +24,7 @@ FORMATS = ("hdf5", "ark")
 H5_NAME = "feats.h5"
 ARK_NAME = "feats.ark"
 SCP_NAME = "feats.scp"
+RECORD = "feats.provenance.json"
 
 
 class Hdf5Writer:
@@ -68,8 +71,8 @@ def _check_feat_dir(feat_dir: Path) -> str:
     """The format of a finished feature dir; SertkError if it is missing or unfinished."""
     if not feat_dir.is_dir():
         raise SertkError(f"{feat_dir}: feature dir not found (run sertk feats first)")
-    if not (feat_dir / ".done").is_file():
-        raise SertkError(f"{feat_dir}: feature dump is incomplete (no .done; run sertk feats first)")
+    if not (feat_dir / RECORD).is_file():
+        raise SertkError(f"{feat_dir}: feature dump is incomplete (no {RECORD}; run sertk feats first)")
     if (feat_dir / H5_NAME).is_file():
         return "hdf5"
     if (feat_dir / SCP_NAME).is_file() and (feat_dir / ARK_NAME).is_file():
@@ -123,6 +126,50 @@ def load_features(feat_dir: str | Path, utts: list[str] | None = None) -> dict[s
     return out
 
 
+class FeatureReader:
+    """Random access to a finished feature dir (either format), opened once: ``read(utt, start, stop)``."""
+
+    def __init__(self, feat_dir: str | Path) -> None:
+        self.dir = Path(feat_dir)
+        self.format = _check_feat_dir(self.dir)
+        self.counts = {u: int(n) for u, n in read_table(self.dir / "utt2num_frames").items()}
+        self._h5 = None
+        if self.format == "hdf5":
+            try:
+                self._h5 = h5py.File(self.dir / H5_NAME, "r")
+            except OSError as err:
+                raise SertkError(f"{self.dir / H5_NAME}: cannot read HDF5 ({err})") from None
+            self.dim = int(self._h5.attrs["dim"])
+        else:
+            self._offsets = _scp_offsets(self.dir)
+            self.dim = feature_info(self.dir)["dim"]
+
+    def check(self, utts: list[str]) -> None:
+        _missing(self.dir, utts, self.counts)
+
+    def read(self, utt: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Frames ``start:stop`` of ``utt`` as float32 (only that slice is read from HDF5)."""
+        try:
+            if self._h5 is not None:
+                return self._h5[utt][start:stop].astype(np.float32, copy=False)
+            mat = kaldiio.load_mat(f"{self.dir / ARK_NAME}:{self._offsets[utt]}")
+            return np.asarray(mat[start:stop], dtype=np.float32)
+        except KeyError:
+            raise SertkError(f"{self.dir}: utterance {utt} not in the feature dump") from None
+        except (OSError, ValueError) as err:
+            raise SertkError(f"{self.dir}: cannot read features of {utt} ({err})") from None
+
+    def close(self) -> None:
+        if self._h5 is not None:
+            self._h5.close()
+            self._h5 = None
+
+
+def feature_record_key(feat_dir: str | Path) -> str:
+    """The provenance key of a finished feature dump (what downstream records name it by)."""
+    return provenance.recorded_key(Path(feat_dir) / RECORD, "feature dump")
+
+
 def feature_info(feat_dir: str | Path) -> dict:
     """``{"feat", "config", "dim", "format"}`` of a finished feature dir."""
     feat_dir = Path(feat_dir)
@@ -135,8 +182,11 @@ def feature_info(feat_dir: str | Path) -> dict:
     if not isinstance(meta, dict) or "feat" not in meta:
         raise SertkError(f"{meta_path}: expected a mapping with keys feat and config")
     if fmt == "hdf5":
-        with h5py.File(feat_dir / H5_NAME, "r") as f:
-            dim = int(f.attrs["dim"])
+        try:
+            with h5py.File(feat_dir / H5_NAME, "r") as f:
+                dim = int(f.attrs["dim"])
+        except (OSError, KeyError) as err:
+            raise SertkError(f"{feat_dir / H5_NAME}: cannot read HDF5 ({err})") from None
     else:
         offsets = _scp_offsets(feat_dir)
         first = min(offsets, key=offsets.get)

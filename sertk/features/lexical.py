@@ -21,6 +21,7 @@ import numpy as np
 from sertk.errors import SertkError
 
 NAME = "lexical"
+VERSION = 1  # bump when the vectors a transcript gives change (tokenising, OOV handling)
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*")
 
 

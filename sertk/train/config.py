@@ -1,4 +1,7 @@
-"""The experiment config: one YAML per system, loaded into these dataclasses (unknown key = error)."""
+"""The experiment config: one YAML per system, loaded into these dataclasses (unknown key = error).
+
+The ``input`` section is ``sertk.inputs.config.InputConfig``: it belongs with the code that builds inputs.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sertk.config import from_dict, read_yaml
+from sertk.inputs.config import InputConfig
 
 METRICS = ("valid_wa", "valid_ua", "valid_ua_wa", "valid_loss")
 Metric = Literal["valid_wa", "valid_ua", "valid_ua_wa", "valid_loss"]
@@ -39,10 +43,14 @@ class TrainConfig:
     gamma: float = 0.1
     patience: int = 10  # 0 = no early stopping
     early_stop_metric: Metric = "valid_wa"
+    # best: best.pt = the epoch with the best select_metric on the validation part; last: the final epoch's
+    # model (protocols without a validation part, e.g. attention_pooling_cnn.txt §3.1: the epoch-50 model).
+    select: Literal["best", "last"] = "best"
     select_metric: Metric = "valid_wa"
     grad_clip: float = 0.0  # max global gradient norm; 0 = off
     seed: int = 0
-    amp: bool = True  # only takes effect on CUDA
+    # Papers train in fp32; bf16 autocast runs on CPU and CUDA, fp16 (with loss scaling) on CUDA only.
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     class_weights: Literal["none", "balanced"] = "none"
     oversample: dict[str, float] = field(default_factory=dict)
     param_groups: list[ParamGroup] = field(default_factory=list)
@@ -59,40 +67,13 @@ class TrainConfig:
             raise ValueError(f"train.milestones must be increasing epochs >= 1, got {self.milestones}")
         if any(f <= 0 for f in self.oversample.values()):
             raise ValueError(f"train.oversample factors must be > 0, got {self.oversample}")
+        if self.select == "last" and self.patience:
+            raise ValueError("train.select last trains every epoch: set train.patience 0 (no early stopping)")
 
-
-@dataclass
-class InputConfig:
-    """How utterances become model input: cropping, normalisation, fixed-length segments, noise."""
-
-    max_frames: int = 0  # 0 = no limit
-    crop: Literal["head", "random", "center"] = "head"
-    normalize: Literal["none", "global", "global-scalar", "neutral"] = "none"
-    segment_frames: int = 0  # 0 = whole utterances (attention_pooling_cnn.txt: 200 = 2 s)
-    segment_shift_train: int = 100
-    segment_shift_test: int = 40
-    white_noise_std: float = 0.0  # on normalised training features (lstm_attention.txt: sigma^2 = 0.4)
-    # VTLP of a linear-frequency spectrogram (cnn_blstm_vtlp.txt §2): "utterance" = one alpha per spectrogram
-    # on train and validation (the paper's best), "epoch" = one alpha per epoch for all training rows only.
-    vtlp: Literal["none", "utterance", "epoch"] = "none"
-    vtlp_range: list[float] = field(default_factory=lambda: [0.9, 1.1])  # alpha ~ U(low, high)
-    vtlp_boundary: float = 0.9  # f0 / f_max of Eq. 4
-    tta: Literal["none", "vtlp"] = "none"  # sertk eval's default: vtlp = 11 copies, majority vote
-
-    def __post_init__(self) -> None:
-        if len(self.vtlp_range) != 2 or not 0 < self.vtlp_range[0] <= self.vtlp_range[1]:
-            raise ValueError(
-                f"input.vtlp_range must be [low, high] with 0 < low <= high, got {self.vtlp_range}"
-            )
-        if not 0 < self.vtlp_boundary < 1 or self.vtlp_boundary * max(self.vtlp_range[1], 1.1) >= 1:
-            # alpha * f0 must stay below f_max (for training and the TTA copies up to 1.1) or Eq. 4 folds over.
-            raise ValueError(
-                f"input.vtlp_boundary must be in (0, 1) with boundary * max(alpha) < 1, got {self.vtlp_boundary}"
-            )
-        if self.max_frames < 0 or self.segment_frames < 0 or self.white_noise_std < 0:
-            raise ValueError("input.max_frames, input.segment_frames and input.white_noise_std must be >= 0")
-        if self.segment_frames and (self.segment_shift_train < 1 or self.segment_shift_test < 1):
-            raise ValueError("input.segment_shift_train and input.segment_shift_test must be >= 1")
+    @property
+    def needs_validation(self) -> bool:
+        """Whether a fold must have a validation part: to select or stop early on it."""
+        return self.select == "best" or self.patience > 0
 
 
 @dataclass
@@ -115,10 +96,11 @@ class ExperimentConfig:
             raise ValueError("feat is missing")
 
 
-def load_experiment_config(path: Path, epochs: int | None = None) -> ExperimentConfig:
-    """Read a system's YAML; ``epochs`` (the CLI's --epochs) overrides ``train.epochs``."""
+def load_experiment_config(path: Path, train_overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Read a system's YAML; ``train_overrides`` (the CLI's --epochs, --precision) replace ``train`` keys."""
     data = read_yaml(path)
     train = data.get("train") or {}
-    if epochs is not None and isinstance(train, dict):
-        data["train"] = {**train, "epochs": epochs}
+    overrides = {k: v for k, v in (train_overrides or {}).items() if v is not None}
+    if overrides and isinstance(train, dict):
+        data["train"] = {**train, **overrides}
     return from_dict(ExperimentConfig, data, where=str(path))

@@ -1,12 +1,19 @@
-"""The epoch loop: optimiser and lr schedule, early stopping, per-epoch checkpoints and exact resume."""
+"""The epoch loop: optimiser and lr schedule, selection and early stopping, per-epoch checkpoints, exact resume.
+
+``fit`` reads as the table of contents: set up (or resume) the state, then per epoch draw the epoch's
+inputs, train, validate, and record (metrics.csv, best.pt, checkpoint.pt). Everything random is seeded by
+(seed, epoch) and every state is checkpointed, so a resumed run ends with the same weights as an
+uninterrupted one (on CPU).
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +21,15 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from sertk.augment.vtlp import FixedVtlp, RandomVtlp
-from sertk.config import from_dict
 from sertk.errors import SertkError
-from sertk.evaluate.inference import Transform, predict_rows, segment_average
-from sertk.evaluate.metrics import summarize
-from sertk.train.config import InputConfig, TrainConfig
-from sertk.train.dataset import FeatureSet, epoch_order, epoch_seed, length_batches, normalize_batch
+from sertk.inputs.batch import Normalizer, Transform, WhiteNoise, model_batch
+from sertk.inputs.config import InputConfig
+from sertk.inputs.featureset import FeatureSet
+from sertk.metrics import summarize
+from sertk.models.predict import autocast, predict_rows, segment_average
+from sertk.models.trained import load_checkpoint
+from sertk.train.config import TrainConfig
+from sertk.train.sampler import epoch_order, epoch_seed, length_batches
 from sertk.utils import atomic_path, atomic_write_text, console
 
 METRICS_COLUMNS = ("epoch", "train_loss", "train_acc", "valid_loss", "valid_wa", "valid_ua", "lr", "seconds")
@@ -38,19 +48,12 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
     for spec, params in zip(cfg.param_groups, groups[:-1], strict=True):
         if not params:
             raise SertkError(f"train.param_groups: prefix {spec.prefix!r} matches no model parameter")
-    options = [
-        {
-            "params": params,
-            "lr": cfg.lr if spec is None or spec.lr is None else spec.lr,
-            "weight_decay": cfg.weight_decay
-            if spec is None or spec.weight_decay is None
-            else spec.weight_decay,
-        }
-        for spec, params in zip([*cfg.param_groups, None], groups, strict=True)
-        if params
-    ]
-    for group in options:
-        group["base_lr"] = group["lr"]
+    options = []
+    for spec, params in zip([*cfg.param_groups, None], groups, strict=True):
+        if params:
+            lr = cfg.lr if spec is None or spec.lr is None else spec.lr
+            decay = cfg.weight_decay if spec is None or spec.weight_decay is None else spec.weight_decay
+            options.append({"params": params, "lr": lr, "weight_decay": decay, "base_lr": lr})
     if cfg.optimizer == "adam":
         return torch.optim.Adam(options, lr=cfg.lr, betas=(cfg.momentum, 0.999))
     return torch.optim.SGD(options, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
@@ -123,282 +126,337 @@ def save_torch(obj: dict, path: Path) -> None:
         torch.save(obj, tmp)
 
 
-def metric_values(valid_loss: float, wa: float, ua: float) -> dict[str, float]:
-    return {"valid_loss": valid_loss, "valid_wa": wa, "valid_ua": ua, "valid_ua_wa": wa + ua}
-
-
 def write_metrics(fold_dir: Path, history: list[dict]) -> None:
     """metrics.csv and train.log, both rewritten from the history so they always match the checkpoint."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=METRICS_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    writer.writerows(history)
+    writer.writerows({k: ("" if _isnan(v) else v) for k, v in row.items()} for row in history)
     atomic_write_text(fold_dir / "metrics.csv", buf.getvalue())
     atomic_write_text(fold_dir / "train.log", "".join(epoch_line(row) + "\n" for row in history))
 
 
+def _isnan(value: object) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
 def epoch_line(row: dict) -> str:
+    valid = (
+        "no validation part"
+        if _isnan(row["valid_loss"])
+        else f"valid_loss {row['valid_loss']:.4f} valid_wa {row['valid_wa']:.4f} valid_ua {row['valid_ua']:.4f}"
+    )
     return (
-        f"epoch {row['epoch']} train_loss {row['train_loss']:.4f} train_acc {row['train_acc']:.4f} "
-        f"valid_loss {row['valid_loss']:.4f} valid_wa {row['valid_wa']:.4f} valid_ua {row['valid_ua']:.4f} "
+        f"epoch {row['epoch']} train_loss {row['train_loss']:.4f} train_acc {row['train_acc']:.4f} {valid} "
         f"lr {row['lr']:.3g} {row['seconds']:.1f}s ({row['outside_share']:.1%} outside forward/backward/step)"
     )
+
+
+@dataclass
+class FoldData:
+    """What one fold trains on: its train and (optional) validation rows and the normalisation of both."""
+
+    train: FeatureSet
+    valid: FeatureSet | None
+    normalizer: Normalizer | None
+    classes: list[str]
+
+    def to(self, device: torch.device) -> FoldData:
+        valid = None if self.valid is None else self.valid.to(device)
+        return FoldData(self.train.to(device), valid, self.normalizer, self.classes)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(s.store.nbytes for s in (self.train, self.valid) if s is not None)
+
+
+@dataclass
+class FoldRun:
+    """Where and how one fold runs: its dir, device, the metadata both checkpoints carry, resume rules."""
+
+    fold_dir: Path
+    device: torch.device
+    info: dict  # arch, model_config, classes, feat, feat_config, input_dim, norm_*, input, loss, provenance_key
+    resume: bool = False
+
+
+@dataclass
+class EpochInputs:
+    """The epoch's draws (row order, VTLP, noise, random crops), each from its own (seed, epoch) generator."""
+
+    epoch: int
+    order: torch.Tensor
+    train_set: FeatureSet
+    train_transform: Transform | None
+    valid_transform: Transform | None
+    noise: WhiteNoise | None
+
+    @classmethod
+    def draw(cls, data: FoldData, cfg: TrainConfig, inp: InputConfig, epoch: int, device: torch.device):
+        oversample = oversample_factors(cfg, data)
+        order = epoch_order(data.train.row_labels, cfg.seed, epoch, oversample)
+        train_set = data.train
+        if inp.crop == "random" and inp.max_frames:
+            train_set = train_set.recrop(_generator(cfg.seed + 7, epoch), inp.max_frames)
+        train_vtlp, valid_vtlp = epoch_vtlp(inp, cfg.seed, epoch)
+        noise = None
+        if inp.white_noise_std > 0:
+            gen = torch.Generator(device=device).manual_seed(epoch_seed(cfg.seed + 1, epoch))
+            noise = WhiteNoise(inp.white_noise_std, gen)
+        return cls(epoch, order, train_set, train_vtlp, valid_vtlp, noise)
+
+
+def _generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(epoch_seed(seed, epoch))
+
+
+def oversample_factors(cfg: TrainConfig, data: FoldData) -> torch.Tensor | None:
+    """The per-class draw factors of ``train.oversample`` (cnn_blstm_vtlp.txt §2), in class order."""
+    if not cfg.oversample:
+        return None
+    unknown = sorted(set(cfg.oversample) - set(data.classes))
+    if unknown:
+        raise SertkError(f"train.oversample: unknown class(es) {unknown} (classes: {data.classes})")
+    return torch.tensor([float(cfg.oversample.get(c, 1.0)) for c in data.classes])
 
 
 def epoch_vtlp(inp: InputConfig, seed: int, epoch: int) -> tuple[Transform | None, Transform | None]:
     """The (train, validation) VTLP transforms of one epoch (cnn_blstm_vtlp.txt §2), seeded by (seed, epoch).
 
     ``utterance``: a fresh alpha per spectrogram on both sets (the paper's best strategy); ``epoch``: one alpha
-    for all training spectrograms of the epoch, validation unwarped. Own generators keep resume exact.
+    for all training spectrograms of the epoch, validation unwarped.
     """
     low, high = inp.vtlp_range
     if inp.vtlp == "utterance":
-        train_gen = torch.Generator().manual_seed(epoch_seed(seed + 5, epoch))
-        valid_gen = torch.Generator().manual_seed(epoch_seed(seed + 6, epoch))
         return (
-            RandomVtlp(train_gen, low, high, inp.vtlp_boundary),
-            RandomVtlp(valid_gen, low, high, inp.vtlp_boundary),
+            RandomVtlp(_generator(seed + 5, epoch), low, high, inp.vtlp_boundary),
+            RandomVtlp(_generator(seed + 6, epoch), low, high, inp.vtlp_boundary),
         )
     if inp.vtlp == "epoch":
-        gen = torch.Generator().manual_seed(epoch_seed(seed + 5, epoch))
-        alpha = low + (high - low) * torch.rand((), generator=gen).item()
+        alpha = low + (high - low) * torch.rand((), generator=_generator(seed + 5, epoch)).item()
         return FixedVtlp(alpha, inp.vtlp_boundary), None
     return None, None
 
 
-def train_epoch(
-    model: torch.nn.Module,
-    loss_fn: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    train_set: FeatureSet,
-    order: torch.Tensor,
-    epoch: int,
-    cfg: TrainConfig,
-    device: torch.device,
-    mean: torch.Tensor | None,
-    std: torch.Tensor | None,
-    noise_std: float,
-    noise_gen: torch.Generator,
-    progress: Progress,
-    transform: Transform | None = None,
-) -> tuple[float, float, float]:
-    """One pass over ``order`` in length-sorted batches; returns (mean loss, accuracy, seconds in fwd/bwd/step)."""
-    model.train()
-    amp = scaler.is_enabled()
-    batches = length_batches(order, train_set.lengths, cfg.batch_size, cfg.seed, epoch)
+def one_batch_safe(batches: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Fold a batch of one row into another: batch norm cannot normalise a single row."""
     if len(batches) > 1 and min(len(b) for b in batches) == 1:
-        # A batch of one breaks batch norm; fold it into another batch.
         single = next(i for i, b in enumerate(batches) if len(b) == 1)
         other = single - 1 if single > 0 else 1
         batches[other] = torch.cat([batches[other], batches[single]])
         del batches[single]
+    return batches
+
+
+@dataclass
+class TrainingState:
+    """Everything that evolves over epochs and is checkpointed: weights, optimiser, scaler, trackers, history."""
+
+    model: torch.nn.Module
+    loss_fn: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    stopper: MetricTracker
+    selector: MetricTracker
+    history: list[dict] = field(default_factory=list)
+    first_epoch: int = 1
+
+    @classmethod
+    def start(cls, model, loss_fn, cfg: TrainConfig, run: FoldRun) -> TrainingState:
+        """A fresh state, or the one in ``checkpoint.pt`` when resuming a run of the same provenance."""
+        model.to(run.device)
+        loss_fn.to(run.device)
+        state = cls(
+            model,
+            loss_fn,
+            build_optimizer(model, cfg),
+            torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16"),
+            MetricTracker(cfg.early_stop_metric, cfg.patience),
+            MetricTracker(cfg.select_metric),
+        )
+        ckpt_path = run.fold_dir / "checkpoint.pt"
+        if run.resume and ckpt_path.is_file():
+            state.load(ckpt_path, run.info["provenance_key"])
+        return state
+
+    def load(self, path: Path, key: str) -> None:
+        ckpt = load_checkpoint(path)
+        if ckpt.get("provenance_key") != key:
+            raise SertkError(
+                f"{path}: was made from other data, folds, features or config; not resuming it "
+                "(pass --overwrite to retrain the fold)"
+            )
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.stopper.load_state_dict(ckpt["early_stop"])
+        self.selector.load_state_dict(ckpt["best"])
+        self.history = list(ckpt["history"])
+        set_rng_state(ckpt["rng"])
+        self.first_epoch = int(ckpt["epoch"]) + 1
+        console.print(f"{path.parent}: resuming after epoch {ckpt['epoch']}")
+
+    def checkpoint(self, cfg: TrainConfig, epoch: int, info: dict) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": {"name": cfg.scheduler, "milestones": list(cfg.milestones), "gamma": cfg.gamma},
+            "scaler": self.scaler.state_dict(),
+            "epoch": epoch,
+            "early_stop": self.stopper.state_dict(),
+            "best": self.selector.state_dict(),
+            "history": self.history,
+            "rng": rng_state(),
+            **info,
+        }
+
+
+def train_epoch(
+    state: TrainingState,
+    data: FoldData,
+    draws: EpochInputs,
+    cfg: TrainConfig,
+    device: torch.device,
+    progress: Progress,
+) -> tuple[float, float, float]:
+    """One pass over the epoch's rows in length-sorted batches: (mean loss, accuracy, seconds in fwd/bwd/step)."""
+    model, fset = state.model, draws.train_set
+    model.train()
+    batches = one_batch_safe(length_batches(draws.order, fset.lengths, cfg.batch_size, cfg.seed, draws.epoch))
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     busy = 0.0
     task = progress.add_task("train", total=len(batches))
     for index in batches:
-        index = index.to(train_set.lengths.device)
-        feats, lengths = train_set.batch(index)
-        feats, lengths = feats.to(device, non_blocking=True), lengths.to(device, non_blocking=True)
-        extra = {k: v.to(device, non_blocking=True) for k, v in train_set.word_batch(index).items()}
-        owner = train_set.owner[index]
-        labels = train_set.labels[owner].to(device)
-        targets = labels if train_set.targets is None else train_set.targets[owner].to(device)
-        weights = None if train_set.weights is None else train_set.weights[owner].to(device)
-        if transform is not None:
-            feats, lengths = transform(feats, lengths)
-        feats = normalize_batch(feats, lengths, mean, std)
-        if noise_std > 0:
-            mask = torch.arange(feats.shape[1], device=device)[None, :] < lengths[:, None]
-            noise = torch.randn(feats.shape, generator=noise_gen, device=device)
-            feats = feats + noise_std * noise * mask[..., None]
+        feats, lengths, extra = model_batch(
+            fset, index, device, data.normalizer, draws.train_transform, draws.noise
+        )
+        owner = fset.owner[index.to(fset.owner.device)]
+        labels = fset.labels[owner].to(device)
+        targets = labels if fset.targets is None else fset.targets[owner].to(device)
+        weights = None if fset.weights is None else fset.weights[owner].to(device)
         tic = time.perf_counter()
-        with torch.autocast(device.type, enabled=amp):
+        with autocast(device, cfg.precision):
             logits = model(feats, lengths, **extra)
-            loss = loss_fn(logits.float(), targets, sample_weight=weights)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if cfg.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+        loss = state.loss_fn(logits.float(), targets, sample_weight=weights)
+        step(state, loss, cfg)
         busy += time.perf_counter() - tic
         loss_sum += loss.detach() * len(index)
         correct += (logits.detach().argmax(dim=-1) == labels).sum()
         progress.advance(task)
     progress.remove_task(task)
-    return loss_sum.item() / len(order), correct.item() / len(order), busy
+    return loss_sum.item() / len(draws.order), correct.item() / len(draws.order), busy
+
+
+def step(state: TrainingState, loss: torch.Tensor, cfg: TrainConfig) -> None:
+    """Backward, optional global-norm clipping, optimiser step (through the fp16 loss scaler when enabled)."""
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scaler.scale(loss).backward()
+    if cfg.grad_clip > 0:
+        state.scaler.unscale_(state.optimizer)
+        torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.grad_clip)
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
 
 
 @torch.no_grad()
 def validate(
-    model: torch.nn.Module,
-    loss_fn: torch.nn.Module,
-    valid_set: FeatureSet,
-    device: torch.device,
-    mean: torch.Tensor | None,
-    std: torch.Tensor | None,
-    batch_size: int,
-    amp: bool,
-    transform: Transform | None = None,
-) -> tuple[float, float, float]:
-    """(loss over rows, WA, UA over utterances from segment-averaged posteriors) on the validation set."""
-    logits = predict_rows(model, valid_set, mean, std, device, batch_size, transform, amp=amp)
-    owner = valid_set.owner.to(device)
-    targets = (
-        valid_set.labels.to(device)[owner]
-        if valid_set.targets is None
-        else valid_set.targets.to(device)[owner]
+    state: TrainingState, data: FoldData, draws: EpochInputs, cfg: TrainConfig, device: torch.device
+) -> dict[str, float]:
+    """valid_loss (over rows) and valid_wa / valid_ua / valid_ua_wa (segment-averaged utterances); NaN without a part."""
+    fset = data.valid
+    if fset is None:
+        return dict.fromkeys(("valid_loss", "valid_wa", "valid_ua", "valid_ua_wa"), math.nan)
+    logits = predict_rows(
+        state.model, fset, device, cfg.batch_size, data.normalizer, draws.valid_transform, cfg.precision
     )
-    weights = None if valid_set.weights is None else valid_set.weights.to(device)[owner]
-    loss = loss_fn(logits, targets, sample_weight=weights).item()
-    posteriors = segment_average(logits.softmax(dim=-1), owner, len(valid_set.utts))
-    scores = summarize(
-        valid_set.labels.cpu().numpy(), posteriors.argmax(dim=-1).cpu().numpy(), logits.shape[1]
-    )
-    return loss, scores["wa"], scores["ua"]
+    owner = fset.owner.to(device)
+    targets = fset.labels.to(device)[owner] if fset.targets is None else fset.targets.to(device)[owner]
+    weights = None if fset.weights is None else fset.weights.to(device)[owner]
+    loss = state.loss_fn(logits, targets, sample_weight=weights).item()
+    posteriors = segment_average(logits.softmax(dim=-1), owner, len(fset.utts))
+    scores = summarize(fset.labels.cpu().numpy(), posteriors.argmax(dim=-1).cpu().numpy(), logits.shape[1])
+    return {
+        "valid_loss": loss,
+        "valid_wa": scores["wa"],
+        "valid_ua": scores["ua"],
+        "valid_ua_wa": scores["wa"] + scores["ua"],
+    }
 
 
-def fits_on_device(train_set: FeatureSet, valid_set: FeatureSet, device: torch.device) -> bool:
-    """Whether both sets take at most half of the device's free memory (the rest is for the model)."""
+def fits_on_device(data: FoldData, device: torch.device) -> bool:
+    """Whether the fold's frames take at most half of the device's free memory (the rest is for the model)."""
+    if device.type != "cuda" or not data.nbytes:
+        return False
     free, _ = torch.cuda.mem_get_info(device)
-    size = sum(s.feats.numel() * s.feats.element_size() for s in (train_set, valid_set))
-    return size < free // 2
+    return data.nbytes < free // 2
+
+
+def record_epoch(state: TrainingState, row: dict, values: dict, cfg: TrainConfig, run: FoldRun) -> None:
+    """Selection (best.pt), early stopping, metrics.csv/train.log and checkpoint.pt after one epoch."""
+    epoch = row["epoch"]
+    state.history.append(row)
+    improved = True if cfg.select == "last" else state.selector.update(values[cfg.select_metric], epoch)
+    if cfg.select == "last":
+        state.selector.best_epoch = epoch
+    if improved:
+        best = {"model": state.model.state_dict(), "epoch": epoch, "metrics": values, **run.info}
+        save_torch(best, run.fold_dir / "best.pt")
+    if cfg.patience:
+        state.stopper.update(values[cfg.early_stop_metric], epoch)
+    write_metrics(run.fold_dir, state.history)
+    save_torch(state.checkpoint(cfg, epoch, run.info), run.fold_dir / "checkpoint.pt")
+    console.print(f"{run.fold_dir.name}: {epoch_line(row)}")
 
 
 def fit(
     model: torch.nn.Module,
     loss_fn: torch.nn.Module,
-    train_set: FeatureSet,
-    valid_set: FeatureSet,
+    data: FoldData,
     cfg: TrainConfig,
-    fold_dir: Path,
-    device: torch.device,
-    info: dict,
-    noise_std: float = 0.0,
-    resume: bool = False,
+    inp: InputConfig,
+    run: FoldRun,
 ) -> dict:
-    """Train one fold; checkpoint.pt after every epoch, best.pt on every improvement of ``cfg.select_metric``.
+    """Train one fold; checkpoint.pt after every epoch, best.pt per ``cfg.select``; returns the fold summary.
 
-    ``info`` (arch, model_config, classes, feat, feat_config, norm_mean, norm_std, input, loss) goes into
-    both checkpoints so that inference needs nothing else. Shuffling, noise and dropout are seeded by
-    (seed, epoch), and every state is checkpointed, so a resumed run ends with the same weights as an
-    uninterrupted one (on CPU). Returns {best_epoch, epochs, <select metric values of the best epoch>}.
+    ``run.info`` goes into both checkpoints so that inference needs nothing else.
     """
-    fold_dir.mkdir(parents=True, exist_ok=True)
-    model.to(device)
-    loss_fn.to(device)
-    optimizer = build_optimizer(model, cfg)
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
-    stopper = MetricTracker(cfg.early_stop_metric, cfg.patience)
-    selector = MetricTracker(cfg.select_metric)
-    history: list[dict] = []
-    first_epoch = 1
-    ckpt_path = fold_dir / "checkpoint.pt"
-    if resume and ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        stopper.load_state_dict(state["early_stop"])
-        selector.load_state_dict(state["best"])
-        history = list(state["history"])
-        set_rng_state(state["rng"])
-        first_epoch = int(state["epoch"]) + 1
-        console.print(f"{fold_dir}: resuming after epoch {state['epoch']}")
-    classes = list(info["classes"])
-    oversample = None
-    if cfg.oversample:
-        unknown = sorted(set(cfg.oversample) - set(classes))
-        if unknown:
-            raise SertkError(f"train.oversample: unknown class(es) {unknown} (classes: {classes})")
-        oversample = torch.tensor([float(cfg.oversample.get(c, 1.0)) for c in classes])
-    mean = None if info["norm_mean"] is None else info["norm_mean"].to(device)
-    std = None if info["norm_std"] is None else info["norm_std"].to(device)
-    if device.type == "cuda" and fits_on_device(train_set, valid_set, device):
-        # Batches then become device-side indexing: no host-to-device copy in the hot loop.
-        train_set, valid_set = train_set.to(device), valid_set.to(device)
-    row_labels = train_set.row_labels
-    amp = scaler.is_enabled()
-    inp = from_dict(InputConfig, info["input"], where="input")
+    run.fold_dir.mkdir(parents=True, exist_ok=True)
+    state = TrainingState.start(model, loss_fn, cfg, run)
+    if fits_on_device(data, run.device):
+        data = data.to(run.device)  # batches become device-side gathers: no host-to-device copy per step
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
     with Progress(*columns, console=console, transient=True) as progress:
-        for epoch in range(first_epoch, cfg.epochs + 1):
-            if stopper.should_stop:
+        for epoch in range(state.first_epoch, cfg.epochs + 1):
+            if state.stopper.should_stop:
                 break
             tic = time.perf_counter()
-            lr = set_epoch_lr(optimizer, cfg, epoch)
+            lr = set_epoch_lr(state.optimizer, cfg, epoch)
             # Dropout draws from the global generator: seeding it per epoch makes epoch e independent of history.
             torch.manual_seed(epoch_seed(cfg.seed, epoch))
-            noise_gen = torch.Generator(device=device).manual_seed(epoch_seed(cfg.seed + 1, epoch))
-            order = epoch_order(row_labels, cfg.seed, epoch, oversample)
-            train_vtlp, valid_vtlp = epoch_vtlp(inp, cfg.seed, epoch)
-            train_loss, train_acc, busy = train_epoch(
-                model,
-                loss_fn,
-                optimizer,
-                scaler,
-                train_set,
-                order,
-                epoch,
-                cfg,
-                device,
-                mean,
-                std,
-                noise_std,
-                noise_gen,
-                progress,
-                train_vtlp,
-            )
+            draws = EpochInputs.draw(data, cfg, inp, epoch, run.device)
+            train_loss, train_acc, busy = train_epoch(state, data, draws, cfg, run.device, progress)
             train_seconds = time.perf_counter() - tic
-            valid_loss, wa, ua = validate(
-                model, loss_fn, valid_set, device, mean, std, cfg.batch_size, amp, valid_vtlp
-            )
-            values = metric_values(valid_loss, wa, ua)
+            values = validate(state, data, draws, cfg, run.device)
             row = {
                 "epoch": epoch,
                 "train_loss": round(train_loss, 6),
                 "train_acc": round(train_acc, 6),
-                "valid_loss": round(valid_loss, 6),
-                "valid_wa": round(wa, 6),
-                "valid_ua": round(ua, 6),
+                **{k: round(values[k], 6) for k in ("valid_loss", "valid_wa", "valid_ua")},
                 "lr": lr,
                 "seconds": round(time.perf_counter() - tic, 3),
                 "outside_share": round(1.0 - busy / train_seconds, 4),
             }
-            history.append(row)
-            if selector.update(values[cfg.select_metric], epoch):
-                save_torch(
-                    {"model": model.state_dict(), "epoch": epoch, "metrics": values, **info},
-                    fold_dir / "best.pt",
-                )
-            stopper.update(values[cfg.early_stop_metric], epoch)
-            write_metrics(fold_dir, history)
-            checkpoint = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": {
-                    "name": cfg.scheduler,
-                    "milestones": list(cfg.milestones),
-                    "gamma": cfg.gamma,
-                    "epoch": epoch,
-                },
-                "scaler": scaler.state_dict(),
-                "epoch": epoch,
-                "early_stop": stopper.state_dict(),
-                "best": selector.state_dict(),
-                "history": history,
-                "rng": rng_state(),
-                **info,
-            }
-            save_torch(checkpoint, ckpt_path)
-            console.print(f"{fold_dir.name}: {epoch_line(row)}")
-    best_row = next(r for r in history if r["epoch"] == selector.best_epoch)
+            record_epoch(state, row, values, cfg, run)
+    return summary(state)
+
+
+def summary(state: TrainingState) -> dict:
+    """{best_epoch, epochs, stopped_early, valid_loss, valid_wa, valid_ua of the selected epoch}."""
+    best_row = next(r for r in state.history if r["epoch"] == state.selector.best_epoch)
     return {
-        "best_epoch": selector.best_epoch,
-        "epochs": len(history),
-        "stopped_early": stopper.should_stop,
-        **{k: best_row[k] for k in ("valid_loss", "valid_wa", "valid_ua")},
+        "best_epoch": state.selector.best_epoch,
+        "epochs": len(state.history),
+        "stopped_early": state.stopper.should_stop,
+        **{k: (None if _isnan(best_row[k]) else best_row[k]) for k in ("valid_loss", "valid_wa", "valid_ua")},
     }

@@ -1,48 +1,125 @@
-"""``sertk train``: resolve the defaults of an arch, then train every selected fold into the exp dir."""
+"""``sertk train``: resolve an arch's defaults, check provenance, then train every selected fold into the exp dir.
+
+An experiment is one config on one data dir, one folds file and one feature dump; ``EXP/experiment.json``
+names them and ``EXP/experiment.provenance.json`` holds their digests. Each finished fold has
+``EXP/<fold>/train.provenance.json`` (the experiment's key + the fold's utterance lists). A fold is reused
+only when its record matches; a mismatch stops with one line naming what changed, unless ``--overwrite``
+(then every stale output of the exp dir that sertk wrote is removed first, so the dir never mixes
+experiments). ``--resume`` continues an unfinished fold only when its checkpoint has the same provenance.
+"""
 
 from __future__ import annotations
 
-import json
 import shlex
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from sertk.config import from_dict, read_yaml, to_dict, write_yaml
-from sertk.data.datadir import DataDir, read_data_dir
+from sertk import provenance
+from sertk.config import from_dict, to_dict, write_yaml
+from sertk.data.datadir import DataDir, data_dir_digest, read_data_dir
 from sertk.data.folds import read_folds, select_folds
+from sertk.data.labels import soft_labels
 from sertk.errors import SertkError
-from sertk.evaluate.inference import prepare_split, resolve_device
-from sertk.features.io import feature_info, load_features
-from sertk.losses import LossConfig, build_loss
+from sertk.features.io import feature_info, feature_record_key, load_features
+from sertk.inputs.batch import Normalizer, norm_stats
+from sertk.inputs.featureset import attach_words, build_feature_set, load_frames
+from sertk.losses import LossConfig, balanced_class_weights, build_loss
 from sertk.models import MODELS, SYSTEMS, build_model, count_parameters, model_config
+from sertk.models.trained import load_checkpoint
 from sertk.train.config import ExperimentConfig, load_experiment_config
-from sertk.train.dataset import attach_words, class_weights_balanced, crop_frames, norm_stats, soft_labels
-from sertk.train.loop import fit
-from sertk.utils import atomic_path, console, run_environment, write_json
+from sertk.train.loop import FoldData, FoldRun, fit
+from sertk.utils import atomic_path, console, resolve_device, run_environment, write_json
+
+# Everything sertk train and sertk eval write into a fold dir (removed by --overwrite, nothing else is).
+FOLD_OUTPUTS = (
+    "checkpoint.pt",
+    "best.pt",
+    "metrics.csv",
+    "train.log",
+    "env.json",
+    "config.yaml",
+    "posteriors.tsv",
+    "train.provenance.json",
+    "eval.provenance.json",
+    "attention",
+    ".done",
+)
+# What sertk score writes into the exp dir (stale once the experiment changes).
+SCORE_OUTPUTS = (
+    "results.json",
+    "RESULTS.md",
+    "ANALYSIS.md",
+    "analysis.json",
+    "confusion.png",
+    "learning_curves.png",
+    "score.provenance.json",
+)
 
 
-def resolve_config(
-    arch: str | None, train_config: Path | None, epochs: int | None
-) -> tuple[ExperimentConfig, Path]:
+@dataclass
+class TrainOptions:
+    """The options of ``sertk train`` (None = the arch's default path or the config's value)."""
+
+    arch: str | None = None
+    train_config: Path | None = None
+    data: Path | None = None
+    feats: Path | None = None
+    folds: Path | None = None
+    fold: str = "all"
+    exp: Path | None = None
+    epochs: int | None = None
+    precision: str | None = None
+    device: str = "auto"
+    resume: bool = False
+    overwrite: bool = False
+    lexical_feats: Path | None = None
+    memory_gb: float = 8.0
+
+
+@dataclass
+class Experiment:
+    """A resolved experiment: config, inputs, and the provenance record of the exp dir."""
+
+    cfg: ExperimentConfig
+    config_path: Path
+    system: str
+    data: DataDir
+    feats: Path
+    folds_path: Path
+    folds: dict
+    exp: Path
+    lexical_feats: Path | None
+    record: provenance.Record
+
+    @property
+    def key(self) -> str:
+        return self.record.key
+
+
+def resolve_config(opts: TrainOptions) -> tuple[ExperimentConfig, Path]:
     """The experiment config: ``--train-config``, else ``conf/<system>.yaml`` of ``--arch``; they must agree."""
+    train_config = opts.train_config
     if train_config is None:
-        if arch is None:
+        if opts.arch is None:
             raise SertkError("sertk train: pass --arch NAME or --train-config FILE")
-        if arch not in MODELS:
-            raise SertkError(f"--arch {arch}: unknown arch (known: {', '.join(MODELS)})")
-        train_config = Path("conf") / f"{SYSTEMS[arch]}.yaml"
+        if opts.arch not in MODELS:
+            raise SertkError(f"--arch {opts.arch}: unknown arch (known: {', '.join(MODELS)})")
+        train_config = Path("conf") / f"{SYSTEMS[opts.arch]}.yaml"
         if not train_config.is_file():
             raise SertkError(
-                f"{train_config}: no config for arch {arch} here (run inside the recipe dir or pass --train-config)"
+                f"{train_config}: no config for arch {opts.arch} here (run inside the recipe dir or pass --train-config)"
             )
-    cfg = load_experiment_config(train_config, epochs)
-    if arch is not None and arch != cfg.arch:
-        raise SertkError(f"{train_config}: arch {cfg.arch} disagrees with --arch {arch}")
+    cfg = load_experiment_config(train_config, {"epochs": opts.epochs, "precision": opts.precision})
+    if opts.arch is not None and opts.arch != cfg.arch:
+        raise SertkError(f"{train_config}: arch {cfg.arch} disagrees with --arch {opts.arch}")
     if cfg.arch not in MODELS:
         raise SertkError(f"{train_config}: unknown arch {cfg.arch} (known: {', '.join(MODELS)})")
-    return cfg, train_config
+    from_dict(LossConfig, cfg.loss, where=f"{train_config}: loss")
+    return cfg, Path(train_config)
 
 
 def check_input(path: Path, what: str, stage: str) -> Path:
@@ -51,121 +128,9 @@ def check_input(path: Path, what: str, stage: str) -> Path:
     return path.resolve()
 
 
-def fold_inputs(
-    cfg: ExperimentConfig, data: DataDir, spec: dict, feats_dir: Path, lexical_feats: Path | None = None
-) -> dict:
-    """Train and valid FeatureSets of one fold plus the normalisation stats of its train part.
-
-    With ``lexical_feats`` (a ``--feat lexical`` dump) both sets also carry their utterances' word vectors.
-    """
-    name = spec["name"]
-    if not spec["train"] or not spec["valid"]:
-        raise SertkError(
-            f"fold {name}: needs train and valid utterances (has {len(spec['train'])}/{len(spec['valid'])})"
-        )
-    train_utts, valid_utts = list(spec["train"]), list(spec["valid"])
-    feats = load_features(feats_dir, train_utts + valid_utts)
-    train_labels, valid_labels = data.labels(train_utts), data.labels(valid_utts)
-    inp, classes = cfg.input, data.classes
-    mean = std = None
-    if inp.normalize != "none":
-        # Statistics of exactly the frames the model sees (after cropping), train part only.
-        cropped = crop_frames([feats[u] for u in train_utts], inp.max_frames, inp.crop, cfg.train.seed)
-        select = None
-        if inp.normalize == "neutral":
-            if "neu" not in classes:
-                raise SertkError(f"input.normalize neutral: no class neu in {data.path}'s classes {classes}")
-            select = [label == classes.index("neu") for label in train_labels]
-        mean_np, std_np = norm_stats(cropped, select, scalar=inp.normalize == "global-scalar")
-        mean, std = torch.from_numpy(mean_np), torch.from_numpy(std_np)
-    shift_train = inp.segment_shift_train
-    train_set = prepare_split(feats, train_utts, train_labels, inp, shift_train, cfg.train.seed)
-    valid_set = prepare_split(feats, valid_utts, valid_labels, inp, inp.segment_shift_test)
-    if lexical_feats is not None:
-        words = load_features(lexical_feats, train_utts + valid_utts)
-        attach_words(train_set, words)
-        attach_words(valid_set, words)
-    if cfg.train.labels == "soft":
-        votes = data["utt2votes"]
-        class_map = data.meta.get("class_map", {})
-        for fset, labels in ((train_set, train_labels), (valid_set, valid_labels)):
-            targets, weights = soft_labels([votes.get(u, "") for u in fset.utts], labels, classes, class_map)
-            fset.targets, fset.weights = torch.from_numpy(targets), torch.from_numpy(weights)
-    return {"train": train_set, "valid": valid_set, "mean": mean, "std": std, "train_labels": train_labels}
-
-
-def train_fold(
-    cfg: ExperimentConfig,
-    data: DataDir,
-    spec: dict,
-    feats_dir: Path,
-    fold_dir: Path,
-    device: torch.device,
-    resume: bool,
-    lexical_feats: Path | None = None,
-) -> dict:
-    """Train one fold into ``fold_dir`` and mark it done; returns its summary."""
-    info_feat = feature_info(feats_dir)
-    inputs = fold_inputs(cfg, data, spec, feats_dir, lexical_feats)
-    classes = data.classes
-    # Seeded so that the initial weights, like everything after them, are reproducible.
-    torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.arch, cfg.model, info_feat["dim"], len(classes))
-    resolved = model_config(cfg.arch, cfg.model)
-    class_weights = None
-    if cfg.train.class_weights == "balanced":
-        class_weights = class_weights_balanced(inputs["train_labels"], len(classes))
-    loss_fn = build_loss(
-        cfg.loss,
-        len(classes),
-        head=getattr(resolved, "head", "linear"),
-        class_weights=class_weights,
-        head_scale=getattr(resolved, "head_scale", None),
-    )
-    if cfg.train.labels == "soft" and not getattr(loss_fn, "soft_targets", False):
-        raise SertkError(
-            f"train.labels soft needs a soft-label loss (loss.name: soft-ce), not {cfg.loss.get('name')}"
-        )
-    train_set, valid_set = inputs["train"], inputs["valid"]
-    console.print(
-        f"{spec['name']}: {cfg.arch}, {count_parameters(model):,} parameters; "
-        f"train {len(train_set.utts)} utts ({len(train_set)} rows), valid {len(valid_set.utts)} utts "
-        f"({len(valid_set)} rows), input dim {info_feat['dim']}, device {device}"
-    )
-    fold_dir.mkdir(parents=True, exist_ok=True)
-    write_yaml(fold_dir / "config.yaml", cfg)
-    write_json(fold_dir / "env.json", run_environment(str(device)))
-    info = {
-        "arch": cfg.arch,
-        "model_config": to_dict(resolved),
-        "classes": classes,
-        "feat": info_feat["feat"],
-        "feat_config": info_feat["config"],
-        "norm_mean": inputs["mean"],
-        "norm_std": inputs["std"],
-        "input": to_dict(cfg.input),
-        "loss": to_dict(cfg.loss),
-    }
-    summary = fit(
-        model,
-        loss_fn,
-        train_set,
-        valid_set,
-        cfg.train,
-        fold_dir,
-        device,
-        info,
-        cfg.input.white_noise_std,
-        resume,
-    )
-    summary = {"name": spec["name"], **summary}
-    write_json(fold_dir / ".done", summary)
-    return summary
-
-
-def check_lexical(resolved: object, train_config: Path, lexical_feats: Path | None) -> Path | None:
+def check_lexical(cfg: ExperimentConfig, train_config: Path, lexical_feats: Path | None) -> Path | None:
     """The lexical feature dir, checked against the model's ``lexical_dim`` (0 or absent = acoustic only)."""
-    dim = getattr(resolved, "lexical_dim", 0)
+    dim = getattr(model_config(cfg.arch, cfg.model), "lexical_dim", 0)
     if lexical_feats is None:
         if dim:
             raise SertkError(
@@ -174,9 +139,7 @@ def check_lexical(resolved: object, train_config: Path, lexical_feats: Path | No
             )
         return None
     if not dim:
-        raise SertkError(
-            f"--lexical-feats: {train_config}'s model has no lexical branch (model.lexical_dim 0)"
-        )
+        raise SertkError(f"--lexical-feats: {train_config}'s model has no lexical branch (model.lexical_dim 0)")
     lexical_feats = check_input(Path(lexical_feats), "lexical feature dir", "sertk feats --feat lexical")
     info = feature_info(lexical_feats)
     if info["feat"] != "lexical" or info["dim"] != dim:
@@ -185,6 +148,225 @@ def check_lexical(resolved: object, train_config: Path, lexical_feats: Path | No
             f"lexical word vectors of dim {dim} (model.lexical_dim)"
         )
     return lexical_feats
+
+
+def resolve_experiment(opts: TrainOptions) -> Experiment:
+    """Config, paths (the arch's defaults for what is not given) and the exp dir's provenance record."""
+    cfg, config_path = resolve_config(opts)
+    system = SYSTEMS.get(cfg.arch, cfg.arch)
+    data_path = check_input(Path(opts.data or Path("data") / system), "data dir", "stage 1 (sertk prep)")
+    folds_path = check_input(Path(opts.folds or data_path / "folds.json"), "folds file", "stage 2 (sertk folds)")
+    feats = check_input(Path(opts.feats or Path("dump") / system / cfg.feat), "feature dir", "stage 3 (sertk feats)")
+    feat_name = feature_info(feats)["feat"]
+    if feat_name != cfg.feat:
+        raise SertkError(f"{feats}: holds feature {feat_name}, but {config_path} wants feat {cfg.feat}")
+    lexical_feats = check_lexical(cfg, config_path, opts.lexical_feats)
+    data = read_data_dir(data_path)
+    folds = read_folds(folds_path, data)
+    inputs = {
+        "data": data_dir_digest(data_path),
+        "feats": feature_record_key(feats),
+        "folds": provenance.file_digest(folds_path),
+    }
+    if lexical_feats is not None:
+        inputs["lexical"] = feature_record_key(lexical_feats)
+    record = provenance.Record(stage="experiment", inputs=inputs, options={"config": to_dict(cfg)})
+    exp = Path(opts.exp or Path("exp") / system).resolve()
+    return Experiment(cfg, config_path, system, data, feats, folds_path, folds, exp, lexical_feats, record)
+
+
+def fold_record(xp: Experiment, spec: dict) -> provenance.Record:
+    """A fold's record: the experiment's key plus the digest of the fold's train/valid/test lists."""
+    parts = {p: spec[p] for p in ("train", "valid", "test")}
+    return provenance.Record(
+        stage="train",
+        inputs={"experiment": xp.key, "fold": provenance.json_digest(parts)},
+        options={"fold": spec["name"]},
+    )
+
+
+def clear_outputs(folder: Path, names: tuple[str, ...]) -> None:
+    """Remove the named outputs sertk wrote in ``folder``; anything else there is left alone."""
+    for name in names:
+        path = folder / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def open_experiment(xp: Experiment, overwrite: bool) -> None:
+    """Make ``xp.exp`` hold this experiment only: refuse (or, with overwrite, clear) another one's outputs."""
+    record_path = provenance.record_path(xp.exp, "experiment")
+    if xp.exp.is_dir() and provenance.read_record(record_path) is not None:
+        changes = provenance.check(record_path, xp.record)
+        if changes:
+            if not overwrite:
+                raise SertkError(
+                    f"{xp.exp}: holds an experiment made from other inputs ({'; '.join(changes[:4])}); "
+                    "pass --overwrite to retrain it, or choose another --exp"
+                )
+            console.print(f"{xp.exp}: inputs changed ({'; '.join(changes[:4])}): removing its old outputs")
+            for fold_dir in (d for d in xp.exp.iterdir() if d.is_dir()):
+                clear_outputs(fold_dir, FOLD_OUTPUTS)
+            clear_outputs(xp.exp, SCORE_OUTPUTS)
+    xp.exp.mkdir(parents=True, exist_ok=True)
+    write_yaml(xp.exp / "config.yaml", xp.cfg)
+    write_json(xp.exp / "experiment.json", experiment_json(xp))
+    provenance.write_record(record_path, xp.record)
+
+
+def experiment_json(xp: Experiment) -> dict:
+    """experiment.json (docs/architecture.md): what the experiment was made from, for eval and score."""
+    info = {
+        "system": xp.system,
+        "arch": xp.cfg.arch,
+        "data": str(xp.data.path.resolve()),
+        "feats": str(xp.feats),
+        "folds": str(xp.folds_path),
+        "protocol": xp.folds.get("protocol", xp.cfg.protocol),
+        "classes": xp.data.classes,
+        "synthetic": xp.data.synthetic,
+        "feat": xp.cfg.feat,
+        "paper": xp.cfg.paper,
+        "config": str(xp.config_path.resolve()),
+        "provenance_key": xp.key,
+    }
+    if xp.lexical_feats is not None:
+        info["lexical_feats"] = str(xp.lexical_feats)
+    return info
+
+
+def load_fold(xp: Experiment, spec: dict, budget_bytes: int) -> FoldData:
+    """Train and validation rows of one fold, normalisation from the train part only, labels and targets."""
+    cfg, data = xp.cfg, xp.data
+    train_utts, valid_utts = list(spec["train"]), list(spec["valid"])
+    train_store = load_frames(xp.feats, train_utts, budget_bytes)
+    train = build_feature_set(train_store, train_utts, data.labels(train_utts), cfg.input, True, cfg.train.seed)
+    valid = None
+    if valid_utts:
+        valid_store = load_frames(xp.feats, valid_utts, max(budget_bytes - train_store.nbytes, 0))
+        valid = build_feature_set(valid_store, valid_utts, data.labels(valid_utts), cfg.input, False)
+    normalizer = fold_normalizer(cfg, data, train)
+    for fset in (s for s in (train, valid) if s is not None):
+        if xp.lexical_feats is not None:
+            attach_words(fset, load_features(xp.lexical_feats, fset.utts))
+        if cfg.train.labels == "soft":
+            votes = data["utt2votes"]
+            hard = fset.labels.tolist()
+            targets, weights = soft_labels([votes.get(u, "") for u in fset.utts], hard, data.classes, data.class_map)
+            fset.targets, fset.weights = torch.from_numpy(targets), torch.from_numpy(weights)
+    return FoldData(train, valid, normalizer, data.classes)
+
+
+def fold_normalizer(cfg: ExperimentConfig, data: DataDir, train) -> Normalizer | None:
+    """``input.normalize`` statistics of the train part's kept frames (neutral utterances only for neutral)."""
+    mode = cfg.input.normalize
+    if mode == "none":
+        return None
+    select = None
+    if mode == "neutral":
+        if "neu" not in data.classes:
+            raise SertkError(f"input.normalize neutral: no class neu in {data.path}'s classes {data.classes}")
+        select = (train.labels == data.classes.index("neu")).tolist()
+    return Normalizer(*norm_stats(train, select, scalar=mode == "global-scalar"))
+
+
+def train_fold(xp: Experiment, spec: dict, device: torch.device, resume: bool, budget_bytes: int) -> dict:
+    """Train one fold into ``EXP/<fold>`` and write its provenance record last; returns its summary."""
+    cfg = xp.cfg
+    if not spec["valid"] and cfg.train.needs_validation:
+        raise SertkError(
+            f"{xp.folds_path}: {spec['name']} has no validation part, but the config selects or stops on it "
+            "(set train.select: last and train.patience: 0 for a protocol without validation)"
+        )
+    fold_dir = xp.exp / spec["name"]
+    data = load_fold(xp, spec, budget_bytes)
+    dim = data.train.dim
+    torch.manual_seed(cfg.train.seed)  # the initial weights, like everything after them, are reproducible
+    model = build_model(cfg.arch, cfg.model, dim, len(xp.data.classes))
+    resolved = model_config(cfg.arch, cfg.model)
+    weights = None
+    if cfg.train.class_weights == "balanced":
+        weights = balanced_class_weights(data.train.labels.tolist(), len(xp.data.classes))
+    loss_fn = build_loss(
+        cfg.loss,
+        len(xp.data.classes),
+        head=getattr(resolved, "head", "linear"),
+        class_weights=weights,
+        head_scale=getattr(resolved, "head_scale", None),
+    )
+    if cfg.train.labels == "soft" and not getattr(loss_fn, "soft_targets", False):
+        raise SertkError(
+            f"train.labels soft needs a soft-label loss (loss.name: soft-ce), not {cfg.loss.get('name')}"
+        )
+    valid = data.valid
+    console.print(
+        f"{spec['name']}: {cfg.arch}, {count_parameters(model):,} parameters; train {len(data.train.utts)} "
+        f"utts ({len(data.train)} rows), valid {0 if valid is None else len(valid.utts)} utts, "
+        f"input dim {dim}, device {device}, {cfg.train.precision}"
+    )
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    write_yaml(fold_dir / "config.yaml", cfg)
+    write_json(fold_dir / "env.json", run_environment(str(device)))
+    record = fold_record(xp, spec)
+    info = checkpoint_info(xp, resolved, data, dim, record.key)
+    summary = {"name": spec["name"], **fit(model, loss_fn, data, cfg.train, cfg.input, FoldRun(fold_dir, device, info, resume))}
+    outputs = [fold_dir / n for n in ("best.pt", "checkpoint.pt", "metrics.csv")]
+    provenance.write_record(provenance.record_path(fold_dir, "train"), record, outputs, summary=summary)
+    return summary
+
+
+def checkpoint_info(xp: Experiment, resolved: object, data: FoldData, dim: int, key: str) -> dict:
+    """What both checkpoints carry so that inference needs nothing else (docs/architecture.md)."""
+    info_feat = feature_info(xp.feats)
+    norm = data.normalizer
+    return {
+        "arch": xp.cfg.arch,
+        "model_config": to_dict(resolved),
+        "classes": xp.data.classes,
+        "feat": info_feat["feat"],
+        "feat_config": info_feat["config"],
+        "input_dim": dim,
+        "norm_mean": None if norm is None else norm.mean,
+        "norm_std": None if norm is None else norm.std,
+        "input": to_dict(xp.cfg.input),
+        "loss": to_dict(xp.cfg.loss),
+        "precision": xp.cfg.train.precision,
+        "provenance_key": key,
+    }
+
+
+def fold_status(xp: Experiment, spec: dict, opts: TrainOptions) -> str:
+    """``done`` (record matches), ``train`` (start or resume), after clearing a stale fold with --overwrite."""
+    fold_dir = xp.exp / spec["name"]
+    record_path = provenance.record_path(fold_dir, "train")
+    if record_path.exists():
+        changes = provenance.check(record_path, fold_record(xp, spec))
+        if not changes:
+            return "done"
+        if not opts.overwrite:
+            raise SertkError(f"{fold_dir}: trained from other inputs ({'; '.join(changes[:4])}); pass --overwrite")
+        clear_outputs(fold_dir, FOLD_OUTPUTS)
+    elif fold_dir.is_dir() and any((fold_dir / n).exists() for n in FOLD_OUTPUTS):
+        if opts.overwrite and not opts.resume:
+            clear_outputs(fold_dir, FOLD_OUTPUTS)
+        elif not opts.resume:
+            raise SertkError(f"{fold_dir}: an unfinished fold is there; pass --resume to continue it or --overwrite")
+        elif opts.overwrite and not resumable(fold_dir, fold_record(xp, spec).key):
+            clear_outputs(fold_dir, FOLD_OUTPUTS)
+    return "train"
+
+
+def resumable(fold_dir: Path, key: str) -> bool:
+    """Whether the fold's checkpoint.pt was made with provenance ``key`` (so --resume may continue it)."""
+    path = fold_dir / "checkpoint.pt"
+    if not path.is_file():
+        return False
+    try:
+        return load_checkpoint(path).get("provenance_key") == key
+    except SertkError:
+        return False
 
 
 def write_replay(exp: Path, args: dict) -> None:
@@ -200,92 +382,27 @@ def write_replay(exp: Path, args: dict) -> None:
         tmp.chmod(0o755)
 
 
-def train(
-    arch: str | None = None,
-    train_config: Path | None = None,
-    data: Path | None = None,
-    feats: Path | None = None,
-    folds: Path | None = None,
-    fold: str = "all",
-    exp: Path | None = None,
-    epochs: int | None = None,
-    device: str = "auto",
-    resume: bool = False,
-    lexical_feats: Path | None = None,
-) -> list[dict]:
-    """Train the selected folds; done folds are skipped; returns per-fold {name, best_epoch, valid_* ...}.
-
-    ``lexical_feats``: a ``--feat lexical`` dump whose word vectors go to a model with a lexical branch
-    (``model.lexical_dim`` > 0, rlc_gca_lstm.md §3.4); required by such a config, refused by any other.
-    """
-    cfg, train_config = resolve_config(arch, train_config, epochs)
-    system = SYSTEMS.get(cfg.arch, cfg.arch)
-    data = check_input(Path(data or Path("data") / system), "data dir", "stage 1 (sertk prep)")
-    folds = check_input(Path(folds or data / "folds.json"), "folds file", "stage 2 (sertk folds)")
-    feats = check_input(
-        Path(feats or Path("dump") / system / cfg.feat), "feature dir", "stage 3 (sertk feats)"
-    )
-    if not (feats / ".done").is_file():
-        raise SertkError(f"{feats}: feature dump incomplete, no .done (run stage 3 (sertk feats) first)")
-    feat_name = feature_info(feats)["feat"]
-    if feat_name != cfg.feat:
-        raise SertkError(f"{feats}: holds feature {feat_name}, but {train_config} wants feat {cfg.feat}")
-    exp = Path(exp or Path("exp") / system).resolve()
-    dev = resolve_device(device)
-    # Validate the model and loss sections before any fold starts.
-    resolved = model_config(cfg.arch, cfg.model)
-    lexical_feats = check_lexical(resolved, train_config, lexical_feats)
-    from_dict(LossConfig, cfg.loss, where=f"{train_config}: loss")
-    corpus = read_data_dir(data)
-    folds_data = read_folds(folds, corpus)
-    selected = select_folds(folds_data, fold)
-
-    merged = to_dict(cfg)
-    if (exp / "config.yaml").is_file() and read_yaml(exp / "config.yaml") != merged:
-        if any((exp / s["name"]).exists() for s in selected):
-            raise SertkError(
-                f"{exp / 'config.yaml'}: this exp dir was trained with another config; use another --exp"
-            )
-    exp.mkdir(parents=True, exist_ok=True)
-    write_yaml(exp / "config.yaml", merged)
-    write_json(
-        exp / "experiment.json",
-        {
-            "system": system,
-            "arch": cfg.arch,
-            "data": str(data),
-            "feats": str(feats),
-            "folds": str(folds),
-            "protocol": folds_data.get("protocol", cfg.protocol),
-            "classes": corpus.classes,
-            "synthetic": corpus.synthetic,
-            "feat": cfg.feat,
-            "paper": cfg.paper,
-            "config": str(Path(train_config).resolve()),
-            # Only for a lexical model, so an acoustic experiment.json is what it always was.
-            **({} if lexical_feats is None else {"lexical_feats": str(lexical_feats)}),
-        },
-    )
-    replay = {"train_config": Path(train_config).resolve(), "data": data, "feats": feats, "folds": folds}
-    replay.update(
-        {"fold": fold, "exp": exp, "epochs": epochs, "device": device, "lexical_feats": lexical_feats}
-    )
-    write_replay(exp, replay)
-
+def train(opts: TrainOptions) -> list[dict]:
+    """Train the selected folds of the experiment ``opts`` describes; returns per-fold summaries."""
+    xp = resolve_experiment(opts)
+    device = resolve_device(opts.device)
+    selected = select_folds(xp.folds, opts.fold)
+    open_experiment(xp, opts.overwrite)
+    replay = {"train_config": xp.config_path.resolve(), "data": xp.data.path.resolve(), "feats": xp.feats}
+    replay.update({"folds": xp.folds_path, "fold": opts.fold, "exp": xp.exp, "epochs": opts.epochs})
+    replay.update({"precision": opts.precision, "device": opts.device, "lexical_feats": xp.lexical_feats})
+    write_replay(xp.exp, replay)
+    budget = int(opts.memory_gb * 2**30)
     summaries = []
     for spec in selected:
-        fold_dir = exp / spec["name"]
-        if (fold_dir / ".done").is_file():
-            summary = json.loads((fold_dir / ".done").read_text())
-            console.print(f"{spec['name']}: done already (best epoch {summary['best_epoch']}), skipped")
-            summaries.append(summary)
-            continue
-        if fold_dir.exists() and any(fold_dir.iterdir()) and not resume:
-            raise SertkError(
-                f"{fold_dir}: an unfinished fold is there; pass --resume to continue it or delete it"
-            )
-        summaries.append(train_fold(cfg, corpus, spec, feats, fold_dir, dev, resume, lexical_feats))
-    if summaries:
-        ua = np.mean([s["valid_ua"] for s in summaries])
-        console.print(f"{system}: {len(summaries)} fold(s) trained, mean valid UA {ua:.4f} -> {exp}")
+        if fold_status(xp, spec, opts) == "done":
+            record = provenance.read_record(provenance.record_path(xp.exp / spec["name"], "train"))
+            summary = record.made.get("summary", {"name": spec["name"]})
+            console.print(f"{spec['name']}: up to date (best epoch {summary.get('best_epoch')}), skipped")
+        else:
+            summary = train_fold(xp, spec, device, opts.resume, budget)
+        summaries.append(summary)
+    scored = [s["valid_ua"] for s in summaries if s.get("valid_ua") is not None]
+    if scored:
+        console.print(f"{xp.system}: {len(summaries)} fold(s), mean valid UA {np.mean(scored):.4f} -> {xp.exp}")
     return summaries

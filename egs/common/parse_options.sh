@@ -1,8 +1,9 @@
 # shellcheck shell=bash
 # Turn `--some-option value` arguments into assignments of the already-declared variable `some_option`.
-# Sourced by a recipe after it has declared every tunable; an undeclared option or a missing value is an
-# error, and `--help` prints the tunables with their current values. (Same contract as Kaldi's
-# utils/parse_options.sh, written for sertk; `--config` is deliberately not special.)
+# Sourced by a recipe after it has declared every tunable (listed in `_tunables`). An undeclared option, an
+# option without a value, or a value that is itself an option (`--tag --stage 3`) is an error (exit 2);
+# `--help` prints the tunables with their current values. (Same contract as Kaldi's utils/parse_options.sh,
+# written for sertk; `--config` is deliberately not special.)
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -26,6 +27,9 @@ while [ $# -gt 0 ]; do
         echo "$0: option $1 needs a value" >&2
         exit 2
       fi
+      case "$2" in
+        --*) echo "$0: option $1 needs a value (got the option $2)" >&2; exit 2 ;;
+      esac
       printf -v "${_name}" '%s' "$2"
       shift 2 ;;
     *)

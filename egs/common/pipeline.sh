@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
+# The stage pipeline every recipe shares: egs/<corpus>/run_<system>.sh calls
+#   egs/common/pipeline.sh <corpus> --system NAME --feat F ... "$@"
+# and runs it in egs/<corpus>/. Stages: 0 corpus  1 prep  2 folds  3 feats  4 augment  5 train  6 eval  7 score.
+# Outputs: data/<system>/, dump/<system>/<feat>/, exp/<system>[_<tag>][_<protocol>]/ (docs/architecture.md).
+# Every stage is a sertk command that records the provenance of its output and skips itself when that
+# record still matches its inputs; anything changed upstream is redone, nothing else.
+set -euo pipefail
+
+corpus=${1:?usage: pipeline.sh <corpus> [--option value ...]}
+shift
+caller=$PWD
+recipe=$(cd "$(dirname "${BASH_SOURCE[0]}")/../${corpus}" && pwd)
+
+# Tunables (all of them; nothing tunable is set after option parsing).
+stage=0
+stop_stage=7
+corpus_root=                # the corpus as distributed; empty: generate a SYNTHETIC one (stage 0)
+synth_size=small            # tiny | small | full, used only without a real corpus
+synth_seed=0
+system=                     # names data/<system>, dump/<system>, exp/<system>
+tag=                        # exp/<system>_<tag>: a variant's experiment on the same data and features
+train_config=               # default: the paper's config (conf/<system>.yaml), or demo_config on synthetic data
+demo_config=                # CPU-sized config used when the corpus is synthetic and no --train-config is given
+feat=logmel40
+feat_format=hdf5            # hdf5 | ark
+classes=neu,hap+exc,ang,sad
+style=all                   # all | impro | script
+protocol=                   # see `sertk folds --help`; default: the paper's (paper_protocol)
+paper_protocol=             # the paper's protocol (set by run_<system>.sh); others get exp/<system>_<protocol>
+ratios=0.55,0.25,0.2        # kfold / random protocols
+repeats=5                   # kfold / random protocols
+valid_ratio=0.1             # loso-session: validation share of the training sessions
+folds=all                   # which folds to train/evaluate, e.g. "1 3"
+epochs=                     # empty: the config's
+precision=                  # empty: the config's (fp32 | bf16 | fp16)
+nj=2
+device=auto                 # auto | cpu | cuda
+lexical_embeddings=         # word2vec text/binary file: also dump the transcripts' word vectors (lexical branch)
+root_option=${corpus//-/_}_root
+declare "${root_option}=${corpus_root}"
+if [ "${corpus}" = iemocap ]; then declare "${root_option}=${IEMOCAP:-}"; fi
+_tunables="stage stop_stage ${root_option} synth_size synth_seed system tag train_config demo_config feat feat_format
+ classes style protocol paper_protocol ratios repeats valid_ratio folds epochs precision nj device lexical_embeddings"
+
+# shellcheck source=parse_options.sh
+. "$(dirname "${BASH_SOURCE[0]}")/parse_options.sh"
+
+die() { echo "$0: $*" >&2; exit 2; }
+log() { echo "$(date '+%H:%M:%S') $*"; }
+for name in stage stop_stage nj; do
+  [[ ${!name} =~ ^[0-9]+$ ]] || die "--${name//_/-} must be a non-negative integer, got '${!name}'"
+done
+[ -n "${system}" ] || die "--system is required"
+# A user's path is relative to where they called the recipe from, not to the recipe dir.
+absolute() { case "$1" in ""|/*) echo "$1" ;; *) echo "${caller}/$1" ;; esac; }
+corpus_root=$(absolute "${!root_option}")
+lexical_embeddings=$(absolute "${lexical_embeddings}")
+# A config path is the caller's when it exists there, else the recipe's own (conf/...).
+if [ -n "${train_config}" ] && [ -f "${caller}/${train_config}" ] && [[ ${train_config} != /* ]]; then
+  train_config=${caller}/${train_config}
+fi
+
+cd "${recipe}"
+# shellcheck source=path.sh
+. ../common/path.sh
+
+paper_protocol=${paper_protocol:-${protocol}}
+protocol=${protocol:-${paper_protocol}}
+data=data/${system}
+dump=dump/${system}/${feat}
+exp=exp/${system}${tag:+_${tag}}
+folds_json=${data}/folds.json
+if [ "${protocol}" != "${paper_protocol}" ]; then
+  exp=${exp}_${protocol}
+  folds_json=${data}/folds_${protocol}.json
+fi
+train_opts=(--resume --overwrite)
+[ -z "${epochs}" ] || train_opts+=(--epochs "${epochs}")
+[ -z "${precision}" ] || train_opts+=(--precision "${precision}")
+[ -z "${lexical_embeddings}" ] || train_opts+=(--lexical-feats "dump/${system}/lexical")
+
+synthetic=false
+if [ -z "${corpus_root}" ]; then
+  corpus_root=corpus/${corpus}
+  synthetic=true
+fi
+if [ -z "${train_config}" ]; then
+  train_config=conf/${system}.yaml
+  if ${synthetic} && [ -n "${demo_config}" ]; then
+    train_config=${demo_config}
+    log "SYNTHETIC demo: training ${train_config}, a CPU-sized variant (pass --train-config conf/${system}.yaml for the paper's)"
+  fi
+fi
+
+if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
+  if ${synthetic}; then
+    log "Stage 0: corpus: no --${root_option//_/-}: generating a SYNTHETIC ${corpus}-format corpus (not real emotions) -> ${corpus_root}"
+    sertk synth "${corpus_root}" --size "${synth_size}" --seed "${synth_seed}" --nj "${nj}"
+  else
+    log "Stage 0: corpus: using ${corpus} at ${corpus_root}"
+  fi
+fi
+
+if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
+  log "Stage 1: prep: ${corpus_root} -> ${data} (classes ${classes}, style ${style})"
+  sertk prep "${corpus}" "${corpus_root}" "${data}" --classes "${classes}" --style "${style}"
+  sertk validate "${data}"
+fi
+
+if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
+  log "Stage 2: folds: ${data} -> ${folds_json} (${protocol})"
+  sertk folds "${data}" "${folds_json}" --protocol "${protocol}" --ratios "${ratios}" --repeats "${repeats}" \
+    --valid-ratio "${valid_ratio}"
+fi
+
+if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
+  log "Stage 3: feats: ${data} -> ${dump} (${feat}, ${feat_format})"
+  sertk feats "${data}" "${dump}" --feat "${feat}" --feat-config "conf/feats/${feat}.yaml" \
+    --format "${feat_format}" --nj "${nj}"
+  if [ -n "${lexical_embeddings}" ]; then
+    log "Stage 3: feats: ${data} text -> dump/${system}/lexical (word vectors of ${lexical_embeddings})"
+    mkdir -p "dump/${system}"
+    printf 'embeddings: %s\n' "${lexical_embeddings}" > "dump/${system}/lexical.yaml"
+    sertk feats "${data}" "dump/${system}/lexical" --feat lexical --feat-config "dump/${system}/lexical.yaml" \
+      --format "${feat_format}"
+  fi
+fi
+
+if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
+  # The papers' augmentations (VTLP, oversampling, white noise, segments) run on the fly inside training
+  # from the config's train/input sections.
+  log "Stage 4: augment: online only (${train_config}: train/input sections); nothing to dump"
+fi
+
+if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
+  log "Stage 5: train: ${dump} -> ${exp} (${train_config}, folds: ${folds})"
+  sertk train --train-config "${train_config}" --data "${data}" --feats "${dump}" --folds "${folds_json}" \
+    --fold "${folds}" --exp "${exp}" --device "${device}" "${train_opts[@]}"
+fi
+
+if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
+  log "Stage 6: eval: ${exp} (folds: ${folds})"
+  sertk eval "${exp}" --fold "${folds}" --device "${device}"
+fi
+
+if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
+  log "Stage 7: score: ${exp} -> ${exp}/RESULTS.md"
+  sertk score "${exp}"
+fi

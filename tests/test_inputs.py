@@ -1,0 +1,242 @@
+"""Model inputs: frame stores, crops, segments, per-batch padding, scaling, normalisation, samplers, labels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from helpers import make_feature_dir
+
+from sertk.data.labels import agreement, parse_votes, soft_labels
+from sertk.errors import SertkError
+from sertk.features.spectrogram import mu_law_compress
+from sertk.inputs.batch import Normalizer, WhiteNoise, model_batch, norm_stats
+from sertk.inputs.config import InputConfig
+from sertk.inputs.featureset import (
+    MemoryFrames,
+    StreamFrames,
+    build_feature_set,
+    crop_starts,
+    load_frames,
+    minmax_mulaw,
+    segment_bounds,
+)
+from sertk.losses import balanced_class_weights
+from sertk.models.predict import segment_average
+from sertk.train.sampler import epoch_order, length_batches
+
+
+def ramp(length, dim=3, offset=0.0):
+    """Frames whose values encode (utterance offset, frame index) so gathers can be checked exactly."""
+    return (offset + np.arange(length)[:, None] + np.zeros((1, dim))).astype(np.float32)
+
+
+def fset_of(arrays, cfg=None, training=True, seed=0):
+    cfg = cfg or InputConfig()
+    utts = [f"u{i}" for i in range(len(arrays))]
+    return build_feature_set(MemoryFrames(arrays), utts, list(range(len(arrays))), cfg, training, seed)
+
+
+def test_batches_pad_to_their_own_longest_row():
+    fset = fset_of([ramp(5, offset=100), ramp(2, offset=200), ramp(4, offset=300)])
+    assert fset.store.flat.shape == (5 + 2 + 4 + 1, 3)  # frames once, no (rows, T_max, D) tensor
+    batch, lengths = fset.batch(torch.tensor([1, 2]))
+    assert batch.shape == (2, 4, 3) and lengths.tolist() == [2, 4]
+    np.testing.assert_array_equal(batch[0, :, 0].numpy(), [200, 201, 0, 0])
+    np.testing.assert_array_equal(batch[1, :, 0].numpy(), [300, 301, 302, 303])
+
+
+def test_segment_counts():
+    owner, starts = segment_bounds(torch.tensor([450, 150, 200]), 200, 100)
+    assert owner.tolist() == [0, 0, 0, 1, 2] and starts.tolist() == [0, 100, 200, 0, 0]
+    owner, starts = segment_bounds(torch.tensor([450]), 200, 40)
+    assert starts.tolist() == [0, 40, 80, 120, 160, 200, 240]
+
+
+def test_segments_use_the_train_or_test_shift_and_keep_lengths():
+    cfg = InputConfig(segment_frames=200, segment_shift_train=100, segment_shift_test=40)
+    arrays = [ramp(450, dim=2, offset=1000), ramp(150, dim=2, offset=5000)]
+    train = fset_of(arrays, cfg, training=True)
+    assert train.lengths.tolist() == [200, 200, 200, 150] and train.owner.tolist() == [0, 0, 0, 1]
+    batch, _ = train.batch(torch.arange(4))
+    assert batch.shape == (4, 200, 2) and batch[1, 0, 0] == 1100 and batch[2, 199, 0] == 1399
+    assert batch[3, 149, 0] == 5149 and torch.all(batch[3, 150:] == 0)
+    test = fset_of(arrays, cfg, training=False)
+    assert len(test) == 7 + 1
+
+
+def test_crop_modes():
+    lengths = torch.tensor([10, 3])
+    assert crop_starts(lengths, 4, "head", None).tolist() == [0, 0]
+    assert crop_starts(lengths, 4, "center", None).tolist() == [3, 0]
+    gen = torch.Generator().manual_seed(3)
+    starts = [crop_starts(lengths, 4, "random", gen).tolist() for _ in range(20)]
+    assert {s[0] for s in starts} == set(range(7)) and all(s[1] == 0 for s in starts)
+    fset = fset_of([ramp(10), ramp(3)], InputConfig(max_frames=4, crop="center"))
+    batch, lengths = fset.batch(torch.arange(2))
+    assert batch[0, :, 0].tolist() == [3, 4, 5, 6] and lengths.tolist() == [4, 3]
+
+
+def test_random_crop_is_centred_outside_training():
+    cfg = InputConfig(max_frames=4, crop="random")
+    assert fset_of([ramp(10)], cfg, training=False).crop_start.tolist() == [3]
+    again = [fset_of([ramp(10)], cfg, training=True, seed=s).crop_start.item() for s in range(30)]
+    assert len(set(again)) > 3
+
+
+def test_fixed_padding_shows_zeros_as_frames_after_normalisation():
+    cfg = InputConfig(max_frames=6, pad="fixed")
+    fset = fset_of([ramp(4, dim=2), ramp(9, dim=2)], cfg)
+    norm = Normalizer(torch.tensor([1.0, 1.0]), torch.tensor([2.0, 2.0]))
+    feats, lengths, _ = model_batch(fset, torch.arange(2), torch.device("cpu"), norm)
+    assert feats.shape == (2, 6, 2) and lengths.tolist() == [6, 6]
+    np.testing.assert_allclose(feats[0, :, 0].numpy(), [-0.5, 0, 0.5, 1.0, 0, 0])  # zeros after normalising
+    batch = fset_of([ramp(4, dim=2), ramp(9, dim=2)], InputConfig(max_frames=6))
+    _, lengths, _ = model_batch(batch, torch.arange(2), torch.device("cpu"), norm)
+    assert lengths.tolist() == [4, 6]
+
+
+def test_minmax_mulaw_maps_each_segment_onto_minus_one_one_then_mulaw():
+    x = torch.tensor([[[0.0, 2.0], [4.0, 1.0], [9.0, 9.0]]])
+    out = minmax_mulaw(x, torch.tensor([2]), 255.0)
+    scaled = torch.tensor([[-1.0, 0.0], [1.0, -0.5]])  # over the two real frames: min 0, max 4
+    np.testing.assert_allclose(out[0, :2].numpy(), mu_law_compress(scaled, 255.0).numpy(), rtol=1e-6)
+    assert torch.all(out[0, 2] == 0)
+    cfg = InputConfig(segment_frames=2, segment_shift_train=2, segment_scaling="minmax-mulaw")
+    fset = fset_of([ramp(4, dim=2, offset=10)], cfg)
+    batch, _ = fset.batch(torch.arange(2))
+    assert batch.min() == -1 and batch.max() == 1  # each segment spans [-1, 1] on its own
+
+
+def test_streamed_frames_equal_frames_in_memory(tmp_path):
+    arrays = {
+        f"u{i}": np.random.default_rng(i).normal(size=(5 + 3 * i, 4)).astype(np.float32) for i in range(5)
+    }
+    feats = make_feature_dir(tmp_path / "feats", arrays)
+    utts = sorted(arrays)
+    memory = load_frames(feats, utts, budget_bytes=10**9)
+    stream = load_frames(feats, utts, budget_bytes=10)
+    assert isinstance(memory, MemoryFrames) and isinstance(stream, StreamFrames)
+    cfg = InputConfig(segment_frames=4, segment_shift_train=2)
+    a = build_feature_set(memory, utts, [0] * 5, cfg, True)
+    b = build_feature_set(stream, utts, [0] * 5, cfg, True)
+    index = torch.tensor([6, 0, 3, 9])
+    for x, y in zip(a.batch(index), b.batch(index), strict=True):
+        assert torch.equal(x, y)
+    assert all(torch.equal(x, y) for x, y in zip(norm_stats(a), norm_stats(b), strict=True))
+
+
+def test_norm_stats_global_neutral_and_scalar_match_numpy():
+    rng = np.random.default_rng(0)
+    arrays = [rng.normal(i, 1 + i, size=(10 + i, 4)).astype(np.float32) for i in range(5)]
+    fset = fset_of(arrays)
+    frames = np.concatenate(arrays)
+    mean, std = norm_stats(fset)
+    np.testing.assert_allclose(mean, frames.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(std, frames.std(0), rtol=1e-5)
+    select = [True, False, True, False, False]
+    mean, std = norm_stats(fset, select)
+    chosen = np.concatenate([arrays[0], arrays[2]])
+    np.testing.assert_allclose(mean, chosen.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(std, chosen.std(0), rtol=1e-5)
+    mean, std = norm_stats(fset, scalar=True)
+    np.testing.assert_allclose(mean, [frames.mean()] * 4, rtol=1e-5)
+    np.testing.assert_allclose(std, [frames.std()] * 4, rtol=1e-5)
+    with pytest.raises(SertkError):
+        norm_stats(fset, [False] * 5)
+
+
+def test_norm_stats_see_only_the_kept_window():
+    fset = fset_of([ramp(10, dim=1)], InputConfig(max_frames=4, crop="center"))
+    mean, _ = norm_stats(fset)
+    assert mean.item() == pytest.approx(np.mean([3, 4, 5, 6]))
+
+
+def test_normalizer_and_noise_keep_padding_zero():
+    feats = torch.ones(2, 3, 2) * 5
+    out = Normalizer(torch.tensor([1.0, 2.0]), torch.tensor([2.0, 3.0]))(feats, torch.tensor([3, 1]))
+    np.testing.assert_allclose(out[0, 0].numpy(), [2.0, 1.0])
+    assert torch.all(out[1, 1:] == 0)
+    noisy = WhiteNoise(1.0, torch.Generator().manual_seed(0))(out, torch.tensor([3, 1]))
+    assert torch.all(noisy[1, 1:] == 0) and not torch.equal(noisy[0], out[0])
+
+
+def test_segment_average_equals_hand_computation():
+    scores = torch.tensor([[0.2, 0.8], [0.6, 0.4], [1.0, 0.0], [0.3, 0.7], [0.5, 0.5]])
+    out = segment_average(scores, torch.tensor([0, 0, 1, 0, 1]), 2)
+    expected = [[(0.2 + 0.6 + 0.3) / 3, (0.8 + 0.4 + 0.7) / 3], [0.75, 0.25]]
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-6)
+
+
+# cnn_blstm_vtlp.txt Table 5: (votes of the three annotators, true label, soft label over neu/hap/sad/ang, weight)
+TABLE5 = [
+    ("oth neu,sad neu", "neu", [0.75, 0, 0.25, 0], 0.67),
+    ("hap hap neu", "hap", [0.33, 0.67, 0, 0], 1.0),
+    ("sad,ang sad sad", "sad", [0, 0, 0.83, 0.17], 1.0),
+    ("ang oth,ang oth", "ang", [0, 0, 0, 1], 0.5),
+]
+
+
+def test_soft_labels_reproduce_table5():
+    classes = ["neu", "hap", "sad", "ang"]
+    class_map = {"neu": "neu", "hap": "hap", "exc": "hap", "sad": "sad", "ang": "ang"}
+    targets, weights = soft_labels(
+        [r[0] for r in TABLE5], [classes.index(r[1]) for r in TABLE5], classes, class_map
+    )
+    np.testing.assert_allclose(targets, [r[2] for r in TABLE5], atol=0.005)
+    np.testing.assert_allclose(weights, [r[3] for r in TABLE5], atol=0.005)
+    # exc maps onto hap; an utterance without votes keeps its hard label
+    targets, weights = soft_labels(["exc hap", ""], [1, 2], classes, class_map)
+    np.testing.assert_allclose(targets, [[0, 1, 0, 0], [0, 0, 1, 0]])
+    np.testing.assert_allclose(weights, [1, 1])
+
+
+def test_vote_parsing_and_agreement():
+    assert parse_votes("neu,sad oth neu") == [["neu", "sad"], ["oth"], ["neu"]]
+    classes = ["neu", "hap"]
+    out = agreement(["neu neu,hap", "neu hap", ""], np.array([0, 0, 1]), classes, {"exc": "hap"})
+    assert out.tolist() == [1, 0, -1]
+    assert agreement(["exc hap"], np.array([1]), classes, {"exc": "hap"}).tolist() == [1]
+
+
+def test_balanced_class_weights():
+    np.testing.assert_allclose(
+        balanced_class_weights([0, 0, 0, 1], 3).numpy(), [4 / 9, 4 / 3, 0.0], rtol=1e-6
+    )
+
+
+def test_epoch_order_is_a_seeded_permutation():
+    labels = torch.tensor([0, 1, 2, 3] * 5)
+    first = epoch_order(labels, seed=1, epoch=1)
+    assert sorted(first.tolist()) == list(range(20))
+    assert torch.equal(first, epoch_order(labels, seed=1, epoch=1))
+    assert not torch.equal(first, epoch_order(labels, seed=1, epoch=2))
+
+
+@pytest.mark.parametrize("factor, expected", [(2.0, 2.0), (1.5, 1.5)])
+def test_oversampling_draws_a_class_more_often(factor, expected):
+    labels = torch.tensor([0, 1] * 500)
+    counts = torch.zeros(2)
+    for epoch in range(1, 5):
+        order = epoch_order(labels, seed=0, epoch=epoch, oversample=torch.tensor([1.0, factor]))
+        counts += torch.bincount(labels[order], minlength=2)
+        assert len(torch.unique(order)) == 1000  # every row still drawn
+    assert counts[1] / counts[0] == pytest.approx(expected, rel=0.05)
+
+
+def test_length_batches_cover_order_once_and_group_similar_lengths():
+    lengths = torch.tensor([10, 500, 20, 480, 30, 490, 15, 470])
+    order = torch.tensor([1, 0, 3, 2, 5, 4, 7, 6])
+    batches = length_batches(order, lengths, batch_size=2, seed=0, epoch=1, pool=4)
+    assert sorted(torch.cat(batches).tolist()) == list(range(8))
+    spans = sorted(int(lengths[b].max() - lengths[b].min()) for b in batches)
+    assert max(spans) <= 20
+    again = length_batches(order, lengths, batch_size=2, seed=0, epoch=1, pool=4)
+    assert all(torch.equal(a, b) for a, b in zip(batches, again, strict=True))
+
+
+def test_input_config_checks():
+    with pytest.raises(ValueError, match="pad fixed needs"):
+        InputConfig(pad="fixed")
+    with pytest.raises(ValueError, match="segment_scaling needs"):
+        InputConfig(segment_scaling="minmax-mulaw")
