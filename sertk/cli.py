@@ -295,11 +295,10 @@ def infer(
     device: str = typer.Option("auto", help=_DEVICE_HELP),
 ) -> None:
     """Emotion posteriors for audio files (any rate or channels); fold models are averaged."""
+    from sertk.deploy.infer import InferOptions
     from sertk.deploy.infer import infer as run_infer
 
-    run_infer(
-        model, inputs, out=out, fmt=format, window=window, hop=hop, batch_size=batch_size, device=device
-    )
+    run_infer(model, inputs, out, InferOptions(format, window, hop, batch_size, device))
 
 
 @app.command(

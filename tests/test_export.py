@@ -90,3 +90,29 @@ def test_unexportable_requests_are_one_line_errors(tmp_path):
         export_model(tmp_path / "exp", tmp_path / "x.pt")
     with pytest.raises(SertkError, match="--format tflite"):
         export_model(tmp_path / "exp" / "fold1", tmp_path / "x.pt", fmt="tflite")
+
+
+@pytest.mark.parametrize(
+    "arch, input_opts",
+    [
+        ("crnn-att", {"max_frames": 91, "pad": "fixed"}),
+        ("attn-pool", {"segment_frames": 91, "segment_scaling": "minmax-mulaw"}),
+    ],
+)
+def test_exported_network_sees_what_model_batch_gives(tmp_path, arch, input_opts):
+    """Fixed padding and per-segment scaling happen inside the graph exactly as in sertk eval's batches."""
+    from sertk.inputs.batch import model_batch
+    from sertk.inputs.featureset import MemoryFrames, build_feature_set
+
+    write_checkpoint(tmp_path / "fold1", arch=arch, **input_opts)
+    export_model(tmp_path / "fold1", tmp_path / "net.pt", fmt="torchscript")
+    net = torch.jit.load(tmp_path / "net.pt")
+    feats, lengths = padded_batch(rows=3, frames=91)
+    package = load_models(tmp_path / "fold1")[0]
+    arrays = [feats[i, : int(n)].numpy() for i, n in enumerate(lengths)]
+    fset = build_feature_set(MemoryFrames(arrays), ["a", "b", "c"], [0, 0, 0], package.input, training=False)
+    x, n, _ = model_batch(fset, torch.arange(3), torch.device("cpu"), package.normalizer)
+    with torch.no_grad():
+        expected = package.build()(x, n).softmax(-1).numpy()
+        got = net(feats, lengths).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)

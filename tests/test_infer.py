@@ -14,9 +14,11 @@ from test_package import CLASSES, FEAT_CONFIG, write_checkpoint, write_wave
 from typer.testing import CliRunner
 
 from sertk.cli import app
-from sertk.deploy.infer import collect_inputs, infer
+from sertk.deploy.infer import InferOptions, collect_inputs, infer
 from sertk.deploy.package import load_models
 from sertk.features import build_feature
+
+CPU = InferOptions(device="cpu")
 
 
 def by_hand(fold_dir, wave, start=0, frames=None):
@@ -54,7 +56,7 @@ def test_records_match_a_hand_computation_and_survive_bad_files(tmp_path):
         tmp_path / "rate8k.wav",
     ]
     stream = io.StringIO()
-    records = infer(tmp_path / "fold1", inputs, device="cpu", batch_size=2, stream=stream)
+    records = infer(tmp_path / "fold1", inputs, None, InferOptions(device="cpu", batch_size=2), stream=stream)
     assert [json.loads(line) for line in stream.getvalue().splitlines()] == records
     assert [r["utt"] for r in records] == ["a", "sub/b", "stereo", "corrupt", "empty", "rate8k"]
     by_utt = {r["utt"]: r for r in records}
@@ -75,11 +77,11 @@ def test_ensemble_of_folds_averages_posteriors_and_tsv_output(tmp_path):
         ("utt1", str(tmp_path / "x.wav")),
         ("utt2", str(tmp_path / "missing.wav")),
     ]
-    records = infer(tmp_path / "exp", [tmp_path / "wav.scp"], device="cpu", stream=io.StringIO())
+    records = infer(tmp_path / "exp", [tmp_path / "wav.scp"], None, CPU, stream=io.StringIO())
     expected = (by_hand(tmp_path / "exp" / "fold1", wave) + by_hand(tmp_path / "exp" / "fold2", wave)) / 2
     np.testing.assert_allclose(posteriors(records[0]), expected, atol=2e-6)
     assert "error" in records[1]
-    infer(tmp_path / "exp", [tmp_path / "wav.scp"], out=tmp_path / "out.tsv", fmt="tsv", device="cpu")
+    infer(tmp_path / "exp", [tmp_path / "wav.scp"], tmp_path / "out.tsv", InferOptions(fmt="tsv", device="cpu"))
     header, *rows = [line.split("\t") for line in (tmp_path / "out.tsv").read_text().splitlines()]
     assert header == ["utt", "kind", "start", "end", "label", *CLASSES, "error"]
     assert rows[0][:2] == ["utt1", "utt"] and rows[0][-1] == ""
@@ -94,9 +96,8 @@ def test_windows_give_a_track_of_window_posteriors(tmp_path):
     records = infer(
         tmp_path / "fold1",
         [tmp_path / "long.wav", tmp_path / "short.wav"],
-        window=1.0,
-        hop=0.5,
-        device="cpu",
+        None,
+        InferOptions(window=1.0, hop=0.5, device="cpu"),
         stream=io.StringIO(),
     )
     long, short = records
@@ -113,7 +114,7 @@ def test_segment_models_average_their_segments_inside_each_window(tmp_path):
     write_checkpoint(tmp_path / "fold1", arch="attn-pool", segment_frames=60, segment_shift_test=20)
     wave = write_wave(tmp_path / "a.wav", 1.5, seed=6)
     record = infer(
-        tmp_path / "fold1", [tmp_path / "a.wav"], window=1.0, hop=1.0, device="cpu", stream=io.StringIO()
+        tmp_path / "fold1", [tmp_path / "a.wav"], None, InferOptions(window=1.0, hop=1.0, device="cpu"), io.StringIO()
     )[0]
     # The 1 s window (100 frames) holds segments at 0, 20, 40 of 60 frames.
     segments = [by_hand(tmp_path / "fold1", wave, s, 60) for s in (0, 20, 40)]
@@ -140,4 +141,4 @@ def test_window_options_are_checked(tmp_path):
     from sertk.errors import SertkError
 
     with pytest.raises(SertkError, match="--window and --hop"):
-        infer(tmp_path / "fold1", [tmp_path / "a.wav"], window=1.0, device="cpu")
+        infer(tmp_path / "fold1", [tmp_path / "a.wav"], None, InferOptions(window=1.0, device="cpu"))

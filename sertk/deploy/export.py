@@ -156,6 +156,38 @@ def run_exported(
     return session.run(None, {name: x.numpy() for name, x in zip(names, batch, strict=True)})[0]
 
 
+def build_network(package: TrainedModel, from_waveform: bool) -> tuple[nn.Module, list[str], FeatureExtractor]:
+    """The network to export (features or waveform -> posteriors), its input names and feature extractor."""
+    extractor = build_feature(package.feat, package.feat_config)
+    net: nn.Module = FeaturesToPosteriors(package.build("cpu"), package).eval()
+    if not from_waveform:
+        return net, ["feats", "lengths"], extractor
+    try:
+        return WaveformToPosteriors(extractor, net).eval(), ["waves", "lengths"], extractor
+    except SertkError as err:
+        raise SertkError(f"--from-waveform: {package.feat}: {err}") from None
+
+
+def traced_with_parity(
+    package: TrainedModel, net: nn.Module, names: list[str], extractor: FeatureExtractor, fmt: str, seed: int
+) -> tuple[bytes, float, tuple[int, ...]]:
+    """(exported bytes, max |Δ| against PyTorch, checked batch shape) on a batch of another size than traced."""
+    waveform = names[0] == "waves"
+    try:
+        data = trace(net, example_batch(package, extractor, waveform, seed, (3, 120)), fmt, names)
+        check = example_batch(package, extractor, waveform, seed + 1, (5, 173))
+        got = run_exported(data, fmt, names, check)
+    except SertkError:
+        raise
+    except Exception as err:  # tracing and exporters raise many types for an unsupported operation
+        what = f"{package.feat} + {package.arch}" if waveform else package.arch
+        reason = str(err).strip().splitlines()[0][:200]
+        raise SertkError(f"{what}: does not export to {fmt} ({type(err).__name__}: {reason})") from None
+    with torch.inference_mode():
+        expected = net(*check).numpy()
+    return data, float(np.abs(got - expected).max()), tuple(check[0].shape)
+
+
 def export_model(
     model: Path, out: Path, fmt: str = "torchscript", from_waveform: bool = False, seed: int = 0
 ) -> float:
@@ -170,52 +202,24 @@ def export_model(
         raise SertkError(f"{out}: is a directory; give the network file to write (e.g. {Path(out) / 'model.onnx'})")
     packages = load_models(model)
     if len(packages) > 1:
-        raise SertkError(
-            f"{model}: holds {len(packages)} models; export one fold (e.g. {packages[0].source})"
-        )
+        raise SertkError(f"{model}: holds {len(packages)} models; export one fold (e.g. {packages[0].source})")
     package = packages[0]
-    extractor = build_feature(package.feat, package.feat_config)
-    net: nn.Module = FeaturesToPosteriors(package.build("cpu"), package).eval()
-    names = ["feats", "lengths"]
-    if from_waveform:
-        try:
-            net = WaveformToPosteriors(extractor, net).eval()
-        except SertkError as err:
-            raise SertkError(f"--from-waveform: {package.feat}: {err}") from None
-        names = ["waves", "lengths"]
-    try:
-        data = trace(net, example_batch(package, extractor, from_waveform, seed, (3, 120)), fmt, names)
-        check = example_batch(package, extractor, from_waveform, seed + 1, (5, 173))
-        got = run_exported(data, fmt, names, check)
-    except SertkError:
-        raise
-    except Exception as err:  # tracing and exporters raise many types for an unsupported operation
-        what = f"{package.feat} + {package.arch}" if from_waveform else package.arch
-        reason = str(err).strip().splitlines()[0][:200]
-        raise SertkError(f"{what}: does not export to {fmt} ({type(err).__name__}: {reason})") from None
-    with torch.inference_mode():
-        expected = net(*check).numpy()
-    delta = float(np.abs(got - expected).max())
-    console.print(f"export: parity check on a random batch {tuple(check[0].shape)}: max |Δ| = {delta:.3g}")
+    net, names, extractor = build_network(package, from_waveform)
+    data, delta, shape = traced_with_parity(package, net, names, extractor, fmt, seed)
+    console.print(f"export: parity check on a random batch {shape}: max |Δ| = {delta:.3g}")
     if not delta < TOLERANCE:
-        raise SertkError(
-            f"{model}: exported {fmt} network differs from PyTorch by {delta:.3g} (> {TOLERANCE})"
-        )
+        raise SertkError(f"{model}: exported {fmt} network differs from PyTorch by {delta:.3g} (> {TOLERANCE})")
     with atomic_path(out) as tmp:
         tmp.write_bytes(data)
-    write_json(
-        Path(f"{out}.json"),
-        {
-            **{k: v for k, v in manifest(package).items() if k != "format"},
-            "export_format": fmt,
-            "inputs": {
-                names[0]: ["batch", "samples"] if from_waveform else ["batch", "time", package.input_dim],
-                "lengths": ["batch"],
-            },
-            "outputs": {"posteriors": ["batch", len(package.classes)]},
-            "sample_rate": extractor.sample_rate,
-            "parity_max_abs_diff": delta,
-        },
-    )
+    shapes = ["batch", "samples"] if from_waveform else ["batch", "time", package.input_dim]
+    interface = {
+        **{k: v for k, v in manifest(package).items() if k != "format"},
+        "export_format": fmt,
+        "inputs": {names[0]: shapes, "lengths": ["batch"]},
+        "outputs": {"posteriors": ["batch", len(package.classes)]},
+        "sample_rate": extractor.sample_rate,
+        "parity_max_abs_diff": delta,
+    }
+    write_json(Path(f"{out}.json"), interface)
     console.print(f"export: {package.arch} ({names[0]} -> posteriors, {fmt}) -> {out} (+ {out}.json)")
     return delta

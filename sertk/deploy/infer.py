@@ -264,29 +264,37 @@ def run_inference(predictor: Predictor, items: list[tuple[str, str]], progress: 
     return records
 
 
+@dataclass
+class InferOptions:
+    """The options of ``sertk infer`` beside the model and the inputs."""
+
+    fmt: str = "jsonl"
+    window: float | None = None
+    hop: float | None = None
+    batch_size: int = 32
+    device: str = "auto"
+
+
 def infer(
     model: Path,
     inputs: list[Path],
     out: Path | None = None,
-    fmt: str = "jsonl",
-    window: float | None = None,
-    hop: float | None = None,
-    batch_size: int = 32,
-    device: str = "auto",
+    opts: InferOptions | None = None,
     stream: TextIO | None = None,
 ) -> list[dict]:
     """``sertk infer``: records for every input file, written to ``out`` (atomically) or ``stream`` (stdout)."""
-    if fmt not in FORMATS:
-        raise SertkError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
+    opts = opts or InferOptions()
+    if opts.fmt not in FORMATS:
+        raise SertkError(f"--format {opts.fmt}: expected one of {', '.join(FORMATS)}")
     if out is not None and Path(out).is_dir():
         raise SertkError(f"--out {out}: is a directory; give a file to write (e.g. {Path(out) / 'preds.jsonl'})")
-    items = collect_inputs(inputs)
     packages = load_models(model)
-    predictor = Predictor(packages, device=device, batch_size=batch_size, window=window, hop=hop)
+    items = collect_inputs(inputs)
+    predictor = Predictor(packages, opts.device, opts.batch_size, opts.window, opts.hop)
     records = run_inference(predictor, items)
-    lines = [tsv_header(predictor.classes)] if fmt == "tsv" else []
+    lines = [tsv_header(predictor.classes)] if opts.fmt == "tsv" else []
     for record in records:
-        lines += format_record(record, fmt, predictor.classes)
+        lines += format_record(record, opts.fmt, predictor.classes)
     text = "\n".join(lines) + "\n"
     if out is not None:
         with atomic_path(out) as tmp:

@@ -170,6 +170,39 @@ def check_fold_provenance(exp: Path, experiment: dict[str, Any], folds: list[str
     return keys
 
 
+def score_folds(
+    exp: Path, names: list[str], classes: list[str], test_speakers: dict[str, Any]
+) -> tuple[list[dict], np.ndarray, np.ndarray]:
+    """Per-fold WA/UA/macro-F1 from each posteriors.tsv, and all folds' labels and predictions pooled."""
+    folds, all_true, all_pred = [], [], []
+    for name in names:
+        table = read_posteriors(exp / name / "posteriors.tsv", classes)
+        fold = {"name": name, **summarize(table.labels, table.preds, len(classes))}
+        if name in test_speakers:
+            fold["test_speakers"] = test_speakers[name]
+        folds.append(fold)
+        all_true.append(table.labels)
+        all_pred.append(table.preds)
+    return folds, np.concatenate(all_true), np.concatenate(all_pred)
+
+
+def fold_statistics(folds: list[dict]) -> tuple[dict[str, float], dict[str, float], int]:
+    """Mean and sample std (ddof 1; 0 for a single fold, which has no spread) of each metric over folds."""
+    ddof = 1 if len(folds) >= 2 else 0
+    per_fold = {m: np.array([f[m] for f in folds], dtype=float) for m in METRICS}
+    mean = {m: float(v.mean()) for m, v in per_fold.items()}
+    return mean, {m: float(v.std(ddof=ddof)) for m, v in per_fold.items()}, ddof
+
+
+def pooled_scores(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    """WA/UA/macro-F1 of all folds' test utterances together, per-class recall and the confusion matrix."""
+    cm = confusion_matrix(y_true, y_pred, len(classes))
+    pooled = summarize(y_true, y_pred, len(classes))
+    pooled["per_class_recall"] = dict(zip(classes, per_class_recall(cm).tolist(), strict=True))
+    pooled["confusion"] = cm.tolist()
+    return pooled
+
+
 def compute_results(exp: Path) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
     """The results dict of an experiment dir, plus each fold's learning curve (for plotting)."""
     if not exp.is_dir():
@@ -196,30 +229,14 @@ def compute_results(exp: Path) -> tuple[dict[str, Any], dict[str, dict[str, np.n
         console.print(f"[yellow]warning:[/] {exp / name}: no posteriors.tsv, fold left out of the results")
 
     fold_keys = check_fold_provenance(exp, experiment, scored) if experiment.get("provenance_key") else None
-    folds, all_true, all_pred = [], [], []
-    for name in scored:
-        table = read_posteriors(exp / name / "posteriors.tsv", classes)
-        y_true, y_pred = table.labels, table.preds
-        fold = {"name": name, **summarize(y_true, y_pred, len(classes))}
-        if name in test_speakers:
-            fold["test_speakers"] = test_speakers[name]
-        folds.append(fold)
-        all_true.append(y_true)
-        all_pred.append(y_pred)
+    folds, y_true, y_pred = score_folds(exp, scored, classes, test_speakers)
     histories = {
         name: read_learning_curve(exp / name / "metrics.csv")
         for name in fold_names
         if (exp / name / "metrics.csv").is_file()
     }
-
-    per_fold = {m: np.array([f[m] for f in folds], dtype=float) for m in METRICS}
-    # Sample std (ddof=1): the folds are a sample of possible splits; one fold has no spread to estimate.
-    ddof = 1 if len(folds) >= 2 else 0
-    y_true, y_pred = np.concatenate(all_true), np.concatenate(all_pred)
-    cm = confusion_matrix(y_true, y_pred, len(classes))
-    pooled = summarize(y_true, y_pred, len(classes))
-    pooled["per_class_recall"] = dict(zip(classes, per_class_recall(cm).tolist(), strict=True))
-    pooled["confusion"] = cm.tolist()
+    mean, std, ddof = fold_statistics(folds)
+    pooled = pooled_scores(y_true, y_pred, classes)
     corpus = _corpus_meta(exp, experiment)
     results = {
         "system": experiment.get("system", exp.name),
@@ -227,8 +244,8 @@ def compute_results(exp: Path) -> tuple[dict[str, Any], dict[str, dict[str, np.n
         "classes": classes,
         "synthetic": _is_synthetic(experiment, corpus, exp),
         "folds": folds,
-        "mean": {m: float(v.mean()) for m, v in per_fold.items()},
-        "std": {m: float(v.std(ddof=ddof)) for m, v in per_fold.items()},
+        "mean": mean,
+        "std": std,
         "pooled": pooled,
         "n_folds": len(folds),
         "missing_folds": missing,
@@ -281,9 +298,74 @@ def markdown_table(header: list[str], rows: list[list[str]], align: str = "l") -
     return ["| " + " | ".join(r) + " |" for r in [header, rule, *rows]]
 
 
+def _fold_section(results: dict[str, Any]) -> list[str]:
+    """The per-fold table with mean ± std and pooled rows."""
+    with_speakers = any("test_speakers" in f for f in results["folds"])
+    header = ["fold", *(["test speakers"] if with_speakers else []), "n", "WA (%)", "UA (%)", "macro-F1 (%)"]
+    rows = []
+    for f in results["folds"]:
+        listed = f.get("test_speakers", [])
+        speakers = [listed if isinstance(listed, str) else " ".join(map(str, listed))] if with_speakers else []
+        rows.append([f["name"], *speakers, str(f["n"]), *(format_pct(f[m]) for m in METRICS)])
+    blank = [""] if with_speakers else []
+    rows.append(["**mean ± std**", *blank, "", *(format_mean_std(results, m) for m in METRICS)])
+    pooled = results["pooled"]
+    rows.append(["pooled", *blank, str(pooled["n"]), *(format_pct(pooled[m]) for m in METRICS)])
+    std_note = (
+        "sample standard deviation over folds (ddof = 1)" if results["std_ddof"] else "0: a single fold has no spread"
+    )
+    return [
+        "## Per fold",
+        "",
+        *markdown_table(header, rows, "r"),
+        "",
+        f"mean ± std: {std_note}; pooled: all folds' test utterances scored together.",
+        "",
+    ]
+
+
+def _paper_section(results: dict[str, Any]) -> list[str]:
+    """The paper's reported numbers beside sertk's (empty when the config names none)."""
+    if not results["paper"]:
+        return []
+    recall = results["pooled"]["per_class_recall"]
+    rows = []
+    for key, value in results["paper"].items():
+        metric = key.lower()
+        ours = format_mean_std(results, metric) if metric in METRICS else format_pct(recall.get(key))
+        rows.append([METRIC_NAMES.get(metric, key), f"{100 * value:.1f}", ours])
+    return [
+        "## Paper vs sertk",
+        "",
+        *markdown_table(["metric", "paper (%)", "sertk (%)"], rows, "r"),
+        "",
+        "sertk: mean ± std over folds; a class name means that class's pooled recall.",
+        "",
+    ]
+
+
+def _confusion_section(results: dict[str, Any]) -> list[str]:
+    """The pooled confusion matrix, counts and row percentages, with per-class recall."""
+    classes = results["classes"]
+    cm = np.array(results["pooled"]["confusion"])
+    pct = 100 * cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    recall = results["pooled"]["per_class_recall"]
+    rows = [
+        [f"**{c}**", *(f"{cm[i, j]} ({pct[i, j]:.1f}%)" for j in range(len(classes))), format_pct(recall[c])]
+        for i, c in enumerate(classes)
+    ]
+    return [
+        "## Pooled confusion matrix",
+        "",
+        "Rows: true class; columns: predicted; cells: count (row %).",
+        "",
+        *markdown_table(["true \\ pred", *classes, "recall (%)"], rows, "r"),
+        "",
+    ]
+
+
 def render_markdown(results: dict[str, Any]) -> str:
     """RESULTS.md: per-fold table, mean ± std, the paper's numbers, pooled confusion matrix, plots."""
-    classes = results["classes"]
     lines = [f"# {title_line(results)}", ""]
     if results["synthetic"] is not False:
         lines += [SYNTHETIC_BANNER if results["synthetic"] else UNKNOWN_BANNER, ""]
@@ -294,66 +376,8 @@ def render_markdown(results: dict[str, Any]) -> str:
     ]
     if results["missing_folds"]:
         lines += [f"Missing (no posteriors.tsv, left out): {', '.join(results['missing_folds'])}.", ""]
-
-    with_speakers = any("test_speakers" in f for f in results["folds"])
-    header = ["fold", *(["test speakers"] if with_speakers else []), "n", "WA (%)", "UA (%)", "macro-F1 (%)"]
-    rows = []
-    for f in results["folds"]:
-        listed = f.get("test_speakers", [])
-        speakers = (
-            [listed if isinstance(listed, str) else " ".join(map(str, listed))] if with_speakers else []
-        )
-        rows.append([f["name"], *speakers, str(f["n"]), *(format_pct(f[m]) for m in METRICS)])
-    blank = [""] if with_speakers else []
-    rows.append(["**mean ± std**", *blank, "", *(format_mean_std(results, m) for m in METRICS)])
-    rows.append(
-        ["pooled", *blank, str(results["pooled"]["n"]), *(format_pct(results["pooled"][m]) for m in METRICS)]
-    )
-    std_note = (
-        "sample standard deviation over folds (ddof = 1)"
-        if results["std_ddof"]
-        else "0: a single fold has no spread"
-    )
-    lines += ["## Per fold", "", *markdown_table(header, rows, "r"), ""]
-    lines += [f"mean ± std: {std_note}; pooled: all folds' test utterances scored together.", ""]
-
-    if results["paper"]:
-        recall = results["pooled"]["per_class_recall"]
-        rows = []
-        for key, value in results["paper"].items():
-            metric = key.lower()
-            ours = format_mean_std(results, metric) if metric in METRICS else format_pct(recall.get(key))
-            rows.append([METRIC_NAMES.get(metric, key), f"{100 * value:.1f}", ours])
-        lines += [
-            "## Paper vs sertk",
-            "",
-            *markdown_table(["metric", "paper (%)", "sertk (%)"], rows, "r"),
-            "",
-        ]
-        lines += ["sertk: mean ± std over folds; a class name means that class's pooled recall.", ""]
-
-    cm = np.array(results["pooled"]["confusion"])
-    pct = 100 * cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    recall = results["pooled"]["per_class_recall"]
-    rows = [
-        [f"**{c}**", *(f"{cm[i, j]} ({pct[i, j]:.1f}%)" for j in range(len(classes))), format_pct(recall[c])]
-        for i, c in enumerate(classes)
-    ]
-    lines += [
-        "## Pooled confusion matrix",
-        "",
-        "Rows: true class; columns: predicted; cells: count (row %).",
-        "",
-    ]
-    lines += [*markdown_table(["true \\ pred", *classes, "recall (%)"], rows, "r"), ""]
-    lines += [
-        "## Plots",
-        "",
-        "![confusion matrix](confusion.png)",
-        "",
-        "![learning curves](learning_curves.png)",
-        "",
-    ]
+    lines += _fold_section(results) + _paper_section(results) + _confusion_section(results)
+    lines += ["## Plots", "", "![confusion matrix](confusion.png)", "", "![learning curves](learning_curves.png)", ""]
     return "\n".join(lines)
 
 

@@ -97,18 +97,17 @@ def utterance_posteriors(
     normalizer: Normalizer | None = None,
     transforms: Sequence[Transform] | None = None,
     vote: bool = False,
-    precision: str = "fp32",
 ) -> Posteriors:
     """Softmax per row, averaged over each utterance's segments, then over the test-time copies.
 
     ``vote`` gives each copy one vote for its argmax class and scores utterances by the vote shares
     (cnn_blstm_vtlp.txt §3.4: majority vote over 11 VTLP copies); the mean softmax is kept beside them.
-    No transforms = the identity alone.
+    No transforms = the identity alone. Always in fp32: test scores do not depend on training precision.
     """
     num_utts = len(fset.utts)
     copies = []
     for transform in transforms or [None]:
-        rows = predict_rows(model, fset, device, batch_size, normalizer, transform, precision).softmax(-1)
+        rows = predict_rows(model, fset, device, batch_size, normalizer, transform).softmax(-1)
         copies.append(segment_average(rows, fset.owner, num_utts))
     softmax = torch.stack(copies).mean(dim=0).cpu()
     if not vote:
