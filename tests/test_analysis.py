@@ -9,8 +9,9 @@ import pytest
 from test_inputs import TABLE5
 
 from sertk.data.datadir import write_data_dir
+from sertk.data.labels import agreement
 from sertk.errors import SertkError
-from sertk.evaluate.analysis import agreement, analyze_experiment, second_choice
+from sertk.evaluate.analysis import analyze_experiment, second_choice
 
 CLASSES = ["neu", "hap", "sad", "ang"]
 # utt: (speaker, label, votes or None, posteriors over CLASSES)
@@ -109,3 +110,22 @@ def test_without_votes_only_all_and_errors(tmp_path):
         analyze_experiment(exp)
     with pytest.raises(SertkError, match="experiment.json: not found"):
         analyze_experiment(tmp_path / "missing")
+
+
+def test_second_choice_ranks_by_the_mean_softmax_when_predictions_were_votes(tmp_path):
+    """With VTLP voting, Table 6's 2nd choice comes from the copies' mean softmax, not from vote counts."""
+    exp = make_experiment(tmp_path)
+    path = exp / "fold1" / "posteriors.tsv"
+    header = "\t".join(["utt", "label", "pred", *CLASSES, *(f"softmax_{c}" for c in CLASSES)])
+    # Ses01F_u1 (neu): votes put hap second, the softmax puts sad second; true label neu is 1st either way.
+    # Ses01F_u2 (hap): votes 6 neu / 5 hap -> 2nd choice hap by votes; softmax puts ang second -> wrong.
+    rows = [
+        "Ses01F_u1\tneu\tneu\t0.7272\t0.2727\t0.0\t0.0\t0.5\t0.1\t0.3\t0.1",
+        "Ses01F_u2\thap\tneu\t0.5454\t0.4545\t0.0\t0.0\t0.5\t0.1\t0.1\t0.3",
+        "Ses01F_u3\tsad\tang\t0.0\t0.0\t0.0\t1.0\t0.1\t0.0\t0.2\t0.7",
+        "Ses01F_u4\tang\tang\t0.0\t0.0\t0.0\t1.0\t0.0\t0.0\t0.0\t1.0",
+    ]
+    path.write_text("\n".join([header, *rows]) + "\n")
+    result = analyze_experiment(exp)
+    hap = result["subsets"]["all"]["classes"]["hap"]
+    assert hap["first"] == 0.0 and hap["second"] == 0.0  # by votes it would have been 1.0
