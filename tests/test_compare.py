@@ -153,6 +153,9 @@ def test_paired_t_matches_the_formula_on_five_folds():
 def test_paired_t_with_constant_differences():
     assert paired_t([0.5, 0.6, 0.7], [0.5, 0.6, 0.7]) == (0.0, 1.0)
     assert paired_t([0.5, 0.5], [0.25, 0.25]) == (math.inf, 0.0)
+    # Equal differences up to rounding (0.8 - 0.7 != 0.3 - 0.2 in floating point) are equal.
+    assert paired_t([0.8, 0.3], [0.7, 0.2]) == (math.inf, 0.0)
+    assert paired_t([0.7, 0.2], [0.8, 0.3]) == (-math.inf, 0.0)
     with pytest.raises(ValueError):
         paired_t([0.5], [0.4])
 

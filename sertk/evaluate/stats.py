@@ -59,9 +59,10 @@ def paired_t(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
     d = a - b
     if len(d) < 2:
         raise ValueError("a paired t-test needs at least 2 folds")
-    if np.all(d == d[0]):
-        # sd(d) = 0: the t statistic is infinite (or 0/0 when nothing differs).
-        return (0.0, 1.0) if d[0] == 0 else (math.copysign(math.inf, d[0]), 0.0)
+    if np.ptp(d) <= 1e-12:
+        # sd(d) = 0 (up to the rounding of differences of fractions): t is infinite, or 0/0 when nothing
+        # differs; scipy would divide rounding noise by rounding noise.
+        return (0.0, 1.0) if abs(d[0]) <= 1e-12 else (math.copysign(math.inf, d[0]), 0.0)
     result = scipy.stats.ttest_rel(a, b)
     return float(result.statistic), float(result.pvalue)
 
