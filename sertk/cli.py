@@ -252,18 +252,34 @@ def analyze(exp: Path = typer.Argument(..., help="Experiment dir with evaluated 
     analyze_experiment(exp)
 
 
-@app.command(epilog="Example: sertk compare exp/crnn_* --out exp/compare_crnn.md")
+@app.command(
+    epilog="Examples: sertk compare exp/crnn_* --out exp/compare_crnn.md   (HTML report: exp/compare_crnn.html)\n\n"
+    "sertk compare exp/crnn_* --out t.md --baseline exp/crnn_discriminative --test sign-flip --seed 1"
+)
 def compare(
     exps: list[Path] = typer.Argument(..., help="Scored experiment dirs."),
     out: Path = typer.Option(
         ..., help="Markdown file to write (a PNG of confusion matrices goes beside it)."
     ),
     title: str | None = typer.Option(None, help="Table title."),
+    html: Path | None = typer.Option(
+        None, help="Self-contained HTML report to write (default: OUT with the suffix .html)."
+    ),
+    baseline: str | None = typer.Option(
+        None, help="Reference row of the paired tests: one of EXP... or its row name (default: best mean UA)."
+    ),
+    bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the 95% intervals (0: none)."),
+    seed: int = typer.Option(0, help="Seed of the bootstrap resamples."),
+    test: str = typer.Option(
+        "t", help="Test on per-fold UA that decides the marks: t (paired t-test) or sign-flip (exact)."
+    ),
+    alpha: float = typer.Option(0.05, help="Significance level of the marks, after Holm's correction."),
 ) -> None:
-    """Compare scored systems in one table (UA, WA, paper's numbers, per-class recall)."""
-    from sertk.evaluate.compare import compare_experiments
+    """Compare systems: UA, WA, 95% bootstrap CIs, paired tests against a reference, paper's numbers, recall."""
+    from sertk.evaluate.compare import CompareOptions, compare_experiments
 
-    console.print(compare_experiments(exps, out, title=title))
+    options = CompareOptions(baseline=baseline, n_boot=bootstrap, seed=seed, alpha=alpha, test=test)
+    console.print(compare_experiments(exps, out, title=title, html=html, options=options))
 
 
 @app.command(

@@ -1,4 +1,4 @@
-"""Scoring an exp dir (results.json, RESULTS.md, PNGs) and comparing systems, on hand-made exp dirs."""
+"""Scoring an exp dir (results.json, RESULTS.md, PNGs) on hand-made exp dirs (comparing them: test_compare.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from rich.console import Console
 import sertk.evaluate.compare as compare_module
 import sertk.evaluate.score as score_module
 from sertk.errors import SertkError
-from sertk.evaluate.compare import compare_experiments
 from sertk.evaluate.posteriors import write_posteriors as write_posterior_table
 from sertk.evaluate.score import SYNTHETIC_BANNER, score_experiment, summary_line
 
@@ -214,42 +213,6 @@ def test_corrupt_posteriors_name_file_and_line(tmp_path):
     path.write_text("utt\tlabel\tpred\tneu\thap\n")
     with pytest.raises(SertkError, match=r"posteriors\.tsv: line 1: header"):
         score_experiment(exp)
-
-
-def test_compare_table_rows_and_columns(tmp_path):
-    grid = tmp_path / "grid"
-    baseline = make_exp(grid, "baseline", paper={"ua": 0.623, "wa": 0.610})
-    focal = make_exp(
-        grid,
-        "focal",
-        paper={"ua": 0.663, "wa": 0.655},
-        extra={"config": "conf/crnn_discriminative/focal_g2_a2.yaml"},
-        folds={"fold1": FOLD1},
-    )
-    score_experiment(baseline)  # focal is scored by compare itself (no results.json yet)
-    out = tmp_path / "table2.md"
-    text = compare_experiments([baseline, focal], out, title="Table 2")
-    assert out.read_text() == text
-    lines = text.splitlines()
-    assert lines[0] == "# Table 2 (SYNTHETIC data)"
-    table = [line for line in lines if line.startswith("|")]
-    assert table[0] == (
-        "| system | UA (%) | WA (%) | paper UA (%) | paper WA (%) "
-        "| neu recall (%) | hap recall (%) | sad recall (%) | ang recall (%) |"
-    )
-    assert table[2] == "| baseline | 70.8 ± 5.9 | 70.8 ± 5.9 | 62.3 | 61.0 | 66.7 | 50.0 | 100.0 | 50.0 |"
-    # Grid row named by its config's stem; one fold: std 0; pooled recall = fold1's recall.
-    assert table[3] == "| focal_g2_a2 | 75.0 ± 0.0 | 66.7 ± 0.0 | 66.3 | 65.5 | 50.0 | 100.0 | 100.0 | 50.0 |"
-    assert len(table) == 4
-    assert (focal / "results.json").is_file()
-    assert_valid_png(tmp_path / "table2_confusions.png")
-
-
-def test_compare_real_data_has_no_synthetic_flag(tmp_path):
-    exp = make_exp(tmp_path, "iemocap_run", synthetic=False)
-    text = compare_experiments([exp], tmp_path / "cmp.md")
-    assert "SYNTHETIC" not in text
-    assert "| iemocap_run | 70.8 ± 5.9 | 70.8 ± 5.9 | — | — |" in text
 
 
 def test_reads_posteriors_written_by_inference(tmp_path):

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Set up sertk on a fresh machine: a virtual environment in .venv with the package installed editable.
 #   bash tools/install.sh          # runtime only (enough for the recipes)
-#   bash tools/install.sh --dev    # + pytest, ruff, shellcheck, onnxruntime and openSMILE (test reference)
+#   bash tools/install.sh --dev    # + pytest, ruff, shellcheck, onnxruntime and openSMILE (test reference),
+#                                  #   and Chromium (the HTML report's browser test) via apt-get when root
 # Idempotent: rerunning only installs what is missing. Needs Python >= 3.10 and network access to PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 extras=""
+dev=false
 for arg in "$@"; do
   case "${arg}" in
-    --dev) extras="[dev,ref,onnx]" ;;
+    --dev) extras="[dev,ref,onnx]"; dev=true ;;
     *) echo "usage: $0 [--dev]" >&2; exit 2 ;;
   esac
 done
@@ -27,4 +29,16 @@ fi
 echo "tools/install.sh: installing sertk${extras} (torch 2.11 is large; the first install takes a few minutes)"
 .venv/bin/python -m pip install --quiet -e ".${extras}"
 .venv/bin/sertk --help >/dev/null
+# tests/test_compare.py opens the HTML report in a headless Chromium (the system's: no browser download).
+if ${dev} && ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null \
+  && ! command -v google-chrome >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "tools/install.sh: installing chromium with apt-get (for the HTML report's browser test)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  else
+    echo "tools/install.sh: no chromium: the HTML report's browser test will be skipped;" \
+      "install it with: sudo apt-get install chromium (Debian/Ubuntu) or your system's package manager" >&2
+  fi
+fi
 echo "tools/install.sh: done; sertk is .venv/bin/sertk (recipes find it through egs/iemocap/path.sh)"

@@ -1,11 +1,14 @@
-"""PNG figures for scoring: confusion matrices (crnn_discriminative.txt Fig. 2) and learning curves.
+"""PNG figures for scoring: confusion matrices (crnn_discriminative.txt Fig. 2), learning curves and
+per-class recall bars.
 
 Figures are built on matplotlib's object API with the Agg canvas, so no display or global pyplot state is
-involved, and each PNG is written under a temporary name and renamed into place.
+involved. Each ``*_figure`` function builds a figure; ``plot_*`` writes it as a PNG under a temporary name
+renamed into place, and ``png_bytes`` renders it in memory (for the HTML report).
 """
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -25,6 +28,14 @@ def _save(fig: Figure, path: Path) -> None:
     FigureCanvasAgg(fig)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI)
+
+
+def png_bytes(fig: Figure) -> bytes:
+    """``fig`` rendered as PNG bytes."""
+    FigureCanvasAgg(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    return buffer.getvalue()
 
 
 def row_normalised_percent(cm: np.ndarray) -> np.ndarray:
@@ -60,12 +71,17 @@ def draw_confusion(ax: Axes, cm: np.ndarray, classes: list[str], title: str, fon
             )
 
 
-def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str) -> None:
-    """Write one confusion matrix (row-normalised %, counts in cells) as a PNG."""
+def confusion_figure(cm: np.ndarray, classes: list[str], title: str) -> Figure:
+    """One confusion matrix (row-normalised %, counts in cells)."""
     side = 1.2 + 0.9 * len(classes)
     fig = Figure(figsize=(side + 0.6, side), layout="constrained")
     draw_confusion(fig.add_subplot(), cm, classes, title)
-    _save(fig, path)
+    return fig
+
+
+def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str) -> None:
+    """Write one confusion matrix (row-normalised %, counts in cells) as a PNG."""
+    _save(confusion_figure(cm, classes, title), path)
 
 
 def plot_confusion_grid(cms: list[tuple[str, np.ndarray, list[str]]], path: Path, title: str) -> None:
@@ -80,8 +96,12 @@ def plot_confusion_grid(cms: list[tuple[str, np.ndarray, list[str]]], path: Path
     _save(fig, path)
 
 
-def plot_learning_curves(histories: dict[str, dict[str, np.ndarray]], path: Path, title: str) -> None:
-    """Per fold: train/valid loss (left) and valid WA/UA (right) against epoch, from metrics.csv."""
+def learning_curves_figure(histories: dict[str, dict[str, np.ndarray]], title: str) -> Figure:
+    """Per fold: train/valid loss (left) and valid WA/UA (right) against epoch, from metrics.csv.
+
+    Empty valid_* cells (NaN: a fold without a validation set) leave gaps; a panel with nothing to draw
+    says so.
+    """
     fig = Figure(figsize=(10, 4), layout="constrained")
     fig.suptitle(title)
     loss_ax, acc_ax = fig.subplots(1, 2)
@@ -100,6 +120,46 @@ def plot_learning_curves(histories: dict[str, dict[str, np.ndarray]], path: Path
             ax.legend(fontsize=7, ncol=2)
             ax.grid(alpha=0.3)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if not any(np.isfinite(h[c]).any() for h in histories.values() for c in ("valid_wa", "valid_ua")):
+            acc_ax.text(0.5, 0.5, "no validation set", ha="center", va="center", transform=acc_ax.transAxes)
     else:
         loss_ax.text(0.5, 0.5, "no metrics.csv found", ha="center", va="center", transform=loss_ax.transAxes)
-    _save(fig, path)
+    return fig
+
+
+def plot_learning_curves(histories: dict[str, dict[str, np.ndarray]], path: Path, title: str) -> None:
+    """Write the learning curves of ``histories`` (see learning_curves_figure) as a PNG."""
+    _save(learning_curves_figure(histories, title), path)
+
+
+def recall_bars_figure(
+    systems: list[tuple[str, np.ndarray, np.ndarray | None]], classes: list[str], title: str
+) -> Figure:
+    """Grouped bars of per-class recall (%), one colour per system (crnn_discriminative.txt Fig. 2's
+    per-class view), with (2, C) lower/upper interval bounds as error bars where given; NaN recall
+    (a class the system never saw) draws no bar."""
+    width = 0.8 / max(len(systems), 1)
+    fig = Figure(
+        figsize=(max(6.0, 1.2 + len(classes) * (0.4 + 0.25 * len(systems))), 4), layout="constrained"
+    )
+    ax = fig.add_subplot()
+    x = np.arange(len(classes))
+    for k, (name, recall, interval) in enumerate(systems):
+        recall = 100 * np.asarray(recall, dtype=float)
+        errors = None
+        if interval is not None:
+            errors = np.abs(100 * np.asarray(interval, dtype=float) - recall)
+        ax.bar(
+            x + (k - (len(systems) - 1) / 2) * width,
+            np.nan_to_num(recall),
+            width,
+            yerr=None if errors is None else np.nan_to_num(errors),
+            capsize=2,
+            label=name,
+            color=f"C{k % 10}",
+        )
+    ax.set_xticks(x, labels=classes)
+    ax.set(ylabel="recall (%)", ylim=(0, 105), title=title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, ncol=min(3, max(len(systems), 1)), loc="lower right")
+    return fig
