@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sertk.augment.perturb import add_noise_at_snr, normalize_rir, reverberate, speed_perturb
+from sertk.augment.perturb import add_noise_at_snr, fast_fft_length, normalize_rir, reverberate, speed_perturb
 from sertk.errors import SertkError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -147,3 +147,16 @@ def test_reverberate_batched_keeps_each_row_length_and_energy():
         )
     # Reverberation smears the sound: the output differs from the input although its energy does not.
     assert float((y[0] - batch[0]).abs().max()) > 0.1
+
+
+def test_fast_fft_length_is_the_next_5_smooth_number():
+    def smooth(n: int) -> bool:
+        for p in (2, 3, 5):
+            while n % p == 0:
+                n //= p
+        return n == 1
+
+    for n in [*range(1, 400), 27331, 100003]:
+        best = fast_fft_length(n)
+        assert best >= n and smooth(best) and not any(smooth(m) for m in range(n, best)), n
+    assert fast_fft_length(27331) == 27648  # 2^10 · 3^3

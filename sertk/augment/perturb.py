@@ -67,6 +67,22 @@ def normalize_rir(rir: torch.Tensor) -> tuple[torch.Tensor, int]:
     return rir / energy.sqrt(), int(rir.abs().argmax())
 
 
+def fast_fft_length(n: int) -> int:
+    """The smallest 2^a·3^b·5^c >= n: FFTs of such lengths run several times faster than of a length with a
+    large prime factor (pocketfft falls back to Bluestein's algorithm there)."""
+    best = 1 << max(n - 1, 0).bit_length()
+    fives = 1
+    while fives < best:
+        threes = fives
+        while threes < best:
+            # The smallest power of two that lifts threes up to n.
+            twos = threes << max(0, (-(-n // threes) - 1).bit_length())
+            best = min(best, twos)
+            threes *= 3
+        fives *= 5
+    return best
+
+
 def reverberate(
     waves: torch.Tensor, lengths: torch.Tensor, rirs: torch.Tensor, delays: torch.Tensor
 ) -> torch.Tensor:
@@ -80,7 +96,9 @@ def reverberate(
     clip. ``rirs`` (B, L) are zero-padded after each response's end (padding does not change x * h).
     """
     valid = frame_mask(lengths.to(waves.device), waves.shape[1])
-    full = torchaudio.functional.fftconvolve(waves, rirs.to(waves.dtype))
+    # Trailing zeros change nothing in the part kept, and a 5-smooth FFT length is several times faster.
+    extra = fast_fft_length(waves.shape[1] + rirs.shape[1] - 1) - (waves.shape[1] + rirs.shape[1] - 1)
+    full = torchaudio.functional.fftconvolve(torch.nn.functional.pad(waves, (0, extra)), rirs.to(waves.dtype))
     index = delays.to(waves.device)[:, None] + torch.arange(waves.shape[1], device=waves.device)[None, :]
     out = full.gather(1, index) * valid
     before = waves.square().sum(dim=1, keepdim=True)
