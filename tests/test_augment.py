@@ -212,6 +212,24 @@ def test_random_folds_never_train_on_a_copy_of_their_test_utterances(tmp_path, s
     assert copies <= set(result["folds"][1]["train"]) and not copies & set(result["folds"][0]["train"])
 
 
+def test_chained_runs_combine_perturbations(tmp_path, sources):
+    """A second run over the first one's output perturbs the copies too, still within each fold's train part."""
+    data = make_wav_data(tmp_path, sessions=3, per_speaker=2)
+    write_folds(tmp_path / "f.json", make_folds(read_data_dir(data), "loso-session"), read_data_dir(data))
+    augment_data_dir(data, tmp_path / "f.json", tmp_path / "sp", speeds=(0.9,))
+    augment_data_dir(
+        tmp_path / "sp", tmp_path / "sp" / "folds.json", tmp_path / "sp_noise", noise=sources["musan"]
+    )
+    result = read_data_dir(tmp_path / "sp_noise")
+    assert len(result.utts) == 12 * 4 and "noise-sp0.9-Ses01F_impro01_F000" in result.utts
+    source = read_folds(tmp_path / "f.json")
+    chained = read_folds(tmp_path / "sp_noise" / "folds.json", result)
+    for old, new in zip(source["folds"], chained["folds"], strict=True):
+        assert new["test"] == old["test"] and new["valid"] == old["valid"]
+        assert {strip_prefixes(u) for u in new["train"]} == set(old["train"])
+        assert len(new["train"]) == 4 * len(old["train"])
+
+
 def test_check_augmented_folds_catches_a_leak():
     folds = {
         "protocol": "random",

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
 
 import pytest
 import torch
 
+from sertk.augment.mixup import MixupConfig
 from sertk.augment.specaugment import SpecAugment, SpecAugmentConfig, spec_augment
-from sertk.config import from_dict
+from sertk.config import from_dict, to_dict
 from sertk.errors import SertkError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -123,3 +125,24 @@ def test_disabled_config_changes_nothing_and_config_is_checked():
         from_dict(SpecAugmentConfig, {"freq_mask": 2})
     with pytest.raises(SertkError, match="expected features"):
         spec_augment(torch.zeros(3, 4), torch.tensor([4, 4, 4]), cfg, torch.Generator())
+
+
+def test_configs_embed_in_an_input_config_as_yaml_mappings():
+    """How the training input config holds them: nested dataclass fields, YAML mappings, errors with the key path."""
+
+    @dataclass
+    class Input:
+        specaugment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+        mixup: MixupConfig = field(default_factory=MixupConfig)
+
+    cfg = from_dict(
+        Input, {"specaugment": {"freq_masks": 2, "freq_width": 8, "fill": "mean"}, "mixup": {"alpha": 0.2}}
+    )
+    assert (
+        cfg.specaugment == SpecAugmentConfig(freq_masks=2, freq_width=8, fill="mean")
+        and cfg.mixup.alpha == 0.2
+    )
+    assert not from_dict(Input, {}).specaugment.enabled and not from_dict(Input, {}).mixup.enabled
+    assert to_dict(cfg)["specaugment"]["time_width"] == 100
+    with pytest.raises(SertkError, match="input.specaugment.fill: expected one of"):
+        from_dict(Input, {"specaugment": {"fill": "noise"}}, where="input")
