@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile
 
-import sertk.augment.offline as offline
+import sertk.augment.copies as copies
 from sertk.augment.offline import (
     augment_data_dir,
     augment_folds,
@@ -275,7 +275,7 @@ def test_rerun_skips_and_a_changed_option_redoes(augmented, monkeypatch, sources
     def never(*args, **kwargs):
         raise AssertionError("an up-to-date output was recomputed")
 
-    monkeypatch.setattr(offline.CopyMaker, "make", never)
+    monkeypatch.setattr(copies.CopyMaker, "make", never)
     options = dict(speeds=(0.9, 1.1), noise=sources["musan"], snr=(0, 15), rir=sources["rirs"], seed=3)
     again = augment_data_dir(a["data"], a["folds"], a["out"], **options)
     assert again["reused"] and again["copies"] == a["summary"]["copies"]
@@ -299,24 +299,33 @@ def test_rerun_skips_and_a_changed_option_redoes(augmented, monkeypatch, sources
 
 
 def test_same_seed_same_audio_whatever_nj(tmp_path, sources):
+    """--nj changes who makes a batch, never what it holds: the files are identical. The batch size (a
+    constant) changes the FFT and resampling lengths, so only rounding: the same draws, samples within 1 LSB."""
     data = make_wav_data(tmp_path, sessions=3, per_speaker=2)
     write_folds(tmp_path / "f.json", make_folds(read_data_dir(data), "loso-session"), read_data_dir(data))
     kwargs = dict(speeds=(1.1,), noise=sources["musan"], rir=sources["rirs"], seed=5)
-    augment_data_dir(data, tmp_path / "f.json", tmp_path / "one", nj=1, **kwargs)
-    offline.BATCH_SAMPLES, saved = (
-        6000,
-        offline.BATCH_SAMPLES,
-    )  # several batches, so the two workers share them
-    try:
+    batches, _ = copies.plan_batches(read_data_dir(data)["wav.scp"], 6000 * 2)
+    assert len(batches) > 2
+    with pytest.MonkeyPatch.context() as patch:
+        # Small batches: the two workers share them and finish in any order.
+        patch.setattr(copies, "BATCH_SAMPLES", 6000 * 2)
+        augment_data_dir(data, tmp_path / "f.json", tmp_path / "one", nj=1, **kwargs)
         augment_data_dir(data, tmp_path / "f.json", tmp_path / "two", nj=2, **kwargs)
-    finally:
-        offline.BATCH_SAMPLES = saved
-    assert (tmp_path / "one" / "augment.tsv").read_text() == (tmp_path / "two" / "augment.tsv").read_text()
+    augment_data_dir(data, tmp_path / "f.json", tmp_path / "big", nj=1, **kwargs)
+    log = (tmp_path / "one" / "augment.tsv").read_text()
+    assert (
+        log
+        == (tmp_path / "two" / "augment.tsv").read_text()
+        == (tmp_path / "big" / "augment.tsv").read_text()
+    )
     for wav in sorted((tmp_path / "one" / "wav").iterdir()):
         assert wav.read_bytes() == (tmp_path / "two" / "wav" / wav.name).read_bytes(), wav.name
+        one = soundfile.read(str(wav), dtype="int16")[0].astype(int)
+        big = soundfile.read(str(tmp_path / "big" / "wav" / wav.name), dtype="int16")[0].astype(int)
+        assert len(one) == len(big) and np.abs(one - big).max() <= 1, wav.name
     other = augment_data_dir(data, tmp_path / "f.json", tmp_path / "seed6", **{**kwargs, "seed": 6})
     assert other["copies"]["noise"] == 12
-    assert (tmp_path / "seed6" / "augment.tsv").read_text() != (tmp_path / "one" / "augment.tsv").read_text()
+    assert (tmp_path / "seed6" / "augment.tsv").read_text() != log
 
 
 def test_interrupted_run_leaves_nothing_trusted(tmp_path, monkeypatch, sources):
@@ -325,7 +334,7 @@ def test_interrupted_run_leaves_nothing_trusted(tmp_path, monkeypatch, sources):
     out = tmp_path / "aug"
     augment_data_dir(data, tmp_path / "f.json", out, speeds=(0.9,))
     assert check(record_path(out, "augment"), read_record(record_path(out, "augment"))) == []
-    real_write = offline.CopyMaker._write_rows
+    real_write = copies.CopyMaker._write_rows
     calls = []
 
     def crash_midway(self, *args, **kwargs):
@@ -334,10 +343,10 @@ def test_interrupted_run_leaves_nothing_trusted(tmp_path, monkeypatch, sources):
             raise KeyboardInterrupt
         return real_write(self, *args, **kwargs)
 
-    monkeypatch.setattr(offline.CopyMaker, "_write_rows", crash_midway)
+    monkeypatch.setattr(copies.CopyMaker, "_write_rows", crash_midway)
     with pytest.raises(KeyboardInterrupt):
         augment_data_dir(data, tmp_path / "f.json", out, speeds=(0.9, 1.1))
-    monkeypatch.setattr(offline.CopyMaker, "_write_rows", real_write)
+    monkeypatch.setattr(copies.CopyMaker, "_write_rows", real_write)
     assert not record_path(out, "augment").exists() and not record_path(out / "folds.json").exists()
     assert not list(tmp_path.glob(".aug.tmp*"))  # the half-made temp dir is gone
     redone = augment_data_dir(data, tmp_path / "f.json", out, speeds=(0.9, 1.1))

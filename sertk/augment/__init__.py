@@ -1,8 +1,9 @@
 """Augmentation: offline copies of training utterances, and on-the-fly transforms of padded feature batches.
 
 Offline (``sertk augment``, stage 4): ``sertk.augment.offline`` writes a data dir with speed-perturbed,
-noisy and reverberated copies of the folds' training utterances (``sertk.augment.perturb`` holds the
-waveform operations, ``sertk.augment.sources`` finds MUSAN / RIRS_NOISES files).
+noisy and reverberated copies of the folds' training utterances (``sertk.augment.copies`` makes them with
+the waveform operations of ``sertk.augment.perturb``; ``sertk.augment.sources`` finds MUSAN / RIRS_NOISES
+files).
 
 Online, on (feats (B, T, D), lengths (B,)) batches: VTLP (``sertk.augment.vtlp``; also the test-time copies
 of ``sertk eval --tta vtlp``), SpecAugment masking (``sertk.augment.specaugment``) and mixup
