@@ -159,6 +159,43 @@ def feats(
 
 
 @app.command(
+    epilog="Examples: sertk augment data/all data/all/folds.json data/all_sp --speed 0.9,1.1\n\n"
+    "sertk augment data/all data/all/folds.json data/all_aug --speed 0.9,1.1 --noise /data/musan "
+    "--snr 0:15 --rir /data/RIRS_NOISES --seed 0 --nj 2"
+)
+def augment(
+    data: Path = typer.Argument(..., help="Data dir."),
+    folds: Path = typer.Argument(..., help="folds.json of DATA: the train parts get the copies."),
+    out: Path = typer.Argument(..., help="Data dir to write (originals + copies, OUT/folds.json, OUT/wav/)."),
+    speed: str = typer.Option("", help="Speed factors, e.g. 0.9,1.1: one sp<f>-<utt> copy each."),
+    noise: Path | None = typer.Option(
+        None,
+        help="Noise wavs (a MUSAN root uses its noise/ part; else every wav below): one noise-<utt> copy.",
+    ),
+    snr: str = typer.Option("0:15", help="SNR range in dB of the noise copies, LOW:HIGH (uniform)."),
+    rir: Path | None = typer.Option(
+        None, help="Room impulse responses (a RIRS_NOISES root, or any dir of wavs): one rir-<utt> copy."
+    ),
+    seed: int = typer.Option(0, help="Random seed (noise file, offset, SNR, RIR of each copy)."),
+    nj: int = typer.Option(1, help="Worker processes."),
+) -> None:
+    """Stage 4: offline augmentation: perturbed copies of the folds' training utterances in a new data dir."""
+    from sertk.augment.offline import augment_data_dir, parse_snr, parse_speeds
+
+    augment_data_dir(
+        data,
+        folds,
+        out,
+        speeds=parse_speeds(speed),
+        noise=noise,
+        snr=parse_snr(snr),
+        rir=rir,
+        seed=seed,
+        nj=nj,
+    )
+
+
+@app.command(
     epilog="Examples: sertk train --arch attn-pool   (inside egs/iemocap after stage 4)\n\n"
     "sertk train --train-config conf/crnn_discriminative.yaml --fold 1 --epochs 5 --resume\n\n"
     "sertk train --train-config conf/rlc_gca_lstm/s3_lexical.yaml --lexical-feats dump/rlc_gca_lstm/lexical"

@@ -22,7 +22,7 @@ from sertk.errors import SertkError
 class LossConfig:
     """The ``loss`` section of an experiment config."""
 
-    name: str = "ce"  # one of LOSSES: "ce", "ams", "focal", "soft-ce"
+    name: str = "ce"  # one of LOSSES: "ce" (= "soft-ce": indices or distributions), "ams", "focal"
     margin: float = 0.2  # ams: additive cosine margin m (Eq. 2)
     gamma: float = 2.0  # focal: focusing exponent gamma (Eq. 3)
     alpha: float = 1.0  # focal: balancing factor alpha (Eq. 3), one scalar for all classes as in Table 2
@@ -60,27 +60,23 @@ class _ClassificationLoss(nn.Module):
             )
         self.register_buffer("class_weights", class_weights.detach().float().clone(), persistent=False)
 
-    def target_distribution(self, targets: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """Targets as (B, C) probabilities, label smoothing applied."""
-        if targets.dim() == 1:
-            if targets.dtype.is_floating_point:
-                raise SertkError(f"loss {self.cfg.name}: class-index targets must be integers")
-            dist = F.one_hot(targets, self.num_classes).to(dtype)
-        elif self.soft_targets:
-            dist = targets.to(dtype)
-        else:
-            raise SertkError(
-                f"loss {self.cfg.name}: needs class-index targets (B,); use loss.name soft-ce for soft labels"
-            )
-        eps = self.cfg.label_smoothing
-        if eps > 0:
-            dist = (1.0 - eps) * dist + eps / self.num_classes
-        return dist
+    def cross_entropy(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-sample -sum_c w_c p_c log softmax(z)_c, p the (smoothed) one-hot or soft target distribution.
 
-    def soft_cross_entropy(self, logits: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
-        """Per-sample -sum_c w_c p_c log softmax(z)_c."""
-        log_probs = F.log_softmax(logits.float(), dim=-1)
-        return -(dist * self.class_weights * log_probs).sum(dim=-1)
+        ``F.cross_entropy`` with class weights, label smoothing and class-index or probability targets
+        computes exactly this (tested against the formula).
+        """
+        if targets.dim() == 1 and targets.dtype.is_floating_point:
+            raise SertkError(f"loss {self.cfg.name}: class-index targets must be integers")
+        if targets.dim() == 2 and not self.soft_targets:
+            raise SertkError(f"loss {self.cfg.name}: needs class-index targets (B,); use loss.name ce for soft labels")
+        return F.cross_entropy(
+            logits.float(),
+            targets if targets.dim() == 1 else targets.float(),
+            weight=self.class_weights,
+            label_smoothing=self.cfg.label_smoothing,
+            reduction="none",
+        )
 
     def forward(
         self, logits: torch.Tensor, targets: torch.Tensor, sample_weight: torch.Tensor | None = None
@@ -92,16 +88,15 @@ class _ClassificationLoss(nn.Module):
 
 
 class CrossEntropy(_ClassificationLoss):
-    """Softmax cross-entropy on the logits (crnn_discriminative.txt Eq. 1)."""
+    """Softmax cross-entropy (crnn_discriminative.txt Eq. 1) against class indices (B,) or distributions (B, C).
 
-    def per_sample(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return self.soft_cross_entropy(logits, self.target_distribution(targets, logits.dtype))
-
-
-class SoftCrossEntropy(CrossEntropy):
-    """Cross-entropy against soft labels (B, C) (e.g. annotator vote proportions); also takes indices."""
+    Distributions are soft labels from raters' votes (cnn_blstm_vtlp.txt §3.3) or mixup's mixed targets.
+    """
 
     soft_targets = True
+
+    def per_sample(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.cross_entropy(logits, targets)
 
 
 class AdditiveMarginSoftmax(_ClassificationLoss):
@@ -118,12 +113,12 @@ class AdditiveMarginSoftmax(_ClassificationLoss):
     def per_sample(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         one_hot = F.one_hot(self._indices(targets), self.num_classes).to(logits.dtype)
         margin_logits = logits - (self.scale * self.cfg.margin) * one_hot
-        return self.soft_cross_entropy(margin_logits, self.target_distribution(targets, logits.dtype))
+        return self.cross_entropy(margin_logits, targets)
 
     def _indices(self, targets: torch.Tensor) -> torch.Tensor:
         if targets.dim() != 1 or targets.dtype.is_floating_point:
             raise SertkError(
-                "loss ams: needs class-index targets (B,); use loss.name soft-ce for soft labels"
+                "loss ams: needs class-index targets (B,); use loss.name ce for soft labels or mixup"
             )
         return targets
 
@@ -138,7 +133,7 @@ class FocalLoss(_ClassificationLoss):
     def per_sample(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if targets.dim() != 1 or targets.dtype.is_floating_point:
             raise SertkError(
-                "loss focal: needs class-index targets (B,); use loss.name soft-ce for soft labels"
+                "loss focal: needs class-index targets (B,); use loss.name ce for soft labels or mixup"
             )
         log_pt = F.log_softmax(logits.float(), dim=-1).gather(1, targets[:, None]).squeeze(1)
         # The floor keeps d(1 - p_t)^gamma finite for gamma < 1 when p_t rounds to exactly 1.
@@ -157,7 +152,7 @@ LOSSES: dict[str, type[_ClassificationLoss]] = {
     "ce": CrossEntropy,
     "ams": AdditiveMarginSoftmax,
     "focal": FocalLoss,
-    "soft-ce": SoftCrossEntropy,
+    "soft-ce": CrossEntropy,  # the name older configs use for ce on soft labels
 }
 
 

@@ -84,6 +84,41 @@ def fresh_tmp_dir(out: str | Path) -> Path:
     return tmp
 
 
+@contextlib.contextmanager
+def batch_results(
+    local: Callable[[Any], Any],
+    worker: Callable[[Any], Any],
+    batches: list,
+    nj: int,
+    initializer: Callable[..., None] | None = None,
+    initargs: tuple = (),
+) -> Iterator[Iterator[Any]]:
+    """Yield an iterator over the results of the batches: ``local(batch)`` in this process on one torch
+    thread when ``nj`` is 1, else ``worker(batch)`` in ``nj`` spawned workers (unordered; ``worker`` and
+    ``initializer`` must be top-level functions). One job is one core either way. Torch's thread count is
+    restored and the workers are stopped when the block ends, finished or interrupted.
+    """
+    import multiprocessing
+
+    import torch
+
+    threads = torch.get_num_threads()
+    pool = None
+    try:
+        if nj == 1:
+            torch.set_num_threads(1)
+            yield (local(batch) for batch in batches)
+        else:
+            # spawn: workers must not inherit the parent's torch threads or open files.
+            pool = multiprocessing.get_context("spawn").Pool(nj, initializer=initializer, initargs=initargs)
+            yield pool.imap_unordered(worker, batches)
+    finally:
+        torch.set_num_threads(threads)
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

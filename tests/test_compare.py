@@ -19,7 +19,6 @@ import pytest
 import scipy.stats
 from browser import find_browser, render
 from matplotlib.container import BarContainer
-from sertk.metrics import confusion_matrix, unweighted_accuracy
 from test_cli import sertk
 from test_score import (
     FOLD1,
@@ -49,6 +48,7 @@ from sertk.evaluate.stats import (
     recall_ua_wa,
     sign_flip_pvalue,
 )
+from sertk.metrics import confusion_matrix, unweighted_accuracy
 
 CLASSES = ["neu", "ang"]
 N_NEU, N_ANG = 10, 5  # test utterances per fold: UA = (c_neu/10 + c_ang/5) / 2, WA = (c_neu + c_ang) / 15

@@ -157,7 +157,7 @@ def test_normalizer_and_noise_keep_padding_zero():
     out = Normalizer(torch.tensor([1.0, 2.0]), torch.tensor([2.0, 3.0]))(feats, torch.tensor([3, 1]))
     np.testing.assert_allclose(out[0, 0].numpy(), [2.0, 1.0])
     assert torch.all(out[1, 1:] == 0)
-    noisy = WhiteNoise(1.0, torch.Generator().manual_seed(0))(out, torch.tensor([3, 1]))
+    noisy, _ = WhiteNoise(1.0, torch.Generator().manual_seed(0))(out, torch.tensor([3, 1]))
     assert torch.all(noisy[1, 1:] == 0) and not torch.equal(noisy[0], out[0])
 
 

@@ -49,10 +49,25 @@ def test_soft_ce_with_one_hot_equals_ce_and_soft_targets_by_hand():
     assert loss.item() == pytest.approx(-(math.log(0.25) + math.log(0.75)) / 2, rel=1e-6)
 
 
-def test_ce_rejects_soft_targets():
+def test_ce_takes_distributions_and_margin_losses_refuse_them():
     logits, _ = _batch()
-    with pytest.raises(SertkError, match="soft-ce"):
-        build_loss({"name": "ce"}, 3)(logits, torch.full((5, 3), 1 / 3))
+    uniform = torch.full((5, 3), 1 / 3)
+    expected = -(F.log_softmax(logits, -1) / 3).sum(-1).mean()
+    assert torch.allclose(build_loss({"name": "ce"}, 3)(logits, uniform), expected)
+    with pytest.raises(SertkError, match="loss focal: needs class-index targets"):
+        build_loss({"name": "focal"}, 3)(logits, uniform)
+
+
+def test_weighted_smoothed_ce_equals_the_formula():
+    """-sum_c w_c p_c log q_c with p = (1 - eps) onehot + eps / C, then sample weights, plain mean."""
+    torch.manual_seed(1)
+    logits, targets = torch.randn(6, 4), torch.tensor([0, 3, 1, 2, 1, 0])
+    w, eps = torch.tensor([0.5, 1.0, 2.0, 1.5]), 0.2
+    sample = torch.tensor([1.0, 0.5, 2.0, 1.0, 0.0, 1.0])
+    p = (1 - eps) * F.one_hot(targets, 4).float() + eps / 4
+    by_hand = (-(p * w * F.log_softmax(logits, -1)).sum(-1) * sample).mean()
+    loss = build_loss({"name": "ce", "label_smoothing": eps}, 4, class_weights=w)
+    assert torch.allclose(loss(logits, targets, sample_weight=sample), by_hand, atol=1e-6)
 
 
 def test_ams_with_zero_margin_is_ce_on_scaled_cosine():

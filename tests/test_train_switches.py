@@ -300,3 +300,32 @@ def test_bf16_precision_runs_under_autocast_on_cpu(tmp_path, monkeypatch):
     run(recipe, tmp_path / "bf16", fold="1", epochs=1, precision="bf16")
     assert torch.bfloat16 in dtypes
     assert torch.load(tmp_path / "bf16" / "fold1" / "best.pt", weights_only=True)["precision"] == "bf16"
+
+
+def test_specaugment_masks_reach_the_training_inputs(tmp_path, seeing):
+    recipe = make_recipe(tmp_path)
+    masks = {"freq_masks": 1, "freq_width": 3, "time_masks": 0}
+    for name, spec in (("none", {}), ("masked", masks)):
+        seeing.clear()
+        write_conf(recipe["conf"], input_opts={"specaugment": spec})
+        run(recipe, tmp_path / name, fold="1", epochs=1)
+        columns = sum(
+            int(((feats == 0) | (torch.arange(feats.shape[1])[None, :, None] >= lengths[:, None, None])).all(1).sum())
+            for feats, lengths in seeing
+        )
+        assert (columns > 0) is (name == "masked")
+
+
+def test_mixup_mixes_the_targets_the_loss_sees(tmp_path, monkeypatch):
+    recipe = make_recipe(tmp_path)
+    write_conf(recipe["conf"], input_opts={"mixup": {"alpha": 0.4}})
+    recorder = Recorder().install(monkeypatch)
+    run(recipe, tmp_path / "exp", fold="1", epochs=1)
+    train_targets = [t for t, _ in recorder.calls if t.dim() == 2]
+    assert train_targets, "mixup gives the loss distributions"
+    mixed = torch.cat(train_targets)
+    np.testing.assert_allclose(mixed.sum(1).numpy(), 1.0, atol=1e-6)
+    assert ((mixed > 0) & (mixed < 1)).any()  # not one-hot: two rows' labels mixed
+    write_conf(recipe["conf"], input_opts={"mixup": {"alpha": 0.4}}, loss={"name": "focal"})
+    with pytest.raises(SertkError, match="need a loss on distributions"):
+        run(recipe, tmp_path / "focal", fold="1", epochs=1)

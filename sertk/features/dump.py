@@ -12,7 +12,6 @@ contiguous shares of a length-sorted list.
 
 from __future__ import annotations
 
-import multiprocessing
 import shutil
 import time
 from pathlib import Path
@@ -30,7 +29,14 @@ from sertk.features import build_feature, lexical
 from sertk.features.audio import audio_info, read_audio
 from sertk.features.base import FeatureExtractor
 from sertk.features.io import ARK_NAME, FORMATS, H5_NAME, RECORD, SCP_NAME, ArkWriter, Hdf5Writer
-from sertk.utils import atomic_write_text, check_replaceable, console, fresh_tmp_dir, publish_dir
+from sertk.utils import (
+    atomic_write_text,
+    batch_results,
+    check_replaceable,
+    console,
+    fresh_tmp_dir,
+    publish_dir,
+)
 
 # About 0.5 M samples (~30 s of 16 kHz audio) per batch: enough frames (~3000) that per-call overhead
 # vanishes, few enough that frames and spectra (~12 MB) stay in cache; 2-4 M-sample batches measured
@@ -251,18 +257,16 @@ def _compute_into(
     counts = {"downmixed": 0, "resampled": 0}
     total = sum(len(b) for b in batches)
     columns = (TextColumn("feats"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    threads = torch.get_num_threads()
-    pool = None
+    pool = batch_results(
+        lambda batch: compute_batch(extractor, batch),
+        _worker_batch,
+        batches,
+        nj,
+        _init_worker,
+        (feat, config),
+    )
     try:
-        if nj == 1:
-            # One job is one core, as each worker of a pool is.
-            torch.set_num_threads(1)
-            results = (compute_batch(extractor, batch) for batch in batches)
-        else:
-            context = multiprocessing.get_context("spawn")
-            pool = context.Pool(nj, initializer=_init_worker, initargs=(feat, config))
-            results = pool.imap_unordered(_worker_batch, batches)
-        with Progress(*columns, console=console, transient=True) as progress:
+        with pool as results, Progress(*columns, console=console, transient=True) as progress:
             task = progress.add_task("feats", total=total)
             for result in results:
                 for utt, feats in result["feats"]:
@@ -275,10 +279,6 @@ def _compute_into(
                 counts["resampled"] += result["resampled"]
                 progress.advance(task, result["items"])
     finally:
-        torch.set_num_threads(threads)
-        if pool is not None:
-            pool.terminate()
-            pool.join()
         writer.close()
     write_table(tmp / "utt2num_frames", num_frames)
     return {

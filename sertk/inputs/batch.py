@@ -1,13 +1,14 @@
 """Normalisation statistics and the one path from FeatureSet rows to the tensors a model is called with.
 
 ``model_batch`` applies, in order: the rows' gather (crop, segment, segment scaling) -> a raw-feature
-transform (VTLP) -> normalisation -> white noise (training) -> fixed padding (``input.pad: fixed``). The
+transform (VTLP) -> normalisation -> training augmentations (white noise, SpecAugment) -> fixed padding
+(``input.pad: fixed``). The
 training loop, validation, ``sertk eval`` and ``sertk infer`` all call it, so they see the same inputs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,10 +77,10 @@ class WhiteNoise:
     std: float
     generator: torch.Generator
 
-    def __call__(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def __call__(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mask = frame_mask(lengths.to(feats.device), feats.shape[1])[..., None]
         noise = torch.randn(feats.shape, generator=self.generator, device=feats.device)
-        return feats + self.std * noise * mask
+        return feats + self.std * noise * mask, lengths
 
 
 def model_batch(
@@ -88,9 +89,13 @@ def model_batch(
     device: torch.device,
     normalizer: Normalizer | None = None,
     transform: Transform | None = None,
-    noise: WhiteNoise | None = None,
+    augment: Sequence[Transform] = (),
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-    """(feats, lengths, extra model kwargs) of rows ``index``, on ``device``, as the model must see them."""
+    """(feats, lengths, extra model kwargs) of rows ``index``, on ``device``, as the model must see them.
+
+    ``transform`` acts on raw features (VTLP), ``augment`` on normalised ones (white noise, SpecAugment),
+    both before fixed padding, so they see each row's real length.
+    """
     feats, lengths = fset.batch(index)
     feats, lengths = feats.to(device, non_blocking=True), lengths.to(device, non_blocking=True)
     extra = {k: v.to(device, non_blocking=True) for k, v in fset.word_batch(index).items()}
@@ -98,8 +103,8 @@ def model_batch(
         feats, lengths = transform(feats, lengths)
     if normalizer is not None:
         feats = normalizer(feats, lengths)
-    if noise is not None:
-        feats = noise(feats, lengths)
+    for step in augment:
+        feats, lengths = step(feats, lengths)
     if fset.fixed_pad:
         lengths = torch.full_like(lengths, feats.shape[1])
     return feats, lengths, extra

@@ -5,13 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from sertk.augment.mixup import MixupConfig
+from sertk.augment.specaugment import SpecAugmentConfig
+
 
 @dataclass
 class InputConfig:
     """Cropping, fixed-length padding, segments and their scaling, normalisation, noise and VTLP.
 
     The order in which they act on a batch: crop / segment (rows) -> segment scaling -> VTLP -> normalisation
-    -> white noise -> fixed padding. Every key changes what the model sees, so every key is in the
+    -> white noise -> SpecAugment -> fixed padding -> mixup (training rows only for noise, SpecAugment, mixup). Every key changes what the model sees, so every key is in the
     experiment's provenance.
     """
 
@@ -39,6 +42,10 @@ class InputConfig:
     vtlp_range: list[float] = field(default_factory=lambda: [0.9, 1.1])  # alpha ~ U(low, high)
     vtlp_boundary: float = 0.9  # f0 / f_max of Eq. 4
     tta: Literal["none", "vtlp"] = "none"  # sertk eval's default: vtlp = 11 copies, majority vote
+    # Training only, on normalised features (after noise): SpecAugment masks (Park et al. 2019) and mixup
+    # of two rows' features and targets (Zhang et al. 2018); the defaults do nothing.
+    specaugment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+    mixup: MixupConfig = field(default_factory=MixupConfig)
 
     def __post_init__(self) -> None:
         if len(self.vtlp_range) != 2 or not 0 < self.vtlp_range[0] <= self.vtlp_range[1]:

@@ -18,8 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from sertk.augment.mixup import Mixup
+from sertk.augment.specaugment import SpecAugment
 from sertk.augment.vtlp import FixedVtlp, RandomVtlp
 from sertk.errors import SertkError
 from sertk.inputs.batch import Normalizer, Transform, WhiteNoise, model_batch
@@ -189,7 +192,8 @@ class EpochInputs:
     train_set: FeatureSet
     train_transform: Transform | None
     valid_transform: Transform | None
-    noise: WhiteNoise | None
+    augment: list[Transform]  # on normalised training features: white noise, SpecAugment
+    mixup: Mixup | None
 
     @classmethod
     def draw(cls, data: FoldData, cfg: TrainConfig, inp: InputConfig, epoch: int, device: torch.device):
@@ -199,11 +203,14 @@ class EpochInputs:
         if inp.crop == "random" and inp.max_frames:
             train_set = train_set.recrop(_generator(cfg.seed + 7, epoch), inp.max_frames)
         train_vtlp, valid_vtlp = epoch_vtlp(inp, cfg.seed, epoch)
-        noise = None
+        augment: list[Transform] = []
         if inp.white_noise_std > 0:
             gen = torch.Generator(device=device).manual_seed(epoch_seed(cfg.seed + 1, epoch))
-            noise = WhiteNoise(inp.white_noise_std, gen)
-        return cls(epoch, order, train_set, train_vtlp, valid_vtlp, noise)
+            augment.append(WhiteNoise(inp.white_noise_std, gen))
+        if inp.specaugment.enabled:
+            augment.append(SpecAugment(inp.specaugment, _generator(cfg.seed + 8, epoch)))
+        mix = Mixup(inp.mixup, _generator(cfg.seed + 9, epoch)) if inp.mixup.enabled else None
+        return cls(epoch, order, train_set, train_vtlp, valid_vtlp, augment, mix)
 
 
 def _generator(seed: int, epoch: int) -> torch.Generator:
@@ -329,12 +336,15 @@ def train_epoch(
     task = progress.add_task("train", total=len(batches))
     for index in batches:
         feats, lengths, extra = model_batch(
-            fset, index, device, data.normalizer, draws.train_transform, draws.noise
+            fset, index, device, data.normalizer, draws.train_transform, draws.augment
         )
         owner = fset.owner[index.to(fset.owner.device)]
         labels = fset.labels[owner].to(device)
         targets = labels if fset.targets is None else fset.targets[owner].to(device)
         weights = None if fset.weights is None else fset.weights[owner].to(device)
+        if draws.mixup is not None:
+            soft = targets if targets.dim() == 2 else F.one_hot(targets, len(data.classes)).float()
+            feats, lengths, targets = draws.mixup(feats, lengths, soft)
         tic = time.perf_counter()
         with autocast(device, cfg.precision):
             logits = model(feats, lengths, **extra)

@@ -296,9 +296,10 @@ def train_fold(xp: Experiment, spec: dict, device: torch.device, resume: bool, b
         class_weights=weights,
         head_scale=getattr(resolved, "head_scale", None),
     )
-    if cfg.train.labels == "soft" and not getattr(loss_fn, "soft_targets", False):
+    soft = cfg.train.labels == "soft" or cfg.input.mixup.enabled
+    if soft and not getattr(loss_fn, "soft_targets", False):
         raise SertkError(
-            f"train.labels soft needs a soft-label loss (loss.name: soft-ce), not {cfg.loss.get('name')}"
+            f"train.labels soft and input.mixup need a loss on distributions (loss.name: ce), not {cfg.loss.get('name')}"
         )
     valid = data.valid
     console.print(
