@@ -1,7 +1,7 @@
-"""A synthetic corpus in the exact IEMOCAP_full_release layout, for running every stage without the real data.
+"""The synthetic IEMOCAP_full_release layout, for running every stage without the real data.
 
-``generate_corpus(out, size, seed, nj)`` writes ``out/Session1 ... out/Session5`` the way the real release
-has them:
+``generate_corpus(out, size, seed, nj)`` (``sertk.corpora.synthetic``) writes ``out/Session1 ... Session5``
+the way the real release has them:
 
 - ``SessionN/sentences/wav/<dialog>/<utt>.wav``: 16 kHz mono PCM16, one file per labelled turn;
 - ``SessionN/dialog/EmoEvaluation/<dialog>.txt``: the header line, then one block per turn (summary line
@@ -14,41 +14,27 @@ Ten speakers (one F and one M actor per session), improvised and scripted dialog
 names (Ses03M_impro05a/05b/08a/08b, Ses05M_script01_1b), all eleven label codes in IEMOCAP's proportions,
 rater votes that disagree where the label is ambiguous or ``xxx``.
 
-The audio is source-filter speech (Klatt-style formant synthesis: a Rosenberg glottal pulse train with an F0
-contour, time-varying formant resonators, frication and breath noise, room coloration, background noise).
-Emotion moves F0 level and range, tempo, loudness, spectral tilt (glottal closing speed), jitter and
-breathiness relative to each speaker's neutral voice, so that the four main classes are learnable but
-confusable like real ones (hap/exc near ang, sad near neu).
-
-Every tree carries a top-level ``SYNTHETIC_CORPUS.txt``: ``sertk prep`` detects synthetic trees by that file
-and every result computed from them is marked synthetic. ``SYNTHETIC_CORPUS.json`` (size, seed, summary) is
-written last and lets a second ``sertk synth`` with the same size and seed skip the work.
+The audio is ``synthetic.voice``'s source-filter speech: each speaker has a voice, each session a room,
+and a turn's prosody follows its label (an ``xxx`` turn: the mixture of its raters' votes).
 """
 
 from __future__ import annotations
 
-import json
-import multiprocessing
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from scipy import fft as scipy_fft
-from scipy import signal
 
 from sertk.corpora.iemocap import CATEGORY_CODES, LABEL_CODES
+from sertk.corpora.synthetic.tree import Clip, TreePlan, render_clip
+from sertk.corpora.synthetic.voice import SAMPLE_RATE, Voice, base_weights, blend, draw_voice, prosody_target
 from sertk.errors import SertkError
-from sertk.utils import atomic_path, atomic_write_text, console
+from sertk.utils import atomic_write_text
 
-SAMPLE_RATE = 16000
+NAME = "iemocap"
+TITLE = "IEMOCAP"
 SESSIONS = (1, 2, 3, 4, 5)
-MARKER = "SYNTHETIC_CORPUS.json"
-README = "SYNTHETIC_CORPUS.txt"
-# Bump when the output of a given (size, seed) changes, so that an old tree is not silently reused.
-GENERATOR_VERSION = 1
 
 # The label codes and rater category names are the parser's, so the two can never drift apart.
 CODES = LABEL_CODES
@@ -486,318 +472,50 @@ def _write_sub_folders(emo_dir: Path, dialog: str, turns: list[UttPlan], rng: np
 
 # ------------------------------------------------------------------------------------------------- audio
 
-# Emotion prosody relative to the speaker's neutral voice, for the five basic classes:
-# F0 shift (semitones), F0 range (semitones, std of syllable accents), tempo (syllable-rate factor),
-# loudness (dB), glottal closing phase (fraction of the period: shorter = abrupt closure = flatter
-# spectral tilt), jitter (relative period perturbation), breathiness (aspiration noise / voiced source).
-PROSODY_FIELDS = ("f0_shift", "f0_range", "tempo", "loudness", "closing", "jitter", "breathiness")
-BASE_PROSODY = {
-    "neu": (0.0, 1.8, 1.00, 0.0, 0.30, 0.006, 0.08),
-    "ang": (4.0, 2.8, 1.12, 7.0, 0.12, 0.018, 0.04),
-    "hap": (3.8, 3.8, 1.08, 4.5, 0.20, 0.010, 0.07),
-    "exc": (4.6, 4.2, 1.14, 5.5, 0.17, 0.012, 0.06),
-    "sad": (-1.6, 1.1, 0.82, -3.8, 0.40, 0.010, 0.22),
-}
-# The other codes sound like mixtures of the basic ones (xxx: of its raters' votes, see _prosody_mix).
-MIXTURES = {
-    "fru": {"ang": 0.45, "neu": 0.55},
-    "sur": {"exc": 0.8, "ang": 0.2},
-    "fea": {"exc": 0.5, "sad": 0.5},
-    "dis": {"ang": 0.6, "sad": 0.4},
-    "oth": {"neu": 0.5, "ang": 0.25, "sad": 0.25},
-}
-# Per-utterance spread around the class target (same order): wide enough that classes overlap. F0 range and
-# jitter vary by a factor exp(N(0, s)), the others by adding N(0, s).
-PROSODY_SPREAD = np.array([3.0, 0.3, 0.1, 4.5, 0.06, 0.3, 0.05])
-MULTIPLICATIVE = np.array([False, True, False, False, False, True, False])
-# Vowel formant targets F1-F3 (Hz) of an adult male voice (Peterson & Barney 1952): i e a o u ae uh.
-VOWELS = np.array(
-    [[270, 2290, 3010], [530, 1840, 2480], [730, 1090, 2440], [570, 840, 2410],
-     [300, 870, 2240], [660, 1720, 2410], [640, 1190, 2390]], float
-)  # fmt: skip
-BANDWIDTHS = np.array([70.0, 100.0, 130.0, 180.0, 250.0])
-HOP = 128  # frame-wise formant filtering: hop, window (2 hops, Hann: sums to one) and FFT size
-FFT_SIZE = 1024
-FRICATION_FILTER = signal.butter(2, [2200, 6500], btype="bandpass", fs=SAMPLE_RATE)
-BREATH_FILTER = signal.butter(2, [400, 3000], btype="bandpass", fs=SAMPLE_RATE)
-NEUTRAL_LEVEL_DB = -28.0  # RMS of a neutral turn, dBFS
-
 
 def _prosody_mix(plan: UttPlan) -> np.ndarray:
     """The class target of a turn: a basic class, a fixed mixture, or for xxx the mixture of its votes."""
-    if plan.label in BASE_PROSODY:
-        weights = {plan.label: 1.0}
-    elif plan.label == "xxx":
-        weights = {}
-        for vote in plan.votes:
-            for code in vote:
-                for base, w in ({code: 1.0} if code in BASE_PROSODY else MIXTURES[code]).items():
-                    weights[base] = weights.get(base, 0.0) + w / len(vote)
-    else:
-        weights = MIXTURES[plan.label]
-    total = sum(weights.values())
-    return sum(np.array(BASE_PROSODY[c]) * w / total for c, w in weights.items())
+    if plan.label != "xxx":
+        return prosody_target({plan.label: 1.0})
+    weights: dict[str, float] = {}
+    for vote in plan.votes:
+        for code in vote:
+            for base, w in base_weights(code).items():
+                weights[base] = weights.get(base, 0.0) + w / len(vote)
+    return blend(weights)
 
 
-def _speaker_voices(seed: int) -> dict[str, np.ndarray]:
-    """Speaker -> (base F0 Hz, vocal-tract scale of the formants, loudness dB, tempo, breathiness)."""
+def _speaker_voices(seed: int) -> dict[str, Voice]:
+    """Speaker -> voice, for the ten actors (one F and one M per session)."""
     rng = np.random.default_rng([seed, 3])
-    voices = {}
-    for session in SESSIONS:
-        for gender in ("F", "M"):
-            f0 = rng.uniform(180, 240) if gender == "F" else rng.uniform(100, 140)
-            tract = rng.uniform(1.12, 1.22) if gender == "F" else rng.uniform(0.94, 1.04)
-            voices[f"Ses{session:02d}{gender}"] = np.array(
-                [f0, tract, rng.normal(0, 1.5), rng.uniform(0.92, 1.08), rng.uniform(0.0, 0.06)]
-            )
-    return voices
+    return {f"Ses{s:02d}{g}": draw_voice(g, rng) for s in SESSIONS for g in ("F", "M")}
 
 
-def _room(seed: int, session: int) -> np.ndarray:
-    """A session's room impulse response: the direct path plus a short exponentially decaying tail."""
-    rng = np.random.default_rng([seed, 4, session])
-    rt60 = rng.uniform(0.15, 0.35)
-    t = np.arange(int(rt60 * SAMPLE_RATE)) / SAMPLE_RATE
-    tail = rng.normal(0, 1, t.size) * np.exp(-6.9 * t / rt60)
-    tail *= 10 ** (-rng.uniform(12, 18) / 20) / np.sqrt(np.sum(tail**2))
-    tail[:40] = 0.0  # first reflections arrive a few ms after the direct sound
-    tail[0] = 1.0
-    return tail
-
-
-def _resonator_response(freqs: np.ndarray, bandwidths: np.ndarray) -> np.ndarray:
-    """Complex response on the FFT grid of cascaded two-pole resonators with unit DC gain (Klatt 1980, eq. 2).
-
-    freqs, bandwidths: (frames, K) Hz -> (frames, FFT_SIZE // 2 + 1). The K denominators
-    1 - 2r cos(2 pi F / fs) z^-1 + r^2 z^-2 are multiplied into one polynomial per frame, whose values on the
-    unit circle are its zero-padded FFT: one FFT per frame instead of K complex divisions per bin.
-    """
-    r = np.exp(-np.pi * bandwidths / SAMPLE_RATE)
-    c = 2 * r * np.cos(2 * np.pi * freqs / SAMPLE_RATE)
-    den = np.zeros((freqs.shape[0], 2 * freqs.shape[1] + 1))
-    den[:, 0] = 1.0
-    for k in range(freqs.shape[1]):
-        order = 2 * k + 1
-        previous = den[:, : order + 1].copy()
-        den[:, 1 : order + 1] -= c[:, k, None] * previous[:, :order]
-        den[:, 2 : order + 2] += (r[:, k] ** 2)[:, None] * previous[:, :order]
-    gain = np.prod(1 - c + r**2, axis=1)
-    return gain[:, None] / scipy_fft.rfft(den, FFT_SIZE)
-
-
-def _vocal_tract(excitation: np.ndarray, formants: np.ndarray) -> np.ndarray:
-    """Filter with formants moving frame by frame: windowed frames, FFT, resonator response, overlap-add.
-
-    formants: (frames, 5) Hz at frame i centred on sample i * HOP. Frame-wise filtering in the frequency
-    domain keeps the time-varying filter vectorised (a sample-wise lfilter cannot change its poles).
-    """
-    n = excitation.size
-    frames = formants.shape[0]  # at least n / HOP + 1, so the frames cover every sample
-    # Sample s sits at padded[HOP + s], so frame i (padded[i*HOP : i*HOP + 2*HOP]) is centred on s = i*HOP.
-    padded = np.zeros((frames + 1) * HOP)
-    padded[HOP : HOP + n] = excitation
-    window = np.hanning(2 * HOP + 1)[:-1]  # periodic Hann: 50 % overlap-add sums to one
-    idx = np.arange(frames)[:, None] * HOP + np.arange(2 * HOP)[None, :]
-    spectra = scipy_fft.rfft(padded[idx] * window, FFT_SIZE)
-    spectra *= _resonator_response(formants, np.broadcast_to(BANDWIDTHS, formants.shape))
-    blocks = scipy_fft.irfft(spectra, FFT_SIZE).reshape(frames, FFT_SIZE // HOP, HOP)
-    out = np.zeros((frames + FFT_SIZE // HOP) * HOP)
-    for j in range(FFT_SIZE // HOP):
-        out[j * HOP : (j + frames) * HOP] += blocks[:, j].reshape(-1)
-    return out[HOP : HOP + n]
+def _clip(plan: UttPlan, seed: int, voices: dict[str, Voice]) -> Clip:
+    """The turn's audio: its own random stream, its session's room."""
+    return Clip(
+        path=f"Session{plan.session}/sentences/wav/{plan.dialog}/{plan.utt}.wav",
+        duration=plan.duration,
+        label=plan.label,
+        speaker=plan.speaker,
+        voice=voices[plan.speaker],
+        target=tuple(_prosody_mix(plan)),
+        seed=(seed, 1, plan.index),
+        room=(seed, 4, plan.session),
+    )
 
 
 def synthesize(plan: UttPlan, seed: int) -> np.ndarray:
     """The turn's audio as float64 in [-1, 1): source-filter speech with the turn's emotion prosody."""
-    rng = np.random.default_rng([seed, 1, plan.index])
-    voice = _speaker_voices(seed)[plan.speaker]
-    base_f0, tract, speaker_db, speaker_tempo, speaker_breath = voice
-    target = _prosody_mix(plan)
-    noise = rng.normal(0, 1, len(PROSODY_FIELDS)) * PROSODY_SPREAD
-    p = np.where(MULTIPLICATIVE, target * np.exp(noise), target + noise)
-    f0_shift, f0_range, tempo, loud_db, closing, jitter, breath = p
-    tempo, closing = max(0.6, tempo * speaker_tempo), float(np.clip(closing, 0.06, 0.5))
-    breath = float(np.clip(breath + speaker_breath, 0.0, 0.5))
-    n = plan.num_samples
-    t = np.arange(n) / SAMPLE_RATE
-
-    # Syllables grouped in phrases of 3-9, separated by pauses (longer when slow); silence at both ends.
-    rate = 4.3 * tempo
-    count = int(plan.duration * rate * 1.5) + 8
-    syl_dur = rng.gamma(8.0, 1.0 / (8.0 * rate), count)
-    pause = np.zeros(count)
-    phrase_ends = np.cumsum(rng.integers(3, 10, count))
-    phrase_ends = phrase_ends[phrase_ends < count] - 1
-    pause[phrase_ends] = rng.uniform(0.12, 0.45, phrase_ends.size) / tempo
-    lead, trail = rng.uniform(0.05, 0.2, 2)
-    starts = lead + np.concatenate([[0.0], np.cumsum(syl_dur + pause)[:-1]])
-    keep = max(1, int(np.sum(starts + syl_dur <= plan.duration - trail)))
-    starts, syl_dur, pause = starts[:keep], syl_dur[:keep], pause[:keep]
-    syl_dur[-1] = min(syl_dur[-1], max(0.05, plan.duration - trail - starts[-1]))
-    syl = np.maximum(np.searchsorted(starts, t, side="right") - 1, 0)
-    pos = (t - starts[syl]) / syl_dur[syl]  # 0..1 inside the syllable, >1 in the pause after it
-    speaking = (t >= starts[0]) & (pos <= 1.0)
-
-    # Amplitude: consonant onset (first quarter, unvoiced noise or voiced) then the vowel nucleus.
-    stress = np.exp(rng.normal(0, 0.3, keep))
-    unvoiced = rng.uniform(size=keep) < 0.5
-    onset = np.sin(np.pi * np.clip(pos / 0.25, 0, 1)) * (pos < 0.25)
-    nucleus = np.sin(np.pi * np.clip((pos - 0.2) / 0.8, 0, 1)) ** 0.7
-    voiced_amp = speaking * stress[syl] * (nucleus + 0.4 * onset * ~unvoiced[syl])
-    noise_amp = speaking * stress[syl] * 0.35 * onset * unvoiced[syl]
-
-    # F0: per-syllable accents plus declination within each phrase, interpolated; jitter per ~5 ms block.
-    phrase = np.concatenate([[0], np.cumsum(pause > 0)[:-1]])
-    first = np.searchsorted(phrase, phrase)
-    last = np.searchsorted(phrase, phrase, side="right") - 1
-    in_phrase = (np.arange(keep) - first) / np.maximum(last - first, 1)
-    accents = rng.normal(0, f0_range, keep) + 1.5 - 3.0 * in_phrase + 0.6 * np.log(stress) / 0.3
-    semitones = f0_shift + np.interp(t, starts + 0.55 * syl_dur, accents)
-    blocks = rng.normal(0, jitter, n // 80 + 1)
-    f0 = base_f0 * 2 ** (semitones / 12) * (1 + np.repeat(blocks, 80)[:n])
-    f0 = np.clip(f0, 60, 600)
-
-    # Rosenberg glottal pulse from a phase accumulator; its derivative adds lip radiation.
-    phase = np.cumsum(f0 / SAMPLE_RATE) % 1.0
-    opening = 0.45
-    pulse = np.where(
-        phase < opening,
-        0.5 * (1 - np.cos(np.pi * phase / opening)),
-        np.where(phase < opening + closing, np.cos(0.5 * np.pi * (phase - opening) / closing), 0.0),
-    )
-    source = np.diff(pulse, prepend=0.0) * SAMPLE_RATE / base_f0
-    shimmer = np.exp(np.repeat(rng.normal(0, 2 * jitter, n // 80 + 1), 80)[:n])
-    aspiration = rng.normal(0, 1, n) * (0.3 + pulse) * breath * 3.0
-    excitation = voiced_amp * (source * shimmer + aspiration)
-
-    # Formants glide between per-syllable vowel targets, scaled by the speaker's vocal-tract length.
-    vowels = VOWELS[rng.integers(0, len(VOWELS), keep)]
-    centres = starts + 0.6 * syl_dur
-    frame_t = np.arange(n // HOP + 2) * HOP / SAMPLE_RATE
-    formants = np.empty((frame_t.size, 5))
-    for k in range(3):
-        formants[:, k] = np.interp(frame_t, centres, vowels[:, k])
-    formants[:, 3], formants[:, 4] = 3300.0, 4400.0
-    formants *= tract
-    formants = np.minimum(formants, 0.45 * SAMPLE_RATE)
-    speech = _vocal_tract(excitation, formants)
-    speech += signal.lfilter(*FRICATION_FILTER, rng.normal(0, 1, n)) * noise_amp * 4.0
-
-    # Inhalation in about half of the pauses between phrases.
-    in_pause = (pos > 1.0) & (t >= starts[0])
-    pause_pos = np.clip((t - starts[syl] - syl_dur[syl]) / np.maximum(pause[syl], 1e-3), 0, 1)
-    breathes = rng.uniform(size=keep) < 0.5
-    breath_env = in_pause * breathes[syl] * np.sin(np.pi * pause_pos) ** 2
-
-    speech = signal.fftconvolve(speech, _room(seed, plan.session))[:n]
-    active = voiced_amp + noise_amp > 0.1
-    level = np.sqrt(np.mean(speech[active] ** 2)) if active.any() else np.sqrt(np.mean(speech**2))
-    speech *= 10 ** ((NEUTRAL_LEVEL_DB + loud_db + speaker_db) / 20) / max(level, 1e-9)
-    breath_noise = signal.lfilter(*BREATH_FILTER, rng.normal(0, 1, n))
-    speech += breath_noise * breath_env * 10 ** ((NEUTRAL_LEVEL_DB - 14) / 20)
-    background = signal.lfilter([1.0], [1.0, -0.9], rng.normal(0, 1, n))
-    speech += background * 10 ** (rng.uniform(-62, -54) / 20) / np.std(background)
-    peak = np.max(np.abs(speech))
-    if peak > 0.97:  # a very loud turn: scale down rather than clip
-        speech *= 0.97 / peak
-    return speech
+    return render_clip(_clip(plan, seed, _speaker_voices(seed)))
 
 
-def _wav_path(root: Path, plan: UttPlan) -> Path:
-    return root / f"Session{plan.session}" / "sentences" / "wav" / plan.dialog / f"{plan.utt}.wav"
-
-
-def _write_wav(job: tuple[Path, UttPlan, int]) -> None:
-    """Synthesise one turn and write it atomically; a top-level function so spawned workers can run it."""
-    root, plan, seed = job
-    audio = np.round(synthesize(plan, seed) * 32767).astype(np.int16)
-    with atomic_path(_wav_path(root, plan)) as tmp:
-        sf.write(tmp, audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
-
-
-def _write_audio(root: Path, plans: list[UttPlan], seed: int, nj: int) -> None:
-    jobs = [(root, plan, seed) for plan in plans]
-    columns = (TextColumn("synth audio"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task("synth", total=len(jobs))
-        if nj == 1:
-            for job in jobs:
-                _write_wav(job)
-                progress.advance(task)
-            return
-        # spawn: workers must not inherit the parent's threads (torch) or open files.
-        with multiprocessing.get_context("spawn").Pool(nj) as pool:
-            for _ in pool.imap_unordered(_write_wav, jobs, chunksize=8):
-                progress.advance(task)
-
-
-# ----------------------------------------------------------------------------------------------- driver
-
-
-def _summary(out: Path, plans: list[UttPlan]) -> dict:
-    labels = {code: sum(p.label == code for p in plans) for code in CODES}
-    return {
-        "root": str(out),
-        "utterances": len(plans),
-        "hours": round(sum(p.duration for p in plans) / 3600, 4),
-        "sessions": len({p.session for p in plans}),
-        "speakers": len({p.speaker for p in plans}),
-        "labels": labels,
-    }
-
-
-def _readme(size: str, seed: int, summary: dict) -> str:
-    return (
-        "THIS IS A SYNTHETIC CORPUS, NOT IEMOCAP.\n\n"
-        "It was generated by sertk.corpora.synthetic (`sertk synth`) in the IEMOCAP_full_release layout so\n"
-        "that every sertk stage can run without the real data. The audio is formant-synthesised speech whose\n"
-        "prosody follows the label; the labels, votes and transcripts are random. Results computed on it say\n"
-        "nothing about emotion recognition on real speech, and every sertk output made from it is marked\n"
-        "synthetic (sertk prep detects this file).\n\n"
-        f"size: {size}\nseed: {seed}\nutterances: {summary['utterances']}\nhours: {summary['hours']}\n"
-    )
-
-
-def generate_corpus(out: Path, size: str = "tiny", seed: int = 0, nj: int = 1) -> dict:
-    """Write the synthetic IEMOCAP_full_release tree at ``out`` and return its summary.
-
-    The tree is built in a temporary sibling and renamed onto ``out`` at the end; if ``out`` already holds
-    a complete corpus of the same size and seed (and generator version) it is left as it is.
-    """
-    _size_spec(size)
-    if nj < 1:
-        raise SertkError(f"--nj must be at least 1, got {nj}")
-    out = Path(out)
-    if out.exists():
-        existing = _read_marker(out)
-        wanted = {"size": size, "seed": seed, "version": GENERATOR_VERSION}
-        if existing is not None and all(existing.get(k) == v for k, v in wanted.items()):
-            console.print(f"{out}: already holds the synthetic corpus (size={size}, seed={seed}); skipping")
-            return {**existing["summary"], "root": str(out)}
-        if not out.is_dir() or any(out.iterdir()):
-            raise SertkError(
-                f"{out}: exists and is not the synthetic corpus size={size} seed={seed}; "
-                "remove it or choose another directory"
-            )
+def plan_tree(size: str, seed: int) -> TreePlan:
+    """The IEMOCAP_full_release tree of ``size`` and ``seed`` (see the module docstring)."""
     plans = plan_corpus(size, seed)
-    summary = _summary(out, plans)
-    with atomic_path(out) as tmp:
-        tmp.mkdir()
-        atomic_write_text(tmp / README, _readme(size, seed, summary))
-        _write_text_files(tmp, plans, seed)
-        _write_audio(tmp, plans, seed, nj)
-        # Written last: its presence means the tree is complete.
-        marker = {"size": size, "seed": seed, "version": GENERATOR_VERSION, "summary": summary}
-        atomic_write_text(tmp / MARKER, json.dumps(marker, indent=2) + "\n")
-    return summary
-
-
-def _read_marker(out: Path) -> dict | None:
-    try:
-        marker = json.loads((out / MARKER).read_text())
-    except (OSError, ValueError):
-        return None
-    return marker if isinstance(marker, dict) and isinstance(marker.get("summary"), dict) else None
-
-
-__all__ = ["SIZES", "UttPlan", "generate_corpus", "plan_corpus", "synthesize", "CorpusSize"]
+    voices = _speaker_voices(seed)
+    return TreePlan(
+        clips=[_clip(p, seed, voices) for p in plans],
+        write_labels=lambda root: _write_text_files(root, plans, seed),
+        summary={"sessions": len({p.session for p in plans})},
+    )
