@@ -17,14 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from sertk.corpora.synthetic import cremad, emodb, iemocap, msppodcast, ravdess
-from sertk.corpora.synthetic.iemocap import (
-    PUBLISHED_COUNTS,
-    SIZES,
-    CorpusSize,
-    UttPlan,
-    plan_corpus,
-    synthesize,
-)
+from sertk.corpora.synthetic.iemocap import synthesize
+from sertk.corpora.synthetic.iemocap_plan import PUBLISHED_COUNTS, SIZES, CorpusSize, UttPlan, plan_corpus
 from sertk.corpora.synthetic.tree import existing_tree, write_tree
 from sertk.errors import SertkError
 
