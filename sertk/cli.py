@@ -31,53 +31,74 @@ _DEVICE_HELP = "auto (cuda if available), cpu or cuda"
 Precision = Literal["fp32", "bf16", "fp16"]
 
 
-@app.command(epilog="Example: sertk synth corpus/IEMOCAP_full_release --size small --seed 0 --nj 2")
+@app.command(
+    epilog="Examples: sertk synth corpus/IEMOCAP_full_release --size small --seed 0 --nj 2\n\n"
+    "sertk synth corpus/emodb --corpus emodb --size tiny"
+)
 def synth(
-    out: Path = typer.Argument(..., help="Directory to write (it becomes the IEMOCAP_full_release root)."),
+    out: Path = typer.Argument(..., help="Directory to write (it becomes the corpus root)."),
+    corpus: str = typer.Option(
+        "iemocap", help="Layout to write: iemocap, emodb, ravdess, crema-d or msp-podcast."
+    ),
     size: str = typer.Option(
-        "tiny", help="tiny (200 short utts, for tests), small (~1,000) or full (~10,000, IEMOCAP-sized)."
+        "tiny",
+        help="tiny (a few minutes of audio, for tests), small (demo-sized) or, for iemocap only, full "
+        "(~10,000 utts, IEMOCAP-sized).",
     ),
     seed: int = typer.Option(0, help="Random seed; the corpus is deterministic per seed."),
     nj: int = typer.Option(1, help="Worker processes for audio synthesis."),
 ) -> None:
-    """Stage 0: write a SYNTHETIC corpus in the exact IEMOCAP_full_release layout (not real emotions)."""
+    """Stage 0: write a SYNTHETIC corpus in a real corpus's exact layout (not real emotions)."""
     from sertk.corpora.synthetic import generate_corpus
 
-    summary = generate_corpus(out, size=size, seed=seed, nj=nj)
+    summary = generate_corpus(out, size=size, seed=seed, nj=nj, corpus=corpus)
     console.print(
-        f"synth: SYNTHETIC IEMOCAP-format corpus (not real emotions): {summary['utterances']} utterances, "
-        f"{summary['hours']:.2f} h, {summary['speakers']} speakers -> {summary['root']}"
+        f"synth: SYNTHETIC {summary['layout']}-format corpus (not real emotions): {summary['utterances']} "
+        f"utterances, {summary['hours']:.2f} h, {summary['speakers']} speakers -> {summary['root']}"
     )
 
 
 @app.command(
     epilog="Examples: sertk prep iemocap /data/IEMOCAP_full_release data/all\n\n"
+    "sertk prep emodb /data/emodb data/emodb --classes neu,hap,ang,sad,bor\n\n"
+    "sertk prep ravdess /data/ravdess data/ravdess --include-song\n\n"
     "IEMOCAP=/data/IEMOCAP_full_release sertk prep"
 )
 def prep(
     corpus: str = typer.Argument(
-        "iemocap", help="Corpus name (iemocap; synthetic trees use the same layout)."
+        "iemocap", help="Corpus name: iemocap, emodb, ravdess, crema-d or msp-podcast (synthetic trees too)."
     ),
-    root: Path | None = typer.Argument(None, help="IEMOCAP_full_release root (default: $IEMOCAP)."),
-    out: Path = typer.Argument(Path("data/iemocap"), help="Data dir to write."),
-    classes: str = typer.Option("neu,hap+exc,ang,sad", help="Classes in label order; a+b merges b into a."),
-    style: str = typer.Option("all", help="all, impro or script."),
+    root: Path | None = typer.Argument(None, help="Corpus root (iemocap: default $IEMOCAP)."),
+    out: Path | None = typer.Argument(None, help="Data dir to write (default data/<corpus>)."),
+    classes: str | None = typer.Option(
+        None,
+        help="Classes in label order; a+b merges b into a (default: the corpus's 4 classes, "
+        "neu,hap+exc,ang,sad for iemocap, neu,hap,ang,sad for the others).",
+    ),
+    style: str | None = typer.Option(None, help="iemocap only: all (default), impro or script."),
+    include_song: bool = typer.Option(False, help="ravdess only: keep the song files too."),
 ) -> None:
-    """Stage 1: parse an IEMOCAP_full_release tree into a Kaldi-style data dir."""
-    from sertk.corpora.iemocap import prepare_iemocap
+    """Stage 1: parse a corpus tree into a Kaldi-style data dir (skipped when it is up to date)."""
+    from sertk.corpora import corpus_spec, prepare
 
-    if corpus != "iemocap":
-        raise SertkError(f"unknown corpus {corpus!r} (known: iemocap)")
+    spec = corpus_spec(corpus)
     if root is None:
-        env = os.environ.get("IEMOCAP")
+        env = os.environ.get("IEMOCAP") if corpus == "iemocap" else None
         if not env:
-            raise SertkError(
-                "no IEMOCAP root: pass ROOT or set IEMOCAP=/path/to/IEMOCAP_full_release "
-                "(or generate a synthetic one with `sertk synth`)"
+            hint = (
+                "pass ROOT or set IEMOCAP=/path/to/IEMOCAP_full_release"
+                if corpus == "iemocap"
+                else "pass ROOT"
             )
+            raise SertkError(f"no {spec.title} root: {hint} (or generate a synthetic one with `sertk synth`)")
         root = Path(env)
         console.print(f"prep: reading IEMOCAP from $IEMOCAP = {root}")
-    report = prepare_iemocap(root, out, classes=classes, style=style)
+    options = {}
+    if style is not None:
+        options["style"] = style
+    if include_song:
+        options["include_song"] = True
+    report = prepare(corpus, root, out or Path("data") / corpus, classes=classes, **options)
     console.print(report.summary())
 
 

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from sertk.corpora import synthetic
+from sertk.corpora.common import parse_class_spec
 from sertk.corpora.iemocap import (
-    parse_class_spec,
+    LABEL_CODES,
     parse_emo_evaluation,
     parse_votes,
     prepare_iemocap,
@@ -157,12 +159,12 @@ def test_votes_and_speakers() -> None:
 
 
 def test_class_spec() -> None:
-    classes, mapping = parse_class_spec("neu,hap+exc,ang,sad")
+    classes, mapping = parse_class_spec("neu,hap+exc,ang,sad", LABEL_CODES)
     assert classes == ["neu", "hap", "ang", "sad"]
     assert mapping == {"neu": "neu", "hap": "hap", "exc": "hap", "ang": "ang", "sad": "sad"}
     for bad, msg in [("neu,joy", "unknown label 'joy'"), ("neu,neu", "given twice"), ("neu,+exc", "empty")]:
         with pytest.raises(SertkError, match=msg):
-            parse_class_spec(bad)
+            parse_class_spec(bad, LABEL_CODES)
 
 
 def test_prep_writes_the_data_dir(tree: Path, tmp_path: Path) -> None:
@@ -273,7 +275,6 @@ def test_prep_nothing_usable(tree: Path, tmp_path: Path) -> None:
 
 def test_prep_synthetic_tiny_tree(tmp_path: Path) -> None:
     """Prep counts on the generator's tiny tree equal the labels the generator planned."""
-    synthetic = pytest.importorskip("sertk.corpora.synthetic")
     root = tmp_path / "IEMOCAP_full_release"
     synthetic.generate_corpus(root, size="tiny", seed=0)
     plan = synthetic.plan_corpus("tiny", 0)
@@ -291,3 +292,19 @@ def test_prep_synthetic_tiny_tree(tmp_path: Path) -> None:
         assert (data["utt2style"][u.utt], data["utt2session"][u.utt]) == (u.style, f"Session{u.session}")
         assert [float(x) for x in data["utt2vad"][u.utt].split()] == list(u.vad)
     assert json.loads((tmp_path / "data/corpus.json").read_text())["synthetic"] is True
+
+
+def test_prep_redoes_when_a_label_or_transcript_changes(tree: Path, tmp_path: Path) -> None:
+    out = tmp_path / "d"
+    prepare_iemocap(tree, out)
+    assert prepare_iemocap(tree, out).up_to_date
+    emo = tree / "Session1/dialog/EmoEvaluation/Ses01M_script01_1.txt"
+    emo.write_text(emo.read_text().replace("Ses01M_script01_1_F000\tang", "Ses01M_script01_1_F000\tsad"))
+    assert not prepare_iemocap(tree, out).up_to_date
+    assert read_data_dir(out)["utt2emo"]["Ses01M_script01_1_F000"] == "sad"
+    trans = tree / "Session2/dialog/transcriptions/Ses02F_impro02.txt"
+    trans.write_text(trans.read_text().replace("words of Ses02F_impro02_F000.", "Hello there."))
+    assert not prepare_iemocap(tree, out).up_to_date
+    assert read_data_dir(out)["text"]["Ses02F_impro02_F000"] == "Hello there."
+    assert not prepare_iemocap(tree, out, style="impro").up_to_date
+    assert prepare_iemocap(tree, out, style="impro").up_to_date

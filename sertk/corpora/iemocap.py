@@ -20,21 +20,27 @@ the utterance id (``Ses01F_impro01_M003`` is the male actor of session 1, not th
 
 from __future__ import annotations
 
-import os
 import re
-import struct
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import soundfile as sf
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-from sertk.data.datadir import DATA_FILES, write_data_dir
+from sertk.corpora.common import (
+    Candidate,
+    CorpusSpec,
+    PrepReport,
+    build_tables,
+    finish,
+    visible,
+)
+from sertk.corpora.run import run_prep
 from sertk.errors import SertkError
-from sertk.utils import console
 
+NAME = "iemocap"
+# Bump when prep writes something else from the same tree and options (the prep record names it).
+TITLE = "IEMOCAP"
+VERSION = 1
+DEFAULT_CLASSES = "neu,hap+exc,ang,sad"
 LABEL_CODES = ("neu", "hap", "exc", "ang", "sad", "fru", "sur", "fea", "dis", "oth", "xxx")
 CATEGORY_CODES = {
     "neutral": "neu",
@@ -49,6 +55,7 @@ CATEGORY_CODES = {
     "other": "oth",
 }
 STYLES = ("all", "impro", "script")
+OPTIONS = {"style": ("all", STYLES)}
 SESSION_DIR = re.compile(r"Session(\d+)")
 # "[6.2901 - 8.2357]  Ses01F_impro01_F000  neu  [2.5000, 2.5000, 2.5000]", any whitespace between fields.
 SUMMARY_LINE = re.compile(
@@ -60,7 +67,6 @@ RATER_LINE = re.compile(r"^(?P<kind>[A-Z])-(?P<rater>[A-Z]+\d*)\s*:(?P<body>.*)$
 UTT_ID = re.compile(r"^Ses(?P<session>\d\d)[FM]_\S*_(?P<gender>[FM])[^_\s]*$")
 # "Ses01F_impro01_F000 [006.2901-008.2357]: Excuse me." (the time stamp is missing on some real lines).
 TRANSCRIPT_LINE = re.compile(r"^(?P<utt>Ses[^\s:\[]+)\s*(?:\[[^\]]*\])?\s*:?\s*(?P<text>.*)$")
-MAX_CONSOLE_PROBLEMS = 200
 
 
 @dataclass
@@ -94,56 +100,9 @@ class UttLabel:
         return "impro" if "impro" in self.dialog else "script"
 
 
-@dataclass
-class PrepReport:
-    """What ``prepare_iemocap`` saw, kept, filtered and skipped."""
-
-    out: Path
-    sessions: int = 0
-    speakers: int = 0
-    total: int = 0
-    kept: int = 0
-    filtered: int = 0
-    skipped: int = 0
-    problems: list[str] = field(default_factory=list)
-    class_counts: dict[str, int] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    synthetic: bool = False
-
-    def summary(self) -> str:
-        counts = " ".join(f"{c} {n}" for c, n in self.class_counts.items())
-        synth = " (SYNTHETIC corpus)" if self.synthetic else ""
-        return (
-            f"prep: {self.sessions} sessions, {self.speakers} speakers, {self.total} utterances: "
-            f"kept {self.kept} ({counts}), filtered {self.filtered}, skipped {self.skipped} -> {self.out}{synth}"
-        )
-
-
 def speaker_of(utt: str) -> str:
     """``Ses01F_impro01_M003`` -> ``Ses01M``: session prefix + the letter of the last id token."""
     return utt[:5] + utt.rsplit("_", 1)[1][0]
-
-
-def parse_class_spec(spec: str) -> tuple[list[str], dict[str, str]]:
-    """``"neu,hap+exc,ang,sad"`` -> (classes, label code -> class); ``a+b`` merges b into a."""
-    classes: list[str] = []
-    class_map: dict[str, str] = {}
-    for group in spec.split(","):
-        codes = [c.strip() for c in group.split("+")]
-        if not all(codes):
-            raise SertkError(f"--classes {spec!r}: empty class name (expected e.g. neu,hap+exc,ang,sad)")
-        for code in codes:
-            if code not in LABEL_CODES:
-                raise SertkError(
-                    f"--classes {spec!r}: unknown label {code!r} (known: {' '.join(LABEL_CODES)})"
-                )
-            if code in class_map:
-                raise SertkError(f"--classes {spec!r}: label {code!r} given twice")
-            class_map[code] = codes[0]
-        classes.append(codes[0])
-    if len(classes) < 2:
-        raise SertkError(f"--classes {spec!r}: need at least 2 classes")
-    return classes, class_map
 
 
 def parse_votes(body: str) -> tuple[list[str], list[str]]:
@@ -235,52 +194,6 @@ def read_transcriptions(path: Path) -> dict[str, str]:
     return texts
 
 
-def wav_data_end(path: Path) -> int | None:
-    """Byte offset where a RIFF/WAVE file's ``data`` chunk ends according to its header (None if not WAV)."""
-    with open(path, "rb") as f:
-        head = f.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            return None
-        while True:
-            chunk = f.read(8)
-            if len(chunk) < 8:
-                return None
-            chunk_id, size = struct.unpack("<4sI", chunk)
-            if chunk_id == b"data":
-                return f.tell() + size
-            # RIFF chunks are padded to an even size.
-            f.seek(size + (size & 1), os.SEEK_CUR)
-
-
-def check_wav(path: Path) -> tuple[sf._SoundFileInfo | None, str | None]:
-    """Open a wav's header with soundfile -> (info, None), or (None, reason) if it is unusable."""
-    try:
-        size = path.stat().st_size
-    except OSError:
-        return None, "wav missing"
-    if size == 0:
-        return None, "wav is empty (0 bytes)"
-    try:
-        info = sf.info(str(path))
-        end = wav_data_end(path)
-    except (sf.LibsndfileError, RuntimeError, OSError) as err:
-        return None, f"wav unreadable ({str(err).split(': ', 1)[-1].strip() or 'unknown error'})"
-    # libsndfile silently shortens a truncated file's frame count, so compare the header's data size.
-    if end is not None and size < end:
-        return None, f"wav truncated ({size} bytes, header says {end})"
-    if info.frames <= 0:
-        return None, "wav has no audio samples"
-    return info, None
-
-
-def visible_files(folder: Path) -> list[Path]:
-    """The ``*.txt`` files directly in ``folder``, skipping sub-folders and dot files.
-
-    Copies made on macOS can carry ``._<name>`` resource-fork files that are not text.
-    """
-    return sorted(p for p in folder.glob("*.txt") if p.is_file() and not p.name.startswith("."))
-
-
 def find_sessions(root: Path) -> list[tuple[int, Path]]:
     """The ``SessionN`` dirs of an IEMOCAP tree; SertkError saying what is missing if it is not one."""
     if not root.exists():
@@ -304,140 +217,105 @@ def find_sessions(root: Path) -> list[tuple[int, Path]]:
     return sessions
 
 
-def prepare_iemocap(
-    root: Path, out: Path, classes: str = "neu,hap+exc,ang,sad", style: str = "all"
-) -> PrepReport:
-    """Parse an ``IEMOCAP_full_release`` tree ``root`` and write the data dir ``out``.
+def visible_files(folder: Path) -> list[Path]:
+    """The ``*.txt`` files directly in ``folder``, skipping sub-folders and dot files."""
+    return visible(folder.glob("*.txt"))
+
+
+def input_files(root: Path) -> tuple[list[Path], list[Path]]:
+    """(EmoEvaluation and transcription files, every sentence wav) of an IEMOCAP tree."""
+    labels: list[Path] = []
+    audio: list[Path] = []
+    for _, session in find_sessions(Path(root)):
+        labels += visible_files(session / "dialog" / "EmoEvaluation")
+        labels += visible_files(session / "dialog" / "transcriptions")
+        audio += sorted((session / "sentences" / "wav").glob("*/[!.]*.wav"))
+    return labels, audio
+
+
+def prepare_iemocap(root: Path, out: Path, classes: str = DEFAULT_CLASSES, style: str = "all") -> PrepReport:
+    """Parse an ``IEMOCAP_full_release`` tree ``root`` (layout: the module docstring) into the data dir ``out``.
 
     Utterances whose label is outside ``classes`` or whose dialog is not of ``style`` are filtered; those
     with a problem (bad wav, malformed or unknown summary line, duplicate id) are reported one line each
-    and skipped. Raises SertkError if ``root`` is not an IEMOCAP tree or nothing usable is left.
+    and skipped. Raises SertkError if ``root`` is not an IEMOCAP tree or nothing usable is left. An
+    up-to-date ``out`` (same tree, options and code) is left as it is (``report.up_to_date``).
     """
-    root, out = Path(root).absolute(), Path(out)
-    class_list, class_map = parse_class_spec(classes)
-    if style not in STYLES:
-        raise SertkError(f"--style {style!r}: expected one of {', '.join(STYLES)}")
-    sessions = find_sessions(root)
-    if out.exists() and not out.is_dir():
-        raise SertkError(f"{out}: output exists and is not a directory")
-    report = PrepReport(out=out, synthetic=(root / "SYNTHETIC_CORPUS.txt").is_file())
-    tables: dict[str, dict[str, str]] = {name: {} for name in DATA_FILES}
+    return run_prep(SPEC, root, out, classes=classes, style=style)
+
+
+def _session_candidates(
+    report: PrepReport, number: int, session: Path, seen: dict[str, str]
+) -> list[UttLabel]:
+    """The usable EmoEvaluation records of one session (problems reported, duplicates across files too)."""
+    records: list[UttLabel] = []
+    for emo_file in visible_files(session / "dialog" / "EmoEvaluation"):
+        parsed, file_problems = parse_emo_evaluation(emo_file)
+        for message in file_problems:
+            report.total += 1
+            report.problem(message)
+        for rec in parsed:
+            report.total += 1
+            if rec.utt in seen:
+                report.problem(
+                    f"{rec.path}:{rec.line}: {rec.utt}: duplicate utterance id (first in {seen[rec.utt]})"
+                )
+            elif int(rec.utt[3:5]) != number:
+                report.problem(
+                    f"{rec.path}:{rec.line}: {rec.utt}: utterance of Ses{rec.utt[3:5]} in {session.name}"
+                )
+            else:
+                records.append(rec)
+            seen.setdefault(rec.utt, f"{rec.path.name}:{rec.line}")
+    return records
+
+
+def build(
+    root: Path, report: PrepReport, classes: list[str], class_map: dict[str, str], style: str
+) -> tuple[dict[str, dict[str, str]], dict]:
     seen: dict[str, str] = {}
-    odd_audio = no_votes = unlabelled_wavs = 0
-    progress = Progress(
-        TextColumn("prep {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
-
-    def problem(message: str) -> None:
-        report.problems.append(message)
-        if len(report.problems) <= MAX_CONSOLE_PROBLEMS:
-            console.print(message, markup=False, soft_wrap=True)
-
-    with progress:
-        task = progress.add_task("sessions", total=len(sessions))
-        for number, session in sessions:
-            progress.update(task, description=session.name)
-            wav_dir = session / "sentences" / "wav"
-            transcripts: dict[str, str] = {}
-            for file in visible_files(session / "dialog" / "transcriptions"):
-                transcripts.update(read_transcriptions(file))
-            labelled: set[str] = set()
-            emo_files = visible_files(session / "dialog" / "EmoEvaluation")
-            candidates: list[UttLabel] = []
-            for emo_file in emo_files:
-                records, file_problems = parse_emo_evaluation(emo_file)
-                for message in file_problems:
-                    report.total += 1
-                    report.skipped += 1
-                    problem(message)
-                for rec in records:
-                    report.total += 1
-                    labelled.add(rec.utt)
-                    if rec.utt in seen:
-                        report.skipped += 1
-                        problem(
-                            f"{rec.path}:{rec.line}: {rec.utt}: duplicate utterance id (first in {seen[rec.utt]})"
-                        )
-                    elif int(rec.utt[3:5]) != number:
-                        report.skipped += 1
-                        problem(
-                            f"{rec.path}:{rec.line}: {rec.utt}: utterance of Ses{rec.utt[3:5]} in {session.name}"
-                        )
-                    else:
-                        candidates.append(rec)
-                    seen.setdefault(rec.utt, f"{rec.path.name}:{rec.line}")
-            wavs = [wav_dir / rec.dialog / f"{rec.utt}.wav" for rec in candidates]
-            # Header checks are file-system bound (a cold disk dominates), so overlap them in threads.
-            with ThreadPoolExecutor(max_workers=8) as pool:
-                checks = list(pool.map(check_wav, wavs))
-            for rec, wav, (info, reason) in zip(candidates, wavs, checks, strict=True):
-                if info is None:
-                    report.skipped += 1
-                    problem(f"{rec.path}:{rec.line}: {rec.utt}: {reason}: {wav}")
-                    continue
-                if rec.code not in class_map or (style != "all" and rec.style != style):
-                    report.filtered += 1
-                    continue
-                if info.channels != 1 or info.samplerate != 16000:
-                    odd_audio += 1
-                no_votes += len(rec.unrecognised_votes)
-                utt = rec.utt
-                tables["wav.scp"][utt] = str(wav)
-                tables["utt2spk"][utt] = rec.speaker
-                tables["utt2emo"][utt] = class_map[rec.code]
-                tables["utt2votes"][utt] = " ".join(",".join(v) for v in rec.votes)
-                tables["utt2vad"][utt] = " ".join(f"{x:.4f}" for x in rec.vad)
-                tables["utt2session"][utt] = session.name
-                tables["utt2gender"][utt] = rec.gender
-                tables["utt2style"][utt] = rec.style
-                tables["utt2dur"][utt] = f"{info.frames / info.samplerate:.4f}"
-                tables["text"][utt] = transcripts.get(utt, "")
-            unlabelled_wavs += sum(1 for w in wav_dir.glob("*/[!.]*.wav") if w.stem not in labelled)
-            progress.advance(task)
-
-    if len(report.problems) > MAX_CONSOLE_PROBLEMS:
-        console.print(f"... and {len(report.problems) - MAX_CONSOLE_PROBLEMS} more problems", markup=False)
+    records: list[UttLabel] = []
+    candidates: list[Candidate] = []
+    unlabelled_wavs = 0
+    for number, session in find_sessions(root):
+        wav_dir = session / "sentences" / "wav"
+        transcripts: dict[str, str] = {}
+        for file in visible_files(session / "dialog" / "transcriptions"):
+            transcripts.update(read_transcriptions(file))
+        session_records = _session_candidates(report, number, session, seen)
+        records += session_records
+        for rec in session_records:
+            candidates.append(
+                Candidate(
+                    utt=rec.utt,
+                    wav=wav_dir / rec.dialog / f"{rec.utt}.wav",
+                    speaker=rec.speaker,
+                    gender=rec.gender,
+                    label=rec.code,
+                    where=f"{rec.path}:{rec.line}",
+                    text=transcripts.get(rec.utt, ""),
+                    votes=" ".join(",".join(v) for v in rec.votes),
+                    vad=" ".join(f"{x:.4f}" for x in rec.vad),
+                    session=session.name,
+                    style=rec.style,
+                    filtered_by=None if style in ("all", rec.style) else f"--style {style}",
+                )
+            )
+        unlabelled_wavs += sum(1 for w in wav_dir.glob("*/[!.]*.wav") if w.stem not in seen)
+    tables = build_tables(report, candidates, class_map)
     kept = tables["utt2emo"]
-    report.kept = len(kept)
-    counts = Counter(kept.values())
-    report.class_counts = {c: counts.get(c, 0) for c in class_list}
-    report.speakers = len(set(tables["utt2spk"].values()))
-    report.sessions = len(set(tables["utt2session"].values()))
-    if odd_audio:
-        report.notes.append(f"{odd_audio} wavs are stereo or not 16 kHz: later stages downmix/resample")
+    report.sessions = len(set(tables.get("utt2session", {}).values()))
+    no_votes = sum(len(rec.unrecognised_votes) for rec in records if rec.utt in kept)
     if no_votes:
         report.notes.append(
             f"{no_votes} external rater lines of kept utterances gave no recognisable label (no vote)"
         )
     if unlabelled_wavs:
         report.notes.append(f"{unlabelled_wavs} wavs have no EmoEvaluation entry and were ignored")
-    empty_votes = sum(1 for v in tables["utt2votes"].values() if not v)
+    empty_votes = sum(1 for v in tables.get("utt2votes", {}).values() if not v)
     if empty_votes:
         report.notes.append(f"{empty_votes} kept utterances have no external rater votes (empty utt2votes)")
-    if not kept:
-        raise SertkError(
-            f"{root}: nothing usable left ({report.total} utterances seen, {report.filtered} filtered by "
-            f"--classes {classes} --style {style}, {report.skipped} skipped)"
-        )
-    meta = {
-        "corpus": "IEMOCAP",
-        "root": str(root),
-        "synthetic": report.synthetic,
-        "classes": class_list,
-        "class_map": class_map,
-        "style": style,
-        "counts": report.class_counts,
-        "skipped": report.skipped,
-    }
-    try:
-        write_data_dir(out, tables, meta)
-    except OSError as err:
-        raise SertkError(f"{out}: cannot write the data dir ({err.strerror or err})") from None
-    for note in report.notes:
-        console.print(f"note: {note}", markup=False, soft_wrap=True)
-    return report
+    return finish(report, tables, root, classes, class_map, style=style)
+
+
+SPEC = CorpusSpec.of(sys.modules[__name__])
