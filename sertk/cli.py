@@ -12,6 +12,7 @@ from typing import Literal
 
 import typer
 from rich.markup import escape
+from typer.core import TyperGroup
 from typer.exceptions import Abort, TyperException
 
 from sertk.errors import SertkError
@@ -116,23 +117,53 @@ def _protocol_help() -> str:
     return "Protocol: " + "; ".join(f"[bold]{name}[/bold]: {line}" for name, (_, line, _) in PROTOCOLS.items())
 
 
-Protocol = Literal["loso-session", "loso-session-nextval", "loso-speaker", "loso-speaker-noval", "kfold", "random"]
+Protocol = Literal[
+    "loso-session",
+    "loso-session-nextval",
+    "loso-speaker",
+    "loso-speaker-noval",
+    "loso-speaker-nextval",
+    "speaker-kfold",
+    "kfold",
+    "random",
+    "official",
+]
+Interchange = Literal["emobox", "superb"]
 
 
-@app.command(
-    epilog="Examples: sertk folds data/all data/all/folds.json --protocol loso-session\n\n"
-    "sertk folds data/all folds.json --protocol kfold --ratios 0.8,0.1,0.1 --repeats 10"
+class FoldsGroup(TyperGroup):
+    """``sertk folds DATA OUT ...`` is ``sertk folds make DATA OUT ...``; import and export are subcommands."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["make", *args]
+        return super().parse_args(ctx, args)
+
+
+folds_app = typer.Typer(
+    cls=FoldsGroup,
+    help="Stage 2: make folds (sertk folds \\[make] DATA OUT --protocol P), or import/export benchmark fold files.",
+    no_args_is_help=True,
 )
-def folds(
+app.add_typer(folds_app, name="folds")
+
+
+@folds_app.command(
+    "make",
+    epilog="Examples: sertk folds data/all data/all/folds.json --protocol loso-session\n\n"
+    "sertk folds data/all folds.json --protocol kfold --ratios 0.8,0.1,0.1 --repeats 10",
+)
+def folds_make(
     data: Path = typer.Argument(..., help="Data dir."),
     out: Path = typer.Argument(..., help="folds.json to write (its record: <stem>.provenance.json beside it)."),
     protocol: Protocol = typer.Option("loso-session", help=_protocol_help()),
     ratios: str = typer.Option("0.55,0.25,0.2", help="train,valid,test ratios (kfold, random)."),
-    repeats: int = typer.Option(5, help="Number of folds (kfold) or of random splits (random)."),
+    repeats: int = typer.Option(5, help="Folds (kfold, speaker-kfold) or random splits (random)."),
     valid_ratio: float = typer.Option(0.1, help="loso-session: stratified share of the training sessions for validation."),
+    test_partitions: str = typer.Option("Test1", help="official: test partitions, one fold each (Test1,Test2)."),
     seed: int = typer.Option(0, help="Random seed."),
 ) -> None:
-    """Stage 2: speaker-independent, k-fold or random train/valid/test folds (skipped when up to date)."""
+    """Stage 2: speaker-independent, k-fold, random or official folds (skipped when up to date)."""
     from sertk import provenance
     from sertk.data import read_data_dir
     from sertk.data.folds import FoldOptions, folds_record, make_folds, write_folds
@@ -146,17 +177,62 @@ def folds(
     if not 0 <= valid_ratio < 1:
         raise SertkError(f"--valid-ratio: expected a share in [0, 1), got {valid_ratio}")
     data_dir = read_data_dir(data)
-    opts = FoldOptions(ratios=ratio_values, repeats=repeats, valid_ratio=valid_ratio, seed=seed)
+    tests = tuple(p for p in test_partitions.split(",") if p)
+    opts = FoldOptions(ratios=ratio_values, repeats=repeats, valid_ratio=valid_ratio, seed=seed, test_partitions=tests)
     record = folds_record(data_dir, protocol, opts)
     if out.is_file() and not provenance.check(provenance.record_path(out), record):
         console.print(f"folds: {out} is up to date ({protocol}), skipped")
         return
     result = make_folds(data_dir, protocol, opts)
     write_folds(out, result, data_dir, record)
-    sizes = ", ".join(
-        f"{f['name']} {len(f['train'])}/{len(f['valid'])}/{len(f['test'])}" for f in result["folds"]
-    )
-    console.print(f"folds: {protocol}, {len(result['folds'])} folds (train/valid/test: {sizes}) -> {out}")
+    console.print(f"folds: {protocol}, {len(result['folds'])} folds ({_fold_sizes(result)}) -> {out}")
+
+
+def _fold_sizes(result: dict) -> str:
+    sizes = ", ".join(f"{f['name']} {len(f['train'])}/{len(f['valid'])}/{len(f['test'])}" for f in result["folds"])
+    return f"train/valid/test: {sizes}"
+
+
+@folds_app.command(
+    "import",
+    epilog="Examples: sertk folds import --format emobox EmoBox/data/iemocap data/all data/all/folds_emobox.json\n\n"
+    "sertk folds import --format superb s3prl/downstream/emotion/meta_data data/all folds_superb.json",
+)
+def folds_import(
+    source: Path = typer.Argument(..., help="EmoBox dataset dir (fold_<k>/) or s3prl meta_data dir (Session<k>/)."),
+    data: Path = typer.Argument(..., help="Data dir whose utterances the file's entries are matched to."),
+    out: Path = typer.Argument(..., help="folds.json to write."),
+    format: Interchange = typer.Option(..., "--format", help="emobox or superb."),
+) -> None:
+    """Read a benchmark's published folds into folds.json (speakers come from the data dir, never the file)."""
+    from sertk.data import read_data_dir
+    from sertk.data.folds import write_folds
+    from sertk.data.interchange import import_emobox, import_superb
+
+    data_dir = read_data_dir(data)
+    result = (import_emobox if format == "emobox" else import_superb)(source, data_dir)
+    write_folds(out, result, data_dir)
+    console.print(f"folds: imported {format}, {len(result['folds'])} folds ({_fold_sizes(result)}) -> {out}")
+
+
+@folds_app.command(
+    "export",
+    epilog="Example: sertk folds export --format superb data/all/folds.json data/all meta_data/",
+)
+def folds_export(
+    folds: Path = typer.Argument(..., help="folds.json to export."),
+    data: Path = typer.Argument(..., help="Its data dir."),
+    out: Path = typer.Argument(..., help="Directory to write the benchmark's files into."),
+    format: Interchange = typer.Option(..., "--format", help="emobox or superb."),
+) -> None:
+    """Write folds.json in EmoBox's or s3prl/SUPERB's file layout."""
+    from sertk.data import read_data_dir
+    from sertk.data.folds import read_folds
+    from sertk.data.interchange import export_emobox, export_superb
+
+    data_dir = read_data_dir(data)
+    written = (export_emobox if format == "emobox" else export_superb)(read_folds(folds, data_dir), data_dir, out)
+    console.print(f"folds: exported {len(written)} {format} file(s) -> {out}")
 
 
 @app.command(

@@ -75,8 +75,11 @@ def test_every_protocol_has_a_help_line():
         "loso-session-nextval",
         "loso-speaker",
         "loso-speaker-noval",
+        "loso-speaker-nextval",
+        "speaker-kfold",
         "kfold",
         "random",
+        "official",
     }
     assert all(line for _, line, _ in PROTOCOLS.values())
 
@@ -273,3 +276,36 @@ def test_select_folds(tmp_path: Path) -> None:
     assert [f["name"] for f in select_folds(folds, "fold2,4")] == ["fold2", "fold4"]
     with pytest.raises(SertkError, match="no fold fold7 .available: fold1 fold2 fold3 fold4 fold5"):
         select_folds(folds, "7")
+
+
+def test_cli_protocol_choices_are_the_registered_protocols():
+    import typing
+
+    from sertk.cli import Protocol
+
+    assert set(typing.get_args(Protocol)) == set(PROTOCOLS)
+
+
+def test_corpus_protocols_through_make_folds(tmp_path):
+    """EmoDB-like speakers without sessions: leave one speaker out with the next as validation; groups."""
+    tables: dict[str, dict[str, str]] = {n: {} for n in ("wav.scp", "utt2spk", "utt2emo", "utt2gender")}
+    for k in range(6):
+        for i in range(8):
+            utt = f"emodb{k:02d}-{i:03d}"
+            tables["wav.scp"][utt] = "/x"
+            tables["utt2spk"][utt] = f"emodb{k:02d}"
+            tables["utt2emo"][utt] = CLASSES[i % 4]
+            tables["utt2gender"][utt] = "FM"[k % 2]
+    data = write_data_dir(tmp_path / "emodb", tables, {"classes": CLASSES, "corpus": "EmoDB"})
+    folds = make_folds(data, "loso-speaker-nextval")
+    assert len(folds["folds"]) == 6
+    for k, fold in enumerate(folds["folds"]):
+        train, valid, test = parts_of(fold)
+        assert speakers(data, test) == {f"emodb{k:02d}"} and speakers(data, valid) == {f"emodb{(k + 1) % 6:02d}"}
+    groups = make_folds(data, "speaker-kfold", FoldOptions(repeats=3))
+    assert Counter(u for f in groups["folds"] for u in f["test"]) == Counter(data.utts)
+    for fold in groups["folds"]:
+        train, valid, test = parts_of(fold)
+        assert len(speakers(data, test)) == 2 and not speakers(data, test) & speakers(data, train | valid)
+    with pytest.raises(SertkError, match="no utt2session"):
+        make_folds(data, "loso-session")

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from sertk import provenance
+from sertk.data import protocols_corpora
 from sertk.data.datadir import DataDir, data_dir_digest
 from sertk.errors import SertkError
 from sertk.utils import console, write_json
@@ -33,11 +34,15 @@ class FoldOptions:
     repeats: int = 5  # number of folds (kfold) or of random splits (random)
     valid_ratio: float = 0.1  # loso-session: share of the training sessions held out for validation
     seed: int = 0
+    test_partitions: tuple[str, ...] = ("Test1",)  # official: one fold per named test partition
 
 
 def _session_of(data: DataDir) -> dict[str, str]:
     if "utt2session" not in data.tables:
         raise SertkError(f"{data.path}: no utt2session table, which the session protocols need")
+    if data.meta.get("corpus") == "MSP-Podcast":
+        # Its utt2session holds the official partitions, not recording sessions.
+        raise SertkError(f"{data.path}: MSP-Podcast has no sessions; use --protocol official")
     return data.tables["utt2session"]
 
 
@@ -249,6 +254,28 @@ def stratified_random(data: DataDir, opts: FoldOptions) -> tuple[list[dict], lis
     return folds, []
 
 
+def leave_one_speaker_out_next_valid(data: DataDir, opts: FoldOptions) -> tuple[list[dict], list[str]]:
+    """One fold per speaker: test that speaker, validate on the next speaker (sorted ids), train the rest.
+
+    EmoDB's usual protocol (10 speakers, no sessions): see ``sertk.data.protocols_corpora``.
+    """
+    return protocols_corpora.leave_one_speaker_out(data["utt2spk"], valid="next"), []
+
+
+def speaker_kfold(data: DataDir, opts: FoldOptions) -> tuple[list[dict], list[str]]:
+    """k = ``repeats`` sex-balanced speaker groups: test group i, validate group i+1 (RAVDESS 6, CREMA-D 5)."""
+    genders = data.tables.get("utt2gender")
+    folds = protocols_corpora.speaker_group_kfold(data["utt2spk"], genders, k=opts.repeats, valid="next")
+    return folds, protocols_corpora.classes_missing_from_train(folds, data["utt2emo"], data.classes)
+
+
+def official(data: DataDir, opts: FoldOptions) -> tuple[list[dict], list[str]]:
+    """The corpus's own partitions (MSP-Podcast: Train / Development / Test1, Test2), one fold per test part."""
+    if "utt2session" not in data.tables:
+        raise SertkError(f"{data.path}: no partition table (utt2session), which --protocol official needs")
+    return protocols_corpora.official_partitions(data.tables["utt2session"], tests=opts.test_partitions), []
+
+
 Protocol = Callable[[DataDir, FoldOptions], tuple[list[dict], list[str]]]
 
 # name -> (function, one line for `sertk folds --help`, whether test speakers are unseen in train/valid)
@@ -284,6 +311,21 @@ PROTOCOLS: dict[str, tuple[Protocol, str, bool]] = {
         "--repeats independent stratified random splits in --ratios (test parts overlap)",
         False,
     ),
+    "loso-speaker-nextval": (
+        leave_one_speaker_out_next_valid,
+        "test 1 speaker, validate on the next speaker, train the rest (EmoDB)",
+        True,
+    ),
+    "speaker-kfold": (
+        speaker_kfold,
+        "--repeats sex-balanced speaker groups: test one, validate the next, train the rest (RAVDESS 6, CREMA-D 5)",
+        True,
+    ),
+    "official": (
+        official,
+        "the corpus's own Train / Development / --test-partitions (MSP-Podcast)",
+        False,
+    ),
 }
 
 
@@ -299,6 +341,10 @@ def make_folds(data: DataDir, protocol: str, opts: FoldOptions | None = None) ->
         out["repeats"] = opts.repeats
     if protocol == "loso-session":
         out["valid_ratio"] = opts.valid_ratio
+    if protocol == "speaker-kfold":
+        out["repeats"] = opts.repeats
+    if protocol == "official":
+        out["test_partitions"] = list(opts.test_partitions)
     if notes:
         out["notes"] = [f"{protocol}: {note}" for note in notes]
     out["folds"] = folds
@@ -362,7 +408,7 @@ def _check_speaker_independent(fold: dict, owner: dict[str, str], data: DataDir,
 def folds_record(data: DataDir, protocol: str, opts: FoldOptions) -> provenance.Record:
     """What a folds file is made from: the data dir's content and the protocol's options."""
     options = {"protocol": protocol, "ratios": list(opts.ratios), "repeats": opts.repeats}
-    options.update({"valid_ratio": opts.valid_ratio, "seed": opts.seed})
+    options.update({"valid_ratio": opts.valid_ratio, "seed": opts.seed, "test_partitions": list(opts.test_partitions)})
     return provenance.Record(stage="folds", inputs={"data": data_dir_digest(data.path)}, options=options)
 
 
