@@ -11,6 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import safetensors.torch
 import soundfile
 import torch
 import torchaudio.models
@@ -176,6 +177,25 @@ def test_pytorch_bin_loads_like_safetensors(tmp_path, one_thread):
     b = _extract(_save_hf(model, tmp_path / "bin", safetensors=False)).compute(waves, lens)
     assert (tmp_path / "bin" / "pytorch_model.bin").is_file()
     assert torch.equal(a, b)
+
+
+def test_ctc_and_legacy_checkpoints_load(tmp_path, one_thread):
+    # A fine-tuned *ForCTC dir (weights under "wav2vec2.", plus lm_head) and one with the old
+    # weight-norm names of the positional conv (weight_g / weight_v) give the encoder's states.
+    torch.manual_seed(0)
+    ctc = transformers.Wav2Vec2ForCTC(transformers.Wav2Vec2Config(**TINY, vocab_size=10)).eval()
+    ctc.save_pretrained(tmp_path / "ctc")
+    waves, lens = _waves([3000])
+    with torch.no_grad():
+        reference = torch.cat(ctc.wav2vec2(waves, output_hidden_states=True).hidden_states, dim=-1)
+    assert torch.allclose(_extract(tmp_path / "ctc").compute(waves, lens), reference, atol=1e-6)
+    state = {k: v.contiguous() for k, v in ctc.state_dict().items()}
+    prefix = "wav2vec2.encoder.pos_conv_embed.conv."
+    state[prefix + "weight_g"] = state.pop(prefix + "parametrizations.weight.original0")
+    state[prefix + "weight_v"] = state.pop(prefix + "parametrizations.weight.original1")
+    ctc.config.save_pretrained(tmp_path / "legacy")
+    safetensors.torch.save_file(state, tmp_path / "legacy" / "model.safetensors", metadata={"format": "pt"})
+    assert torch.allclose(_extract(tmp_path / "legacy").compute(waves, lens), reference, atol=1e-6)
 
 
 def test_padding_policy_follows_the_conv_norm(tmp_path, one_thread):
