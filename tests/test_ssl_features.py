@@ -143,7 +143,9 @@ def _reference_hf(model, wave: torch.Tensor, normalize: bool) -> torch.Tensor:
 
 
 def _extract(checkpoint, **options) -> SslFeatures:
-    return build_feature("ssl", {"checkpoint": str(checkpoint), "dtype": "float32", **options})
+    """float32 features; rows of any length share padded calls, so the padding masks are exercised."""
+    config = {"checkpoint": str(checkpoint), "dtype": "float32", "max_padding": 0.9, **options}
+    return build_feature("ssl", config)
 
 
 def _split(feats: torch.Tensor, num_layers: int) -> torch.Tensor:
@@ -370,6 +372,17 @@ def test_plan_chunks_tiles_the_frames():
                 assert keep_from == plan[k - 1][3] and keep_from - offset >= overlap // 2
             if k < len(plan) - 1:
                 assert offset + frames - keep_to >= overlap // 2
+
+
+def test_padded_calls_waste_at_most_max_padding(tmp_path, one_thread):
+    encoder = _extract(_save_hf(_hf_model("wav2vec2-layer"), tmp_path / "w2v"), max_padding=0.1).encoder
+    pieces = [(row, 0, n, 0, 1) for row, n in enumerate([1000, 3000, 1050, 2900, 1099, 5000])]
+    groups = [[p[2] for p in group] for group in encoder._groups(pieces)]
+    assert groups == [[1000, 1050, 1099], [2900, 3000], [5000]]
+    encoder.max_padding = 0.9
+    assert [len(g) for g in encoder._groups(pieces)] == [6]
+    encoder.backend.pads_exactly = False  # a GroupNorm model: equal lengths only
+    assert [len(g) for g in encoder._groups(pieces + [(6, 0, 1050, 0, 1)])] == [1, 2, 1, 1, 1, 1]
 
 
 def test_chunking_is_seamless_where_the_receptive_field_fits(tmp_path, one_thread):

@@ -48,6 +48,7 @@ class SslConfig:
     max_chunk_seconds: float = 30.0  # longer utterances are chunked (Whisper: at most its 30 s window)
     overlap_seconds: float = 4.0  # consecutive chunks overlap this much; each keeps its half of the overlap
     batch_seconds: float = 60.0  # at most this much padded audio per encoder call (Whisper: 30 s per chunk)
+    max_padding: float = 0.1  # padded rows share a call while padding is at most this share of it (GPU: more)
     sample_rate: int = SAMPLE_RATE
     layer_dim: int = 0  # D, from the checkpoint
     checkpoint_sha256: str = ""  # of config.json, weights and preprocessor_config.json / the weight file
@@ -63,6 +64,8 @@ class SslConfig:
             )
         if self.max_chunk_seconds <= 0 or self.batch_seconds <= 0:
             raise ValueError("max_chunk_seconds and batch_seconds must be positive")
+        if not 0 <= self.max_padding < 1:
+            raise ValueError(f"max_padding must be in [0, 1), got {self.max_padding}")
         if not 0 <= self.overlap_seconds < self.max_chunk_seconds:
             raise ValueError(
                 f"overlap_seconds must be in [0, max_chunk_seconds), got {self.overlap_seconds} "
@@ -126,6 +129,7 @@ class SslEncoder(nn.Module):
         chunk_samples: int,
         overlap_frames: int,
         batch_samples: int,
+        max_padding: float = 0.1,
     ) -> None:
         super().__init__()
         self.backend = backend
@@ -134,6 +138,7 @@ class SslEncoder(nn.Module):
         self.chunk_samples = chunk_samples
         self.overlap_frames = overlap_frames
         self.batch_samples = batch_samples
+        self.max_padding = max_padding
 
     @property
     def layer_dim(self) -> int:
@@ -145,18 +150,33 @@ class SslEncoder(nn.Module):
     def _groups(
         self, pieces: list[tuple[int, int, int, int, int]]
     ) -> list[list[tuple[int, int, int, int, int]]]:
-        """Pieces (row, start, end, keep_from, keep_to) that share one encoder call, by length."""
+        """Pieces (row, start, end, keep_from, keep_to) that share one encoder call.
+
+        Sorted by length, a group grows while it fits ``batch_samples`` and, for models that take padded
+        rows, while padding stays within ``max_padding`` of its samples (on CPU a padded call costs its
+        padding and gains nothing over one call per row); otherwise only equal lengths share a call.
+        Whisper pads every chunk to its window anyway.
+        """
         fixed = self.backend.window
-        by_length = sorted(pieces, key=lambda p: p[2] - p[1])
-        groups, current, width = [], [], 0
-        for piece in by_length:
+        groups, current, real = [], [], 0
+        for piece in sorted(pieces, key=lambda p: p[2] - p[1]):
             length = piece[2] - piece[1]
-            fits = (len(current) + 1) * (fixed or length) <= self.batch_samples
-            if current and (not fits or (not self.backend.pads_exactly and length != width)):
-                groups.append(current)
-                current = []
+            if current:
+                # Sorted ascending: this piece would set the padded width of the group.
+                width = fixed or length
+                if (len(current) + 1) * width > self.batch_samples:
+                    split = True
+                elif fixed:
+                    split = False
+                elif self.backend.pads_exactly:
+                    split = 1 - (real + length) / ((len(current) + 1) * width) > self.max_padding
+                else:
+                    split = length != current[-1][2] - current[-1][1]
+                if split:
+                    groups.append(current)
+                    current, real = [], 0
             current.append(piece)
-            width = length
+            real += length
         return groups + [current] if current else groups
 
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -237,7 +257,9 @@ def load_encoder(cfg: SslConfig) -> tuple[SslEncoder, SslConfig]:
             f"overlap_seconds: {cfg.overlap_seconds} s leaves no hop between {chunk_seconds:g}-s chunks of {path}"
         )
     batch_samples = max(int(cfg.batch_seconds * SAMPLE_RATE), chunk_samples)
-    encoder = SslEncoder(backend, layers, normalize, chunk_samples, overlap_frames, batch_samples)
+    encoder = SslEncoder(
+        backend, layers, normalize, chunk_samples, overlap_frames, batch_samples, cfg.max_padding
+    )
     resolved = dataclasses.replace(
         cfg,
         layers=layers,
