@@ -607,3 +607,19 @@ def test_dump_stores_half_precision_layers_and_records_the_layout(tmp_path, one_
     from_ark = load_features(ark)
     assert from_ark["Ses01F_a"].shape == (conv_frames(6000, [(10, 5), (3, 2)]), 64)
     assert np.array_equal(from_ark["Ses01F_a"], load_features(out)["Ses01F_a"])
+
+
+def test_encoder_module_backpropagates_through_chunks(tmp_path, one_thread):
+    # The nn.Module an on-the-fly trainer (or fine-tuning) would call: gradients reach the encoder's
+    # weights through padding, chunking and stitching.
+    checkpoint = _save_hf(_hf_model("wav2vec2-layer"), tmp_path / "w2v")
+    extractor = _extract(checkpoint, max_chunk_seconds=0.1, overlap_seconds=0.03)
+    encoder = extractor.encoder
+    waves, lens = _waves([4000, 2500])
+    hidden, frame_lengths = encoder(waves, lens)
+    assert hidden.shape == (2, extractor.num_frames(4000), 3, 32) and hidden.requires_grad
+    assert frame_lengths.tolist() == [extractor.num_frames(4000), extractor.num_frames(2500)]
+    hidden[:, :, 2].sum().backward()
+    grads = [p.grad for p in encoder.backend.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert encoder.backend.model.encoder.layers[-1].feed_forward.output_dense.weight.grad.abs().sum() > 0
