@@ -13,6 +13,7 @@ from sertk.features.base import FeatureExtractor
 from sertk.features.fbank import KaldiFbank
 from sertk.features.lld import Is09Lld, Rlc17Lld
 from sertk.features.spectrogram import LogPowerSpectrogram, MuLawSpectrogram
+from sertk.features.ssl import SslFeatures
 
 FEATURES: dict[str, type[FeatureExtractor]] = {
     "logmel40": KaldiFbank,
@@ -21,6 +22,7 @@ FEATURES: dict[str, type[FeatureExtractor]] = {
     "spec-li2018": MuLawSpectrogram,
     "spec-logpow": LogPowerSpectrogram,
     "spec-logpow8k": LogPowerSpectrogram,  # the same with max_freq_hz 8000 (conf/feats/spec-logpow8k.yaml)
+    "ssl": SslFeatures,  # hidden layers of a local wav2vec2/HuBERT/WavLM/data2vec/Whisper checkpoint
 }
 
 

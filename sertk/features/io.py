@@ -1,6 +1,7 @@
 """Feature dir writers (HDF5, Kaldi ark/scp) and the readers for both.
 
-A feature dir holds ``feats.h5`` (one (T, D) float32 dataset per utterance id; file attributes ``feat``,
+A feature dir holds ``feats.h5`` (one (T, D) dataset per utterance id, float32, or float16 where the feature
+stores half precision (``--feat ssl``); file attributes ``feat``,
 ``config`` (JSON) and ``dim``) or ``feats.ark`` + ``feats.scp`` (kaldiio), and always ``feat.yaml``
 (``{feat: name, config: {...}}``), ``utt2num_frames`` and its provenance record ``feats.provenance.json``,
 written last (see ``sertk.provenance``): a dir without a valid record is an unfinished dump.
@@ -59,7 +60,8 @@ class ArkWriter:
     def write(self, utt: str, feats: np.ndarray) -> None:
         # The scp offset points just past "<utt> ", at the binary header of the matrix.
         self.offsets[utt] = self.fd.tell() + len(utt.encode()) + 1
-        kaldiio.save_ark(self.fd, {utt: feats})
+        # Kaldi matrices are float32 or float64: half-precision features are widened (same values).
+        kaldiio.save_ark(self.fd, {utt: feats.astype(np.float32) if feats.dtype == np.float16 else feats})
 
     def close(self) -> None:
         self.fd.close()
@@ -100,8 +102,14 @@ def _missing(feat_dir: Path, utts: list[str], have) -> None:
         )
 
 
-def load_features(feat_dir: str | Path, utts: list[str] | None = None) -> dict[str, np.ndarray]:
-    """Features of ``utts`` (all, sorted by id, when None) as (T, D) float32 arrays, from either format."""
+def load_features(
+    feat_dir: str | Path, utts: list[str] | None = None, dtype: type | None = np.float32
+) -> dict[str, np.ndarray]:
+    """Features of ``utts`` (all, sorted by id, when None) as (T, D) arrays, from either format.
+
+    Arrays are float32 by default; ``dtype=None`` keeps the stored dtype (a float16 HDF5 dump stays half
+    the size in memory).
+    """
     feat_dir = Path(feat_dir)
     fmt = _check_feat_dir(feat_dir)
     if fmt == "hdf5":
@@ -110,7 +118,7 @@ def load_features(feat_dir: str | Path, utts: list[str] | None = None) -> dict[s
             with h5py.File(path, "r") as f:
                 names = sorted(f) if utts is None else list(utts)
                 _missing(feat_dir, names, f)
-                return {u: f[u][()].astype(np.float32, copy=False) for u in names}
+                return {u: f[u][()] if dtype is None else f[u][()].astype(dtype, copy=False) for u in names}
         except OSError as err:
             raise SertkError(f"{path}: cannot read HDF5 ({err})") from None
     offsets = _scp_offsets(feat_dir)
@@ -120,7 +128,8 @@ def load_features(feat_dir: str | Path, utts: list[str] | None = None) -> dict[s
     out = {}
     try:
         for u in names:
-            out[u] = np.asarray(kaldiio.load_mat(f"{ark}:{offsets[u]}"), dtype=np.float32)
+            matrix = kaldiio.load_mat(f"{ark}:{offsets[u]}")
+            out[u] = np.asarray(matrix) if dtype is None else np.asarray(matrix, dtype=dtype)
     except (OSError, ValueError) as err:
         raise SertkError(f"{ark}: cannot read features ({err})") from None
     return out

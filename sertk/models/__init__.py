@@ -18,6 +18,7 @@ from sertk.models.cnn_blstm import CnnBlstm
 from sertk.models.crnn_att import CrnnAtt
 from sertk.models.lstm_attn import LstmAttn
 from sertk.models.rlc import Rlc
+from sertk.models.ssl_pool import SslPool
 
 MODELS: dict[str, type[nn.Module]] = {
     "crnn-att": CrnnAtt,
@@ -25,6 +26,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "cnn-blstm": CnnBlstm,
     "lstm-attn": LstmAttn,
     "rlc": Rlc,
+    "ssl-pool": SslPool,
 }
 
 SYSTEMS: dict[str, str] = {
@@ -33,6 +35,7 @@ SYSTEMS: dict[str, str] = {
     "cnn-blstm": "cnn_blstm_vtlp",
     "lstm-attn": "lstm_attention",
     "rlc": "rlc_gca_lstm",
+    "ssl-pool": "ssl",  # egs/iemocap/run_ssl.sh (SUPERB ER downstream)
 }
 
 
