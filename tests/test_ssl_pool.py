@@ -8,9 +8,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import make_feature_dir
 
 from sertk.errors import SertkError
-from sertk.features.io import Hdf5Writer, load_features
+from sertk.features.io import load_features
 from sertk.models import MODELS, SYSTEMS, build_model, count_parameters
 from sertk.models.ssl_pool import SslPool
 
@@ -81,10 +82,7 @@ def _toy_dump(tmp_path, informative: int, num_layers: int = 4, dim: int = 8, per
     rng = np.random.default_rng(0)
     direction = rng.standard_normal(dim)
     direction /= np.linalg.norm(direction)
-    writer = Hdf5Writer(
-        tmp_path / "feats.h5", "ssl", {"layers": list(range(num_layers)), "layer_dim": dim}, num_layers * dim
-    )
-    labels = {}
+    arrays, labels = {}, {}
     for i in range(2 * per_class):
         label = i % 2
         frames = int(rng.integers(20, 41))
@@ -93,11 +91,9 @@ def _toy_dump(tmp_path, informative: int, num_layers: int = 4, dim: int = 8, per
         )
         layers[:, informative] = (2 * label - 1) * direction + rng.standard_normal((frames, dim))
         utt = f"utt{i:03d}"
-        writer.write(utt, layers.reshape(frames, num_layers * dim).astype(np.float16))
+        arrays[utt] = layers.reshape(frames, num_layers * dim).astype(np.float16)
         labels[utt] = label
-    writer.close()
-    (tmp_path / ".done").write_text("toy\n")
-    (tmp_path / "feat.yaml").write_text("feat: ssl\nconfig: {}\n")
+    make_feature_dir(tmp_path, arrays, feat="ssl", config={"layers": list(range(num_layers)), "layer_dim": dim})
     return labels
 
 
