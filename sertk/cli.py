@@ -314,6 +314,9 @@ def train(
         None, help="Word-vector dir (sertk feats --feat lexical) for a config with model.lexical_dim > 0."
     ),
     memory_gb: float = typer.Option(8.0, help="Features beyond this many GiB per fold stream from the dump."),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Override a config key: --set input.specaugment.freq_masks=2 (YAML value; repeatable)."
+    ),
 ) -> None:
     """Stage 5: train one model per fold (checkpoint every epoch, exact resume; up-to-date folds are skipped)."""
     from sertk.train.run import TrainOptions
@@ -335,8 +338,25 @@ def train(
             overwrite=overwrite,
             lexical_feats=lexical_feats,
             memory_gb=memory_gb,
+            overrides=_parse_overrides(set_),
         )
     )
+
+
+def _parse_overrides(items: list[str]) -> dict:
+    """``KEY=VALUE`` pairs, VALUE read as YAML (``2``, ``true``, ``[1, 2]``, ``ce``)."""
+    import yaml
+
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SertkError(f"--set {item!r}: expected KEY=VALUE, e.g. train.lr=0.001")
+        try:
+            overrides[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise SertkError(f"--set {item!r}: the value is not valid YAML") from None
+    return overrides
 
 
 @app.command(

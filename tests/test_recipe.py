@@ -175,7 +175,12 @@ def test_sertk_train_arch_defaults_inside_recipe_dir(demo_run):
 
 def _fails(recipe: Path, script: str, *args: str) -> str:
     out = subprocess.run(
-        ["bash", str(recipe / script), *args], cwd=recipe, env=_env(), capture_output=True, text=True, timeout=60
+        ["bash", str(recipe / script), *args],
+        cwd=recipe,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 2, out.stdout + out.stderr
     lines = [line for line in out.stderr.splitlines() if line.strip()]
@@ -218,3 +223,48 @@ def test_relative_corpus_root_is_the_callers(demo_run, tmp_path):
         cwd=caller,
     )
     assert f"using iemocap at {caller / relative}" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "corpus, protocol, whole",
+    [
+        ("emodb", "loso-speaker-nextval", True),
+        ("msp-podcast", "official", True),
+        ("ravdess", "speaker-kfold", False),
+        ("crema-d", "speaker-kfold", False),
+    ],
+)
+def test_every_corpus_recipe(recipe_copy, corpus, protocol, whole):
+    """egs/<corpus>/run.sh on its tiny synthetic layout with the corpus's usual protocol (stages 0-2 for the
+    corpora whose later stages are the shared pipeline's, end to end for the others)."""
+    recipe = recipe_copy.parent / corpus
+    out = _run(recipe, "run.sh", "--synth-size", "tiny", *QUICK, *(() if whole else ("--stop-stage", "2")))
+    assert "generating a SYNTHETIC" in out.stdout
+    system = next(p.name for p in (recipe / "data").iterdir() if p.is_dir())
+    folds = json.loads((recipe / "data" / system / "folds.json").read_text())
+    assert folds["protocol"] == protocol and folds["folds"]
+    if whole:
+        results = json.loads((recipe / "exp" / system / "results.json").read_text())
+        assert results["protocol"] == protocol and results["synthetic"] is True
+        assert results["folds"][0]["n"] > 0
+
+
+def test_augment_speed_and_specaug_train_on_copies_of_training_utterances_only(demo_run):
+    recipe, _ = demo_run
+    corpus = recipe / "corpus" / "iemocap"
+    out = _run(
+        recipe, "run_lstm_attention.sh", "--iemocap-root", str(corpus), "--augment", "speed,specaug", *QUICK
+    )
+    assert "Stage 4: augment: data/lstm_attention -> data/lstm_attention_aug-speed-specaug" in out.stdout
+    folds = json.loads((recipe / "data" / "lstm_attention_aug-speed-specaug" / "folds.json").read_text())
+    original = json.loads((recipe / "data" / "lstm_attention" / "folds.json").read_text())
+    for fold, base in zip(folds["folds"], original["folds"], strict=True):
+        assert fold["valid"] == base["valid"] and fold["test"] == base["test"]
+        copies = {u for u in fold["train"] if u.startswith("sp")}
+        assert copies == {f"sp{f}-{u}" for f in ("0.9", "1.1") for u in base["train"]}
+    exp = recipe / "exp" / "lstm_attention_aug-speed-specaug"
+    config = __import__("yaml").safe_load((exp / "config.yaml").read_text())
+    assert config["input"]["specaugment"]["freq_masks"] == 2
+    assert json.loads((exp / "results.json").read_text())["folds"][0]["n"] == len(
+        original["folds"][0]["test"]
+    )

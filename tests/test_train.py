@@ -178,3 +178,14 @@ def test_missing_inputs_are_one_line_errors(tmp_path, monkeypatch):
     (recipe["feats"] / "feats.provenance.json").unlink()
     with pytest.raises(SertkError, match=r"feature dump is incomplete"):
         train(TrainOptions(arch="toy"))
+
+
+def test_set_overrides_reach_the_config_and_the_replay(tmp_path):
+    recipe = make_recipe(tmp_path)
+    exp = tmp_path / "exp"
+    run(recipe, exp, fold="1", epochs=1, overrides={"train.lr": 0.02, "input.specaugment.freq_masks": 1})
+    merged = yaml.safe_load((exp / "config.yaml").read_text())
+    assert merged["train"]["lr"] == 0.02 and merged["input"]["specaugment"]["freq_masks"] == 1
+    assert "--set train.lr=0.02" in (exp / "replay.sh").read_text()
+    with pytest.raises(SertkError, match=r"unknown key\(s\) colour"):
+        run(recipe, tmp_path / "bad", overrides={"train.colour": 1})

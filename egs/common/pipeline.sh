@@ -21,7 +21,8 @@ synth_size=small            # tiny | small | full, used only without a real corp
 synth_seed=0
 system=                     # names data/<system>, dump/<system>, exp/<system>
 tag=                        # exp/<system>_<tag>: a variant's experiment on the same data and features
-train_config=               # default: the paper's config (conf/<system>.yaml), or demo_config on synthetic data
+train_config=               # default: base_config, or demo_config on synthetic data
+base_config=                # the recipe's default config (set by run_<system>.sh; empty: conf/<system>.yaml)
 demo_config=                # CPU-sized config used when the corpus is synthetic and no --train-config is given
 feat=logmel40
 feat_format=hdf5            # hdf5 | ark
@@ -32,17 +33,24 @@ paper_protocol=             # the paper's protocol (set by run_<system>.sh); oth
 ratios=0.55,0.25,0.2        # kfold / random protocols
 repeats=5                   # kfold / random protocols
 valid_ratio=0.1             # loso-session: validation share of the training sessions
+test_partitions=Test1       # official protocol (MSP-Podcast): one fold per test partition, e.g. Test1,Test2
 folds=all                   # which folds to train/evaluate, e.g. "1 3"
 epochs=                     # empty: the config's
 precision=                  # empty: the config's (fp32 | bf16 | fp16)
 nj=2
 device=auto                 # auto | cpu | cuda
 lexical_embeddings=         # word2vec text/binary file: also dump the transcripts' word vectors (lexical branch)
+augment=                    # comma list of speed, noise, rir (offline copies of training utterances, stage 4), specaug
+speeds=0.9,1.1              # --augment speed: the speed factors (Kaldi's 3-way perturbation with the originals)
+noise_dir=                  # --augment noise: MUSAN or any dir of noise wavs (never downloaded)
+snr=0:15                    # --augment noise: SNR range in dB
+rir_dir=                    # --augment rir: RIRS_NOISES or any dir of room impulse responses
 root_option=${corpus//-/_}_root
 declare "${root_option}=${corpus_root}"
 if [ "${corpus}" = iemocap ]; then declare "${root_option}=${IEMOCAP:-}"; fi
-_tunables="stage stop_stage ${root_option} synth_size synth_seed system tag train_config demo_config feat feat_format
- classes style protocol paper_protocol ratios repeats valid_ratio folds epochs precision nj device lexical_embeddings"
+_tunables="stage stop_stage ${root_option} synth_size synth_seed system tag train_config base_config demo_config feat feat_format
+ classes style protocol paper_protocol ratios repeats valid_ratio test_partitions folds epochs precision nj device lexical_embeddings
+ augment speeds noise_dir snr rir_dir"
 
 # shellcheck source=parse_options.sh
 . "$(dirname "${BASH_SOURCE[0]}")/parse_options.sh"
@@ -57,6 +65,8 @@ done
 absolute() { case "$1" in ""|/*) echo "$1" ;; *) echo "${caller}/$1" ;; esac; }
 corpus_root=$(absolute "${!root_option}")
 lexical_embeddings=$(absolute "${lexical_embeddings}")
+noise_dir=$(absolute "${noise_dir}")
+rir_dir=$(absolute "${rir_dir}")
 # A config path is the caller's when it exists there, else the recipe's own (conf/...).
 if [ -n "${train_config}" ] && [ -f "${caller}/${train_config}" ] && [[ ${train_config} != /* ]]; then
   train_config=${caller}/${train_config}
@@ -76,7 +86,37 @@ if [ "${protocol}" != "${paper_protocol}" ]; then
   exp=${exp}_${protocol}
   folds_json=${data}/folds_${protocol}.json
 fi
+# --augment: offline kinds make data/<system>_aug-<kinds> (stage 4), which stages 5-7 then use; specaug is online.
+offline=()
+augment_opts=()
+for kind in ${augment//,/ }; do
+  case "${kind}" in
+    speed) offline+=(speed); augment_opts+=(--speed "${speeds}") ;;
+    noise) [ -n "${noise_dir}" ] || die "--augment noise needs --noise-dir"
+      offline+=(noise); augment_opts+=(--noise "${noise_dir}" --snr "${snr}") ;;
+    rir) [ -n "${rir_dir}" ] || die "--augment rir needs --rir-dir"
+      offline+=(rir); augment_opts+=(--rir "${rir_dir}") ;;
+    specaug) ;;
+    *) die "--augment: unknown kind '${kind}' (speed, noise, rir, specaug)" ;;
+  esac
+done
+train_data=${data}
+train_dump=${dump}
+train_folds=${folds_json}
+if [ -n "${augment}" ]; then
+  suffix=_aug-${augment//,/-}
+  exp=${exp}${suffix}
+  if [ ${#offline[@]} -gt 0 ]; then
+    train_data=${data}${suffix}
+    train_dump=dump/${system}${suffix}/${feat}
+    train_folds=${train_data}/folds.json
+  fi
+fi
 train_opts=(--resume --overwrite)
+case ",${augment}," in
+  *,specaug,*) # Park et al. 2019's LD policy: two frequency and two time masks (widths from the config)
+    train_opts+=(--set input.specaugment.freq_masks=2 --set input.specaugment.time_masks=2) ;;
+esac
 [ -z "${epochs}" ] || train_opts+=(--epochs "${epochs}")
 [ -z "${precision}" ] || train_opts+=(--precision "${precision}")
 [ -z "${lexical_embeddings}" ] || train_opts+=(--lexical-feats "dump/${system}/lexical")
@@ -87,7 +127,7 @@ if [ -z "${corpus_root}" ]; then
   synthetic=true
 fi
 if [ -z "${train_config}" ]; then
-  train_config=conf/${system}.yaml
+  train_config=${base_config:-conf/${system}.yaml}
   if ${synthetic} && [ -n "${demo_config}" ]; then
     train_config=${demo_config}
     log "SYNTHETIC demo: training ${train_config}, a CPU-sized variant (pass --train-config conf/${system}.yaml for the paper's)"
@@ -97,7 +137,7 @@ fi
 if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
   if ${synthetic}; then
     log "Stage 0: corpus: no --${root_option//_/-}: generating a SYNTHETIC ${corpus}-format corpus (not real emotions) -> ${corpus_root}"
-    sertk synth "${corpus_root}" --size "${synth_size}" --seed "${synth_seed}" --nj "${nj}"
+    sertk synth "${corpus_root}" --corpus "${corpus}" --size "${synth_size}" --seed "${synth_seed}" --nj "${nj}"
   else
     log "Stage 0: corpus: using ${corpus} at ${corpus_root}"
   fi
@@ -105,14 +145,16 @@ fi
 
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
   log "Stage 1: prep: ${corpus_root} -> ${data} (classes ${classes}, style ${style})"
-  sertk prep "${corpus}" "${corpus_root}" "${data}" --classes "${classes}" --style "${style}"
+  prep_opts=(--classes "${classes}")
+  [ "${corpus}" != iemocap ] || prep_opts+=(--style "${style}")
+  sertk prep "${corpus}" "${corpus_root}" "${data}" "${prep_opts[@]}"
   sertk validate "${data}"
 fi
 
 if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
   log "Stage 2: folds: ${data} -> ${folds_json} (${protocol})"
   sertk folds "${data}" "${folds_json}" --protocol "${protocol}" --ratios "${ratios}" --repeats "${repeats}" \
-    --valid-ratio "${valid_ratio}"
+    --valid-ratio "${valid_ratio}" --test-partitions "${test_partitions}"
 fi
 
 if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
@@ -129,14 +171,22 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
 fi
 
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
-  # The papers' augmentations (VTLP, oversampling, white noise, segments) run on the fly inside training
-  # from the config's train/input sections.
-  log "Stage 4: augment: online only (${train_config}: train/input sections); nothing to dump"
+  # The papers' own augmentations (VTLP, oversampling, white noise, segments) run on the fly inside
+  # training from the config's train/input sections; --augment adds offline copies and SpecAugment.
+  if [ ${#offline[@]} -gt 0 ]; then
+    log "Stage 4: augment: ${data} -> ${train_data} (${offline[*]} copies of each fold's training utterances)"
+    sertk augment "${data}" "${folds_json}" "${train_data}" "${augment_opts[@]}" --seed "${synth_seed}" --nj "${nj}"
+    log "Stage 4: augment: ${train_data} -> ${train_dump} (${feat})"
+    sertk feats "${train_data}" "${train_dump}" --feat "${feat}" --feat-config "conf/feats/${feat}.yaml" \
+      --format "${feat_format}" --nj "${nj}"
+  else
+    log "Stage 4: augment: online only (${train_config}: train/input sections${augment:+; --augment ${augment}})"
+  fi
 fi
 
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
-  log "Stage 5: train: ${dump} -> ${exp} (${train_config}, folds: ${folds})"
-  sertk train --train-config "${train_config}" --data "${data}" --feats "${dump}" --folds "${folds_json}" \
+  log "Stage 5: train: ${train_dump} -> ${exp} (${train_config}, folds: ${folds})"
+  sertk train --train-config "${train_config}" --data "${train_data}" --feats "${train_dump}" --folds "${train_folds}" \
     --fold "${folds}" --exp "${exp}" --device "${device}" "${train_opts[@]}"
 fi
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sertk.config import from_dict, read_yaml
+from sertk.errors import SertkError
 from sertk.inputs.config import InputConfig
 
 METRICS = ("valid_wa", "valid_ua", "valid_ua_wa", "valid_loss")
@@ -96,11 +97,27 @@ class ExperimentConfig:
             raise ValueError("feat is missing")
 
 
-def load_experiment_config(path: Path, train_overrides: dict[str, Any] | None = None) -> ExperimentConfig:
-    """Read a system's YAML; ``train_overrides`` (the CLI's --epochs, --precision) replace ``train`` keys."""
-    data = read_yaml(path)
-    train = data.get("train") or {}
-    overrides = {k: v for k, v in (train_overrides or {}).items() if v is not None}
-    if overrides and isinstance(train, dict):
-        data["train"] = {**train, **overrides}
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any], where: str) -> dict[str, Any]:
+    """Set dotted keys (``train.epochs``, ``input.specaugment.freq_masks``) in a config mapping.
+
+    Only the path is created here; whether the key exists and the value fits is ``from_dict``'s check, so a
+    misspelt override is the same one-line error as a misspelt YAML key.
+    """
+    for dotted, value in overrides.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            child = node.get(key)
+            if child is None:
+                child = node[key] = {}
+            if not isinstance(child, dict):
+                raise SertkError(f"{where}: --set {dotted}: {key} is not a section")
+            node = child
+        node[leaf] = value
+    return data
+
+
+def load_experiment_config(path: Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Read a system's YAML, then apply ``overrides`` (dotted keys: the CLI's --set, --epochs, --precision)."""
+    data = apply_overrides(read_yaml(path), {k: v for k, v in (overrides or {}).items() if v is not None}, str(path))
     return from_dict(ExperimentConfig, data, where=str(path))

@@ -10,10 +10,12 @@ experiments). ``--resume`` continues an unfinished fold only when its checkpoint
 
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -78,6 +80,7 @@ class TrainOptions:
     overwrite: bool = False
     lexical_feats: Path | None = None
     memory_gb: float = 8.0
+    overrides: dict[str, Any] = field(default_factory=dict)  # --set KEY=VALUE, dotted config keys
 
 
 @dataclass
@@ -113,7 +116,8 @@ def resolve_config(opts: TrainOptions) -> tuple[ExperimentConfig, Path]:
             raise SertkError(
                 f"{train_config}: no config for arch {opts.arch} here (run inside the recipe dir or pass --train-config)"
             )
-    cfg = load_experiment_config(train_config, {"epochs": opts.epochs, "precision": opts.precision})
+    overrides = {**opts.overrides, "train.epochs": opts.epochs, "train.precision": opts.precision}
+    cfg = load_experiment_config(train_config, overrides)
     if opts.arch is not None and opts.arch != cfg.arch:
         raise SertkError(f"{train_config}: arch {cfg.arch} disagrees with --arch {opts.arch}")
     if cfg.arch not in MODELS:
@@ -370,12 +374,14 @@ def resumable(fold_dir: Path, key: str) -> bool:
         return False
 
 
-def write_replay(exp: Path, args: dict) -> None:
+def write_replay(exp: Path, args: dict, overrides: dict[str, Any]) -> None:
     """replay.sh: the ``sertk train`` command line with absolute paths, executable."""
     words = ["sertk", "train"]
     for key, value in args.items():
         if value is not None:
             words += [f"--{key.replace('_', '-')}", str(value)]
+    for key, value in overrides.items():
+        words += ["--set", f"{key}={json.dumps(value)}"]
     text = "#!/usr/bin/env bash\n# Replays the training of this experiment.\nset -euo pipefail\n"
     text += " ".join(shlex.quote(w) for w in words) + ' "$@"\n'
     with atomic_path(exp / "replay.sh") as tmp:
@@ -392,7 +398,7 @@ def train(opts: TrainOptions) -> list[dict]:
     replay = {"train_config": xp.config_path.resolve(), "data": xp.data.path.resolve(), "feats": xp.feats}
     replay.update({"folds": xp.folds_path, "fold": opts.fold, "exp": xp.exp, "epochs": opts.epochs})
     replay.update({"precision": opts.precision, "device": opts.device, "lexical_feats": xp.lexical_feats})
-    write_replay(xp.exp, replay)
+    write_replay(xp.exp, replay, opts.overrides)
     budget = int(opts.memory_gb * 2**30)
     summaries = []
     for spec in selected:
