@@ -363,7 +363,8 @@ def _parse_overrides(items: list[str]) -> dict:
     name="eval",
     epilog="Examples: sertk eval exp/crnn_discriminative --fold all\n\n"
     "sertk eval exp/lstm_attention --fold 1 --plot-attention 4\n\n"
-    "sertk eval exp/cnn_blstm_vtlp --tta vtlp   (11 VTLP copies, majority vote)",
+    "sertk eval exp/cnn_blstm_vtlp --tta vtlp   (11 VTLP copies, majority vote)\n\n"
+    "sertk eval exp/crnn_discriminative --data ../emodb/data/emodb_crnn_att --feats ../emodb/dump/emodb_crnn_att/logmel40",
 )
 def evaluate(
     exp: Path = typer.Argument(..., help="Experiment dir written by sertk train."),
@@ -377,12 +378,22 @@ def evaluate(
         "config",
         help="Test-time augmentation: config (the config's input.tta), none, or vtlp (11 copies, vote).",
     ),
+    data: Path | None = typer.Option(None, help="Cross-corpus: score the fold models on this other data dir."),
+    feats: Path | None = typer.Option(None, help="Cross-corpus: the other data dir's features (same feature config)."),
+    out: Path | None = typer.Option(None, help="Cross-corpus output dir (default EXP/cross_<data dir name>)."),
 ) -> None:
     """Stage 6: posteriors and predictions for each fold's test set (posteriors.tsv; skipped when up to date)."""
     from sertk.evaluate.inference import EvalOptions
     from sertk.evaluate.inference import evaluate as run_eval
 
     opts = EvalOptions(fold=fold, device=device, checkpoint=checkpoint, tta=None if tta == "config" else tta)
+    if data is not None or feats is not None:
+        from sertk.evaluate.cross import evaluate_cross
+
+        if data is None or feats is None:
+            raise SertkError("--data and --feats go together (the other corpus's data dir and its features)")
+        evaluate_cross(exp, data, feats, out, opts)
+        return
     run_eval(exp, opts)
     if plot_attention:
         from sertk.evaluate.attention import plot_attention as run_plot
