@@ -55,6 +55,21 @@ def test_layer_batch_norm_normalises_only_the_input_projection():
     )
 
 
+@pytest.mark.parametrize("norm", ["none", "layer-batch"])
+def test_default_parameter_count_matches_hand_formula(norm):
+    model = build_model("cnn-blstm", {"recurrent_norm": norm}, 256, 4)
+    # 3x3 convs with bias: 1 -> 32 -> 64 -> 64 -> 64; frequency stride 2 four times: 256 -> 16 bins.
+    convs = sum(9 * c_in * c_out + c_out for c_in, c_out in [(1, 32), (32, 64), (64, 64), (64, 64)])
+    rnn_in, cells = 64 * 16, 128
+    if norm == "none":
+        recurrent = 2 * (4 * cells * (rnn_in + cells) + 8 * cells)  # BiLSTM 1024 -> 2 x 128
+    else:
+        # Eq. 12: W_x (1024 -> 8H, no bias), LayerBatchNorm's per-feature scale and shift, then the LSTM's
+        # recurrent weights and biases only (its input weights are a frozen selection).
+        recurrent = rnn_in * 8 * cells + 2 * 8 * cells + 2 * (4 * cells * cells + 8 * cells)
+    assert count_parameters(model) == convs + recurrent + 2 * cells * 4 + 4
+
+
 TABLE1 = {  # column: (feat, vtlp, oversample, layer-wise lr, paper WA %, paper UA %)
     "baseline": ("spec-logpow", False, False, False, 66.4, 57.7),
     "over": ("spec-logpow", False, True, False, 63.2, 58.6),
