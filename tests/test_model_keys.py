@@ -22,7 +22,8 @@ BASES = {
     "crnn-att": ({"conv_channels": [8, 8, 6, 4], "lstm_cells": 5, "dropout": 0.0}, 12),
     "attn-pool": ({"channels": [6, 6, 8, 8], "first_layer": [[4, 2, 3], [2, 4, 3]]}, 16),
     "cnn-blstm": (
-        {"conv_channels": [4, 4, 4], "freq_strides": [2, 2, 1], "time_strides": [2, 1, 1], "lstm_cells": 6},
+        # 5 cells: the BiLSTM's 2 x 5 outputs differ from the 4 channels x 3 bins it reads.
+        {"conv_channels": [4, 4, 4], "freq_strides": [2, 2, 1], "time_strides": [2, 1, 1], "lstm_cells": 5},
         12,
     ),
     "lstm-attn": ({"dense_units": 8, "lstm_cells": 5, "yang_units": 6, "attention_cells": 4}, 3),
@@ -66,7 +67,7 @@ CHANGES = [
     ("cnn-blstm", "time_strides", [1, 1, 2], {}),
     ("cnn-blstm", "dropout", 0.5, {}),
     ("cnn-blstm", "lstm_layers", 2, {}),
-    ("cnn-blstm", "lstm_cells", 7, {}),
+    ("cnn-blstm", "lstm_cells", 6, {}),
     ("cnn-blstm", "recurrent_norm", "layer-batch", {}),
     ("cnn-blstm", "head", "cosine", {}),
     ("cnn-blstm", "head_scale", 10.0, {"head": "cosine"}),
@@ -94,7 +95,7 @@ CHANGES = [
     ("rlc", "lstm_units", 7, {}),
     ("rlc", "lstm_layers", 3, {"recurrent": "lstm"}),
     ("rlc", "iterations", 3, {}),
-    ("rlc", "dense", [5, 5], {}),
+    ("rlc", "dense", [8, 8], {}),
     ("rlc", "head", "cosine", {}),
     ("rlc", "head_scale", 10.0, {"head": "cosine"}),
     ("rlc", "lexical_dim", 4, {}),
@@ -187,7 +188,7 @@ def test_dropout_placement():
     lstm = build_model("lstm-attn", BASES["lstm-attn"][0] | {"dropout": 0.3}, 12, 4)
     assert _dropout_calls(lstm, *args) == {"dense.2": 1, "dense.5": 1, "dense.8": 1, "dropout": 1}
     # rlc: after group 1's conv, after every residual block and after every hidden dense layer.
-    rlc = build_model("rlc", BASES["rlc"][0] | {"dense": [5, 5], "dropout": 0.3}, 12, 4)
+    rlc = build_model("rlc", BASES["rlc"][0] | {"dense": [8, 8], "dropout": 0.3}, 12, 4)
     expected = {
         "rcn.0.dropout": 1,
         "rcn.1.dropout": 1,
@@ -204,3 +205,22 @@ def test_lstm_attention_weights_see_no_dropout():
     frames, lengths = torch.randn(2, 9, 10), torch.tensor([9, 5])
     with torch.no_grad():
         torch.testing.assert_close(model.attend(frames, lengths), model.attend(frames, lengths))
+
+
+@pytest.mark.parametrize(
+    ("arch", "key", "value", "needs"), CHANGES, ids=[f"{a}-{k}={v}" for a, k, v, _ in CHANGES]
+)
+def test_every_parameter_reaches_the_logits(arch, key, value, needs):
+    # A layer that is built but skipped (or whose output is dropped) gets no gradient. Eval mode: dropout
+    # could silence the few live units of a tiny model.
+    base, dim = BASES[arch]
+    torch.manual_seed(0)
+    model = build_model(arch, {**base, **needs, key: value}, dim, 4).double().eval()
+    args, words = _inputs(arch, dim, getattr(model.cfg, "lexical_dim", 0))
+    args = (args[0].double(), args[1])
+    words = {k: v.double() if v.is_floating_point() else v for k, v in words.items()}
+    model(*args, **words).square().sum().backward()
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            assert param.grad is not None and param.grad.abs().sum() > 0, name
+            assert torch.isfinite(param.grad).all(), name

@@ -145,6 +145,23 @@ def test_model_ignores_padding(options):
         assert torch.allclose(batched[b], alone[0], atol=1e-10)
 
 
+def test_attention_query_is_the_blstm_final_states():
+    """Luong query (§3.3): [forward h at the last valid frame, backward h at frame 0] of the BLSTM outputs."""
+    torch.manual_seed(0)
+    model = build_model("crnn-att", {"conv_channels": [8, 8, 4], "lstm_cells": 4}, 12, 3).double().eval()
+    seen = {}
+    model.pooling.register_forward_pre_hook(
+        lambda module, args: seen.update(zip(("out", "lengths", "q"), args, strict=True))
+    )
+    feats, lengths = _padded_batch(12, [37, 20, 5])
+    with torch.no_grad():
+        model(feats, lengths)
+    out, steps = seen["out"], seen["lengths"]
+    assert steps.tolist() == [10, 5, 2]  # ceil(T / 4) after two ceil-mode pools
+    last = out[torch.arange(3), steps - 1, :4]
+    torch.testing.assert_close(seen["q"], torch.cat([last, out[:, 0, 4:]], dim=-1))
+
+
 def test_registry_and_config_errors():
     assert MODELS["crnn-att"] is CrnnAtt and SYSTEMS["crnn-att"] == "crnn_discriminative"
     with pytest.raises(SertkError, match="unknown arch 'cnn'.*crnn-att"):

@@ -45,7 +45,7 @@ def bilinear_pool(x: torch.Tensor, lengths: torch.Tensor, eps: float = 1e-10) ->
     """
     with torch.autocast(device_type=x.device.type, enabled=False):
         valid = frame_mask(lengths, x.shape[-1])[:, None, None, :]
-        flat = (x.float() * valid).flatten(2)
+        flat = (x.to(torch.promote_types(x.dtype, torch.float32)) * valid).flatten(2)
         count = lengths.to(flat.dtype) * x.shape[2]
         second = torch.bmm(flat, flat.transpose(1, 2)).flatten(1) / count[:, None]
         signed_root = torch.sign(second) * torch.sqrt(second.abs().clamp_min(eps))
@@ -59,11 +59,12 @@ def attention_pool(top_down: torch.Tensor, bottom_up: torch.Tensor, lengths: tor
     softmaxed over the valid positions (the first lengths[b] of W), so the sum is an attention-weighted
     spatial average. -> (B, K).
     """
+    dtype = torch.promote_types(top_down.dtype, torch.float32)
     with torch.autocast(device_type=top_down.device.type, enabled=False):
         height = bottom_up.shape[2]
         # Time-major positions (w, h): the valid ones are the first lengths[b] * H of each row.
-        weights = masked_softmax(bottom_up.float()[:, 0].transpose(1, 2).flatten(1), lengths * height)
-        return torch.einsum("bkp,bp->bk", top_down.float().transpose(2, 3).flatten(2), weights)
+        weights = masked_softmax(bottom_up.to(dtype)[:, 0].transpose(1, 2).flatten(1), lengths * height)
+        return torch.einsum("bkp,bp->bk", top_down.to(dtype).transpose(2, 3).flatten(2), weights)
 
 
 class AttnPool(nn.Module):

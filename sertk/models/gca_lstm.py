@@ -88,9 +88,9 @@ class GcaLstm(nn.Module):
                 + torch.sigmoid(in_gate) * torch.tanh(candidate) * r
             )
             new_state = torch.sigmoid(out_gate) * torch.tanh(new_cell)
-            keep = valid[:, n, None]
-            cell = torch.where(keep, new_cell, cell)
-            state = torch.where(keep, new_state, state)
+            # Padding is a suffix: once a row's state is frozen it never reads its cell again.
+            cell = new_cell
+            state = torch.where(valid[:, n, None], new_state, state)
         return state
 
     def forward(self, steps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
