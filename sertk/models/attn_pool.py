@@ -3,7 +3,9 @@
 Input (B, T, D) spectrogram segments become (B, 1, D=freq, T=time) images. Conv1 concatenates groups of
 differently shaped filters (8 of 10×2 and 8 of 2×8, freq×time, §2.3); then 3×3 convs (32, 48, 64, 80),
 each with BN + ReLU, with 2×2 max pooling after the first two; then one of the §2.4 poolings:
-``gap`` (Eq. 3), ``bilinear`` (second-order, Lin et al. 2015) or ``attention`` (Eq. 9-10).
+``gap`` (Eq. 3), ``bilinear`` (second-order, Lin et al. 2015) or ``attention`` (Eq. 9-10). With
+``channels: []`` Conv1 is followed by the pooling directly: §3.2's filter-shape sweep (Fig. 2), one group
+of 16 filters + GAP + FC (16:4).
 
 Padding: time steps t >= lengths[b] are zeroed in the input and by every batch norm, so each convolution
 sees exactly the zero padding the utterance alone would get; they are excluded from batch-norm statistics
@@ -74,7 +76,7 @@ class AttnPool(nn.Module):
     class Config:
         # Conv1 groups as [freq, time, filters]; their outputs are concatenated along channels (§2.3).
         first_layer: list[list[int]] = field(default_factory=lambda: [[10, 2, 8], [2, 8, 8]])
-        channels: list[int] = field(default_factory=lambda: [32, 48, 64, 80])
+        channels: list[int] = field(default_factory=lambda: [32, 48, 64, 80])  # 3×3 convs; [] = Conv1 alone
         # Indices into ``channels`` of the 3×3 convs followed by 2×2 max pooling.
         pool_after: list[int] = field(default_factory=lambda: [0, 1])
         pooling: str = "attention"
