@@ -34,7 +34,8 @@ def conv_output_length(
         raise ValueError(
             f"ceil_mode: needs padding 0 and kernel >= stride, got {padding}, {kernel}, {stride}"
         )
-    return -(-span // stride) + 1
+    # (span + s - 1) // s, not -(-span // s): ONNX integer Div truncates; span + s - 1 >= 0 for L >= k.
+    return (span + stride - 1) // stride + 1
 
 
 def same_padding(kernel: int) -> tuple[int, int]:
