@@ -13,7 +13,7 @@ from torch import nn
 
 from sertk.errors import SertkError
 from sertk.models import MODELS, SYSTEMS, build_model, count_parameters
-from sertk.models.attn_pool import AttnPool, MaskedBatchNorm2d, attention_pool, bilinear_pool, masked_mean
+from sertk.models.attn_pool import AttnPool, attention_pool, bilinear_pool, global_average_pool
 from sertk.train.config import load_experiment_config
 
 CONF = Path(__file__).resolve().parents[1] / "egs" / "iemocap" / "conf"
@@ -40,8 +40,7 @@ def test_attention_pooling_equals_eq9_by_hand():
         bottom.weight.copy_(torch.tensor(b).reshape(1, channels, 1, 1))
     image = torch.tensor(x, dtype=torch.float32).permute(2, 0, 1)[None]
     for valid_width in (2, 1):
-        mask = (torch.arange(width) < valid_width).float().reshape(1, 1, 1, width)
-        scores = attention_pool(top(image), bottom(image), mask)[0].detach().numpy()
+        scores = attention_pool(top(image), bottom(image), torch.tensor([valid_width]))[0].detach().numpy()
         # Eq. 9 with the bottom-up map softmaxed over the valid positions: score(k) = (X a_k)^T softmax(X b).
         positions = [(h, w) for h in range(height) for w in range(valid_width)]
         bottom_up = [sum(x[h, w, c] * b[c] for c in range(channels)) for h, w in positions]
@@ -56,18 +55,16 @@ def test_attention_pooling_equals_eq9_by_hand():
 
 def test_gap_hand_values_ignore_padding():
     x = torch.tensor([[[[1.0, 2.0, 50.0], [3.0, 6.0, 50.0]], [[0.0, 4.0, -9.0], [8.0, 0.0, -9.0]]]])
-    mask = torch.tensor([1.0, 1.0, 0.0]).reshape(1, 1, 1, 3)
-    torch.testing.assert_close(masked_mean(x, mask), torch.tensor([[3.0, 3.0]]))
+    torch.testing.assert_close(global_average_pool(x, torch.tensor([2])), torch.tensor([[3.0, 3.0]]))
 
 
 def test_bilinear_hand_values_ignore_padding():
     # Two valid positions with 2-channel features (1, 2) and (3, 0); the third position is padding.
     x = torch.tensor([[[[1.0, 3.0, 100.0]], [[2.0, 0.0, 100.0]]]])
-    mask = torch.tensor([1.0, 1.0, 0.0]).reshape(1, 1, 1, 3)
     # mean of outer products [[1, 2], [2, 4]] and [[9, 0], [0, 0]] = [[5, 1], [1, 2]];
     # signed sqrt [√5, 1, 1, √2]; its l2 norm is sqrt(5 + 1 + 1 + 2) = 3.
     expected = torch.tensor([[math.sqrt(5) / 3, 1 / 3, 1 / 3, math.sqrt(2) / 3]])
-    torch.testing.assert_close(bilinear_pool(x, mask), expected)
+    torch.testing.assert_close(bilinear_pool(x, torch.tensor([2])), expected)
 
 
 @pytest.mark.parametrize(("pooling", "head_in"), [("gap", 8), ("bilinear", 64), ("attention", None)])
@@ -119,17 +116,6 @@ def test_padding_does_not_change_training_output_or_batch_statistics():
     torch.testing.assert_close(means[0], means[1])
 
 
-def test_masked_batch_norm_with_full_mask_equals_batch_norm():
-    torch.manual_seed(1)
-    x = torch.randn(3, 4, 5, 6)
-    masked, plain = MaskedBatchNorm2d(4), nn.BatchNorm2d(4)
-    out_masked = masked(x, torch.ones(3, 1, 1, 6))
-    out_plain = plain(x)
-    torch.testing.assert_close(out_masked, out_plain, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(masked.running_mean, plain.running_mean)
-    torch.testing.assert_close(masked.running_var, plain.running_var)
-
-
 def test_attention_rejects_cosine_head_but_gap_accepts_it():
     with pytest.raises(SertkError, match="model.head"):
         small_model("attention", head="cosine")
@@ -172,18 +158,3 @@ def test_table1_configs_build_and_run(name, pooling, params):
     assert count_parameters(model) == backbone + head == params
     with torch.no_grad():
         assert model(torch.randn(2, 200, 400), torch.tensor([200, 120])).shape == (2, 4)
-
-
-def test_masked_batch_norm_equals_batch_norm_on_the_valid_steps():
-    torch.manual_seed(2)
-    x = torch.randn(3, 4, 5, 6, requires_grad=True)
-    mask = (torch.arange(6) < 4).float().reshape(1, 1, 1, 6).expand(3, 1, 1, 6)
-    masked_out = MaskedBatchNorm2d(4)(x, mask)[..., :4]
-    valid = x.detach()[..., :4].clone().requires_grad_(True)
-    plain_out = nn.BatchNorm2d(4)(valid)
-    torch.testing.assert_close(masked_out, plain_out, rtol=1e-4, atol=1e-5)
-    weights = torch.randn_like(plain_out)
-    (masked_out * weights).sum().backward()
-    (plain_out * weights).sum().backward()
-    torch.testing.assert_close(x.grad[..., :4], valid.grad, rtol=1e-4, atol=1e-5)
-    assert torch.all(x.grad[..., 4:] == 0)

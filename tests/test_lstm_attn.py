@@ -166,9 +166,12 @@ def test_forward_pools_with_the_attention_weights_unnormalised():
         assert torch.allclose(model(feats, lengths), model.head(pooled))
 
 
-def test_parameter_counts_match_docstring():
+def test_parameter_counts_match_hand_formulas():
     counts = {p: count_parameters(build_model("lstm-attn", {"pooling": p}, 32, 4)) for p in POOLINGS}
-    assert counts["mean"] == 536_324
+    # 3 x FC 256 (32 -> 256 -> 256 -> 256), two one-way LSTMs 256 -> 128, logits 256 -> 4.
+    dense = (32 * 256 + 256) + 2 * (256 * 256 + 256)
+    bilstm = 2 * (4 * 128 * (256 + 128) + 8 * 128)
+    assert counts["mean"] == dense + bilstm + 256 * 4 + 4 == 536_324  # the docstring's count
     # Zhou: one 256-vector; Yang: 256x256 + 256 + a 256 context vector; LSTM: BiLSTM(256 -> 2x128) + 256.
     assert counts["zhou"] - counts["mean"] == 256
     assert counts["yang"] - counts["mean"] == 256 * 256 + 256 + 256

@@ -3,7 +3,9 @@
 Input (B, T, D) spectrogram segments become (B, 1, D=freq, T=time) images. Conv1 concatenates groups of
 differently shaped filters (8 of 10×2 and 8 of 2×8, freq×time, §2.3); then 3×3 convs (32, 48, 64, 80),
 each with BN + ReLU, with 2×2 max pooling after the first two; then one of the §2.4 poolings:
-``gap`` (Eq. 3), ``bilinear`` (second-order, Lin et al. 2015) or ``attention`` (Eq. 9-10).
+``gap`` (Eq. 3), ``bilinear`` (second-order, Lin et al. 2015) or ``attention`` (Eq. 9-10). With
+``channels: []`` Conv1 is followed by the pooling directly: §3.2's filter-shape sweep (Fig. 2), one group
+of 16 filters + GAP + FC (16:4).
 
 Padding: time steps t >= lengths[b] are zeroed in the input and by every batch norm, so each convolution
 sees exactly the zero padding the utterance alone would get; they are excluded from batch-norm statistics
@@ -20,89 +22,51 @@ import torch.nn.functional as F
 from torch import nn
 
 from sertk.errors import SertkError
+from sertk.masking import frame_mask, masked_mean, masked_softmax, zero_padding
 from sertk.models.heads import make_head
+from sertk.models.layers import MaskedBatchNorm, conv_output_length, same_padding
 
 POOLINGS = ("gap", "bilinear", "attention")
 
 
-def time_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
-    """(B,) valid lengths -> (B, 1, 1, width) float mask, 1 where t < lengths[b]."""
-    steps = torch.arange(width, device=lengths.device)
-    return (steps[None, :] < lengths[:, None]).to(torch.float32)[:, None, None, :]
+def global_average_pool(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """GAP over the valid positions: (B, C, H, W) maps, (B,) valid widths -> (B, C); the 1ᵀX of Eq. 3 / count.
+
+    Every frequency row has the same valid width, so the mean over valid (h, w) is the mean over h of the
+    masked mean over w.
+    """
+    batch, channels, height, width = x.shape
+    return masked_mean(x.flatten(1, 2).transpose(1, 2), lengths).view(batch, channels, height).mean(dim=2)
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Global average over valid positions: (B, C, H, W) -> (B, C); the 1ᵀX of Eq. 3 divided by the count."""
-    count = mask.sum(dim=(1, 2, 3)) * x.shape[2]
-    return (x * mask).sum(dim=(2, 3)) / count[:, None]
-
-
-def bilinear_pool(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
+def bilinear_pool(x: torch.Tensor, lengths: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
     """Second-order pooling: mean of xxᵀ over valid positions, signed sqrt, l2-normalised (Lin et al. 2015).
 
-    (B, C, H, W) -> (B, C·C). Li et al. 2018 §3.3 (CNN_TF_Bilinear); Eq. 4's XᵀX averaged over positions.
-    The sqrt's argument is floored at ``eps`` so its gradient stays finite at zero.
+    (B, C, H, W) maps, (B,) valid widths -> (B, C·C). Li et al. 2018 §3.3 (CNN_TF_Bilinear); Eq. 4's XᵀX
+    averaged over positions. The sqrt's argument is floored at ``eps`` so its gradient stays finite at zero.
     """
     with torch.autocast(device_type=x.device.type, enabled=False):
-        flat = (x.float() * mask).flatten(2)
-        count = mask.sum(dim=(1, 2, 3)) * x.shape[2]
+        valid = frame_mask(lengths, x.shape[-1])[:, None, None, :]
+        flat = (x.to(torch.promote_types(x.dtype, torch.float32)) * valid).flatten(2)
+        count = lengths.to(flat.dtype) * x.shape[2]
         second = torch.bmm(flat, flat.transpose(1, 2)).flatten(1) / count[:, None]
         signed_root = torch.sign(second) * torch.sqrt(second.abs().clamp_min(eps))
         return F.normalize(signed_root, dim=1)
 
 
-def attention_pool(top_down: torch.Tensor, bottom_up: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def attention_pool(top_down: torch.Tensor, bottom_up: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """score(k) = 1ᵀ(X a_k ∘ softmax(X b)) over valid positions; Li et al. 2018 Eq. 9-10.
 
     top_down: (B, K, H, W) class-specific maps X a_k; bottom_up: (B, 1, H, W) class-agnostic map X b,
-    softmaxed over the valid positions, so the sum is an attention-weighted spatial average. -> (B, K).
+    softmaxed over the valid positions (the first lengths[b] of W), so the sum is an attention-weighted
+    spatial average. -> (B, K).
     """
+    dtype = torch.promote_types(top_down.dtype, torch.float32)
     with torch.autocast(device_type=top_down.device.type, enabled=False):
-        valid = (mask > 0).expand_as(bottom_up).flatten(1)
-        weights = bottom_up.float().flatten(1).masked_fill(~valid, float("-inf")).softmax(dim=1)
-        return (top_down.float().flatten(2) * weights[:, None, :]).sum(dim=2)
-
-
-class MaskedBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d for padded maps: statistics from valid time steps only, padded steps (mask (B, 1, 1, W)) set
-    to zero in the output, so the following ReLU, max pooling and convolution see the zero padding the
-    utterance alone would get, at no extra pass over the map."""
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        if mask is None:
-            return super().forward(x)
-        if self.training or not self.track_running_stats:
-            mean, var = self._valid_statistics(x, mask)
-        else:
-            mean, var = self.running_mean, self.running_var
-        scale = torch.rsqrt(var + self.eps)
-        if self.affine:
-            scale = scale * self.weight
-        shift = -mean * scale + (self.bias if self.affine else 0.0)
-        # Folding the mask into the per-(b, c, t) scale and shift normalises and masks in one fused pass.
-        steps = mask.to(x.dtype)
-        return torch.addcmul(
-            shift.to(x.dtype)[:, None, None] * steps, x, scale.to(x.dtype)[:, None, None] * steps
-        )
-
-    def _valid_statistics(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-channel mean and biased variance over valid steps; updates the running statistics."""
-        # Sums over H first (float32 accumulation, so AMP cannot overflow), then the small (B, C, W)
-        # results are masked: far cheaper than masking the full map.
-        steps = mask[:, :, 0, :].float()
-        count = steps.sum() * x.shape[2]
-        total = (x.sum(dim=2, dtype=torch.float32) * steps).sum(dim=(0, 2))
-        squares = (torch.linalg.vector_norm(x, dim=2, dtype=torch.float32).square() * steps).sum(dim=(0, 2))
-        mean = total / count
-        var = (squares / count - mean.square()).clamp_min(0.0)
-        if self.training and self.track_running_stats:
-            with torch.no_grad():
-                self.num_batches_tracked += 1
-                momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-                unbiased = var * count / (count - 1).clamp_min(1)
-                self.running_mean.lerp_(mean.to(self.running_mean.dtype), momentum)
-                self.running_var.lerp_(unbiased.to(self.running_var.dtype), momentum)
-        return mean, var
+        height = bottom_up.shape[2]
+        # Time-major positions (w, h): the valid ones are the first lengths[b] * H of each row.
+        weights = masked_softmax(bottom_up.to(dtype)[:, 0].transpose(1, 2).flatten(1), lengths * height)
+        return torch.einsum("bkp,bp->bk", top_down.to(dtype).transpose(2, 3).flatten(2), weights)
 
 
 class AttnPool(nn.Module):
@@ -112,7 +76,7 @@ class AttnPool(nn.Module):
     class Config:
         # Conv1 groups as [freq, time, filters]; their outputs are concatenated along channels (§2.3).
         first_layer: list[list[int]] = field(default_factory=lambda: [[10, 2, 8], [2, 8, 8]])
-        channels: list[int] = field(default_factory=lambda: [32, 48, 64, 80])
+        channels: list[int] = field(default_factory=lambda: [32, 48, 64, 80])  # 3×3 convs; [] = Conv1 alone
         # Indices into ``channels`` of the 3×3 convs followed by 2×2 max pooling.
         pool_after: list[int] = field(default_factory=lambda: [0, 1])
         pooling: str = "attention"
@@ -129,12 +93,12 @@ class AttnPool(nn.Module):
             for freq, time, filters in cfg.first_layer
         )
         width = sum(filters for _, _, filters in cfg.first_layer)
-        self.first_norm = MaskedBatchNorm2d(width)
+        self.first_norm = MaskedBatchNorm(width)
         self.convs = nn.ModuleList()
         self.norms = nn.ModuleList()
         for channels in cfg.channels:
             self.convs.append(nn.Conv2d(width, channels, 3, padding=1, bias=False))
-            self.norms.append(MaskedBatchNorm2d(channels))
+            self.norms.append(MaskedBatchNorm(channels))
             width = channels
         if cfg.pooling == "attention":
             self.top_down = nn.Conv2d(width, num_classes, 1)
@@ -146,34 +110,36 @@ class AttnPool(nn.Module):
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, T, D) features and (B,) valid frames -> (B, num_classes) logits."""
+        if feats.dim() != 3 or feats.shape[-1] != self.input_dim:
+            raise SertkError(
+                f"attn-pool: expected features (B, T, {self.input_dim}), got {tuple(feats.shape)}"
+            )
+        lengths = lengths.to(feats.device).clamp(1, feats.shape[1])
+        padded = bool((lengths < feats.shape[1]).any())
+        # Without padding every position is valid; mask None keeps cuDNN batch norm on full batches.
+        if padded:
+            feats = zero_padding(feats, lengths)
         x = feats.transpose(1, 2).unsqueeze(1)
-        lengths = lengths.to(x.device).clamp(1, x.shape[-1])
-        padded = bool((lengths < x.shape[-1]).any())
-        # Without padding the masks are all ones; skipping them keeps cuDNN batch norm on full batches.
-        mask = time_mask(lengths, x.shape[-1]) if padded else None
-        x = _apply_mask(x, mask)
+        mask = frame_mask(lengths, x.shape[-1])[:, None, None, :] if padded else None
         x = torch.cat([conv(x) for conv in self.first_layer], dim=1)
         x = F.relu(self.first_norm(x, mask))
         for index, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
             x = F.relu(norm(conv(x), mask))
             if index in self.cfg.pool_after:
                 x = F.max_pool2d(x, 2, ceil_mode=True)
-                lengths = torch.div(lengths + 1, 2, rounding_mode="floor")
-                mask = time_mask(lengths, x.shape[-1]) if padded else None
-        full = mask if mask is not None else x.new_ones(x.shape[0], 1, 1, x.shape[-1])
+                lengths = conv_output_length(lengths, 2, 2, padding=0, ceil_mode=True)
+                mask = frame_mask(lengths, x.shape[-1])[:, None, None, :] if padded else None
         if self.cfg.pooling == "attention":
-            return attention_pool(self.top_down(x), self.bottom_up(x), full)
-        pooled = bilinear_pool(x, full) if self.cfg.pooling == "bilinear" else masked_mean(x, full)
+            return attention_pool(self.top_down(x), self.bottom_up(x), lengths)
+        pooled = (
+            bilinear_pool(x, lengths) if self.cfg.pooling == "bilinear" else global_average_pool(x, lengths)
+        )
         return self.head(pooled)
 
 
 def _same_padding(freq: int, time: int) -> nn.ZeroPad2d:
     """Zero padding keeping the map size for a freq×time kernel; even kernels get the extra step after."""
-    return nn.ZeroPad2d(((time - 1) // 2, time // 2, (freq - 1) // 2, freq // 2))
-
-
-def _apply_mask(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    return x if mask is None else x * mask.to(x.dtype)
+    return nn.ZeroPad2d((*same_padding(time), *same_padding(freq)))
 
 
 def _check_config(cfg: AttnPool.Config) -> None:
@@ -189,9 +155,10 @@ def _check_config(cfg: AttnPool.Config) -> None:
         raise SertkError(
             f"model.first_layer: expected [[freq, time, filters], ...] of positive ints, got {cfg.first_layer}"
         )
-    if not cfg.channels or min(cfg.channels) < 1:
+    if cfg.channels and min(cfg.channels) < 1:
         raise SertkError(f"model.channels: expected positive channel counts, got {cfg.channels}")
     if any(not 0 <= index < len(cfg.channels) for index in cfg.pool_after):
         raise SertkError(
-            f"model.pool_after: indices must lie in 0..{len(cfg.channels) - 1}, got {cfg.pool_after}"
+            f"model.pool_after: indices must lie in 0..{len(cfg.channels) - 1} "
+            f"(one per 3×3 conv of model.channels), got {cfg.pool_after}"
         )

@@ -10,45 +10,11 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from sertk.errors import SertkError
+from sertk.masking import frame_mask, zero_padding
 from sertk.models.heads import HEADS, make_head
-from sertk.models.pooling import frame_mask
+from sertk.models.layers import LayerBatchNorm, conv_output_length
 
 RECURRENT_NORMS = ("none", "layer-batch")
-
-
-def conv_output_length(length: torch.Tensor | int, kernel: int, stride: int) -> torch.Tensor | int:
-    """Frames after a conv with "same" padding k // 2 and stride s: floor((L + 2(k // 2) - k) / s) + 1."""
-    return (length + 2 * (kernel // 2) - kernel) // stride + 1
-
-
-class LayerBatchNorm(nn.Module):
-    """Layer-wise batch normalisation (cnn_blstm_vtlp.txt Eq. 13-14): one mean and variance over batch, time and features.
-
-    Statistics are taken over the valid steps t < lengths[b] only, so padding never changes them; eval mode
-    uses running averages. A per-feature scale and shift follow, as in standard batch norm (Ioffe & Szegedy).
-    """
-
-    def __init__(self, dim: int, momentum: float = 0.1, eps: float = 1e-5):
-        super().__init__()
-        self.momentum, self.eps = momentum, eps
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.bias = nn.Parameter(torch.zeros(dim))
-        self.register_buffer("running_mean", torch.zeros(()))
-        self.register_buffer("running_var", torch.ones(()))
-
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """x (B, T, D), lengths (B,) -> normalised x, zero on padded steps."""
-        mask = frame_mask(lengths, x.shape[1]).to(x.dtype)[..., None]
-        if self.training:
-            count = mask.sum() * x.shape[-1]
-            mean = (x * mask).sum() / count
-            var = ((x - mean) * mask).square().sum() / count
-            with torch.no_grad():
-                self.running_mean.lerp_(mean.detach().float(), self.momentum)
-                self.running_var.lerp_(var.detach().float(), self.momentum)
-        else:
-            mean, var = self.running_mean, self.running_var
-        return ((x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias) * mask
 
 
 class RecurrentLayer(nn.Module):
@@ -79,7 +45,7 @@ class RecurrentLayer(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, T, D), lengths (B,) -> outputs (B, T, 2H) zero past each length, final states (B, 2H)."""
         if self.proj is not None:
-            x = self.norm(self.proj(x), lengths)
+            x = self.norm(self.proj(x), frame_mask(lengths.to(x.device), x.shape[1])[..., None])
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, (final, _) = self.lstm(packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
@@ -181,7 +147,7 @@ class CnnBlstm(nn.Module):
                 f"cnn-blstm: expected features (B, T, {self.input_dim}), got {tuple(feats.shape)}"
             )
         # (B, T, D) -> (B, 1, D, T): frequency as image height, time as width; padded frames zeroed.
-        x = (feats * frame_mask(lengths, feats.shape[1]).to(feats.dtype)[..., None]).transpose(1, 2)[:, None]
+        x = zero_padding(feats, lengths).transpose(1, 2)[:, None]
         for conv, stride in zip(self.convs, self.cfg.time_strides, strict=True):
             x = F.relu(conv(x))
             lengths = conv_output_length(lengths, self.cfg.kernel, stride)

@@ -10,13 +10,10 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from sertk.errors import SertkError
+from sertk.masking import frame_mask, zero_padding
 from sertk.models.heads import HEADS, make_head
-from sertk.models.pooling import POOLINGS, frame_mask, make_pooling
-
-
-def pooled_length(length: torch.Tensor | int, pool: int) -> torch.Tensor | int:
-    """Length after a ceil-mode pool of size and stride ``pool``: ceil(length / pool)."""
-    return (length + pool - 1) // pool
+from sertk.models.layers import conv_output_length
+from sertk.models.pooling import POOLINGS, make_pooling
 
 
 class ConvBlock(nn.Module):
@@ -44,7 +41,7 @@ class ConvBlock(nn.Module):
             summed = F.avg_pool2d(x, self.pool, ceil_mode=True)
             valid = F.avg_pool1d(mask[:, :, 0, :], self.pool, ceil_mode=True)[:, :, None, :]
             x = summed / valid.clamp(min=1e-3)
-            lengths = pooled_length(lengths, self.pool)
+            lengths = conv_output_length(lengths, self.pool, self.pool, padding=0, ceil_mode=True)
         return self.dropout(x), lengths
 
 
@@ -104,7 +101,7 @@ class CrnnAtt(nn.Module):
         for i, channels in enumerate(cfg.conv_channels):
             pool = cfg.pool if (cfg.pool_last or i < len(cfg.conv_channels) - 1) else 1
             blocks.append(ConvBlock(in_channels, channels, cfg.kernel, pool, cfg.dropout))
-            in_channels, freq = channels, pooled_length(freq, pool)
+            in_channels, freq = channels, conv_output_length(freq, pool, pool, padding=0, ceil_mode=True)
         self.blocks = nn.ModuleList(blocks)
         self.lstm = nn.LSTM(in_channels * freq, cfg.lstm_cells, batch_first=True, bidirectional=True)
         self.pooling = make_pooling(cfg.pooling, 2 * cfg.lstm_cells)
@@ -118,8 +115,7 @@ class CrnnAtt(nn.Module):
             )
         # Zero the padded frames so the first conv sees the same zeros past the end as for a lone utterance;
         # (B, T, D) -> (B, 1, D, T): channels first, frequency as image height, time as width.
-        mask = frame_mask(lengths, feats.shape[1]).to(feats.dtype)
-        x = (feats * mask[..., None]).transpose(1, 2)[:, None]
+        x = zero_padding(feats, lengths).transpose(1, 2)[:, None]
         for block in self.blocks:
             x, lengths = block(x, lengths)
         batch, channels, freq, frames = x.shape

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from sertk.models.pooling import frame_mask
+from sertk.masking import frame_mask, masked_softmax
 
 
 def minmax_over_valid(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -63,11 +63,9 @@ class GcaLstm(nn.Module):
         """Informativeness gate r (B, N): Eq. 9 scores, Eq. 10 softmax over valid steps, min-max to [0, 1]."""
         pairs = torch.cat([encoded, context[:, None, :].expand_as(encoded)], dim=-1)
         scores = self.score_out(torch.tanh(self.score_hidden(pairs))).squeeze(-1)
-        mask = frame_mask(lengths, encoded.shape[1])
         # Softmax and normalisation in float32: under autocast, float16 would flatten small score gaps.
-        scores = scores.to(torch.promote_types(scores.dtype, torch.float32))
-        probs = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=1)
-        return minmax_over_valid(probs, mask)
+        probs = masked_softmax(scores.to(torch.promote_types(scores.dtype, torch.float32)), lengths)
+        return minmax_over_valid(probs, frame_mask(lengths.to(probs.device), encoded.shape[1]))
 
     def gated_lstm(self, encoded: torch.Tensor, gate: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Second LSTM over h with the r-gated cell of Eq. 11; returns its last valid output h_N⁽ⁱ⁾ (B, H).
@@ -90,9 +88,9 @@ class GcaLstm(nn.Module):
                 + torch.sigmoid(in_gate) * torch.tanh(candidate) * r
             )
             new_state = torch.sigmoid(out_gate) * torch.tanh(new_cell)
-            keep = valid[:, n, None]
-            cell = torch.where(keep, new_cell, cell)
-            state = torch.where(keep, new_state, state)
+            # Padding is a suffix: once a row's state is frozen it never reads its cell again.
+            cell = new_cell
+            state = torch.where(valid[:, n, None], new_state, state)
         return state
 
     def forward(self, steps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from sertk.errors import SertkError
+from sertk.masking import frame_mask, masked_softmax
 from sertk.models.heads import HEADS, make_head
-from sertk.models.pooling import frame_mask
 
 POOLINGS = ("mean", "zhou", "yang", "lstm")
 
@@ -47,12 +47,6 @@ class BiLstm(nn.Module):
         behind, _ = self.backward_lstm(reverse_valid(frames, lengths))
         mask = frame_mask(lengths.to(frames.device), frames.shape[1]).to(ahead.dtype)[..., None]
         return torch.cat([ahead, reverse_valid(behind, lengths)], dim=-1) * mask
-
-
-def masked_softmax(scores: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Softmax over the valid frames of each row (Eq. 3-4); padded frames get exactly 0."""
-    mask = frame_mask(lengths, scores.shape[1])
-    return torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=1)
 
 
 class MeanWeights(nn.Module):

@@ -10,18 +10,7 @@ import torch
 from torch import nn
 
 from sertk.errors import SertkError
-
-
-def frame_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
-    """Boolean (B, T) mask, True on the valid frames t < lengths[b]."""
-    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
-
-
-def masked_mean(frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Mean over the valid frames of each utterance."""
-    mask = frame_mask(lengths, frames.shape[1]).to(frames.dtype)
-    total = (frames * mask[..., None]).sum(dim=1)
-    return total / lengths.clamp(min=1).to(frames.dtype)[:, None]
+from sertk.masking import masked_mean, masked_softmax
 
 
 class MeanPooling(nn.Module):
@@ -57,9 +46,7 @@ class AttentivePooling(nn.Module):
         """Attention weights alpha (B, T), zero on padded frames and summing to 1 over valid ones."""
         if query is None:
             query = masked_mean(frames, lengths)
-        scores = torch.einsum("btd,bd->bt", frames, self.score(query))
-        mask = frame_mask(lengths, frames.shape[1])
-        return torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=1)
+        return masked_softmax(torch.einsum("btd,bd->bt", frames, self.score(query)), lengths)
 
     def forward(
         self, frames: torch.Tensor, lengths: torch.Tensor, query: torch.Tensor | None = None

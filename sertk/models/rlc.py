@@ -2,11 +2,7 @@
 
 One arch covers the four systems of Table 2 through its config: Baseline (``residual_cnn: false``, stacked
 LSTM on the LLDs), S1 (RCN + stacked LSTM, ``heads: 0``), S2 (RCN with 4-head self-attention + stacked
-LSTM) and S3 (the full RLC: ``recurrent: gca-lstm``).
-
-Padding is masked everywhere: padded steps are zeroed before every convolution and excluded from the
-batch-norm statistics, self-attention never attends to them, the LSTMs run on packed sequences and the
-GCA-LSTM freezes its state on them. In eval mode a padded utterance gives exactly its lone output.
+LSTM) and S3 (the full RLC: ``recurrent: gca-lstm``); ``lexical_dim`` adds the lexical branch (§3.4).
 """
 
 from __future__ import annotations
@@ -19,126 +15,117 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from sertk.errors import SertkError
+from sertk.masking import frame_mask, zero_padding
 from sertk.models.gca_lstm import GcaLstm
 from sertk.models.heads import HEADS, make_head
-from sertk.models.pooling import frame_mask
+from sertk.models.layers import MaskedBatchNorm, conv_output_length, same_padding
 
 RECURRENT = ("gca-lstm", "lstm")
 
 
-def conv_length(lengths: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
-    """Valid output length of a conv with padding kernel // 2: floor((L + 2 (k // 2) - k) / s) + 1."""
-    return (lengths + 2 * (kernel // 2) - kernel) // stride + 1
+class SameConv1d(nn.Conv1d):
+    """Conv1d without bias (batch norm follows) and with "same" zero padding: ceil(L / stride) steps out.
 
-
-class MaskedBatchNorm1d(nn.BatchNorm1d):
-    """BatchNorm1d over (B, C, T) whose statistics come from the valid steps only; padded steps output 0."""
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """x (B, C, T), mask (B, 1, T) float (1 on valid steps) -> normalised x, zero on padded steps."""
-        # At least float32: under autocast a float16 sum over B x T steps can overflow.
-        values = x.to(torch.promote_types(x.dtype, torch.float32))
-        mask = mask.to(values.dtype)
-        if self.training:
-            count = mask.sum()
-            mean = (values * mask).sum(dim=(0, 2)) / count
-            var = ((values - mean[:, None]).square() * mask).sum(dim=(0, 2)) / count
-            with torch.no_grad():
-                self.num_batches_tracked += 1
-                unbiased = var * count / (count - 1).clamp_min(1)
-                self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.momentum)
-                self.running_var.lerp_(unbiased.to(self.running_var.dtype), self.momentum)
-        else:
-            mean, var = self.running_mean, self.running_var
-        scale = torch.rsqrt(var + self.eps) * self.weight
-        shift = self.bias - mean * scale
-        return ((values * scale[:, None] + shift[:, None]) * mask).to(x.dtype)
-
-
-class MultiHeadSelfAttention(nn.Module):
-    """Multi-head self-attention over the valid steps (rlc_gca_lstm.md Eq. 2-3; Vaswani et al. 2017).
-
-    head_j = softmax(Q_j K_jᵀ / sqrt(d_k / r)) V_j with Q_j, K_j, V_j = H W_j^{Q,K,V}; output
-    Concat(head_1..head_r) W^O. d_k = d_v = the channel count C, so each of the r heads has C / r dims.
+    Even kernels (group 1's k = 10) get their extra padding step on the right, so a stride of 2 maps
+    5 ms frames exactly onto 10 ms steps, and five strides give T / 32 steps of 160 ms (§3.1).
     """
 
-    def __init__(self, dim: int, heads: int):
-        super().__init__()
-        self.heads = heads
-        self.project_in = nn.Linear(dim, 3 * dim)  # W^Q, W^K, W^V of all heads at once
-        self.project_out = nn.Linear(dim, dim)  # W^O
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1):
+        super().__init__(in_channels, out_channels, kernel, stride, bias=False)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """x (B, T, C), mask (B, T) bool (True on valid steps) -> (B, T, C); padded keys get no weight."""
-        batch, steps, dim = x.shape
-        q, k, v = (
-            self.project_in(x).view(batch, steps, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
-        )
-        heads = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
-        return self.project_out(heads.transpose(1, 2).reshape(batch, steps, dim))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(F.pad(x, same_padding(self.kernel_size[0])))
 
 
-class ConvBnRelu(nn.Module):
-    """Conv1d (padding k // 2, no bias: BN follows) -> masked BN -> ReLU -> dropout; the strided group opener."""
+class FirstGroup(nn.Module):
+    """Group 1 of RCN (Fig. 2): one strided conv (10, 32) -> masked BN -> ReLU -> dropout."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, dropout: float):
         super().__init__()
-        self.kernel, self.stride = kernel, stride
-        self.conv = nn.Conv1d(in_channels, out_channels, kernel, stride, padding=kernel // 2, bias=False)
-        self.norm = MaskedBatchNorm1d(out_channels)
+        self.conv = SameConv1d(in_channels, out_channels, kernel, stride)
+        self.norm = MaskedBatchNorm(out_channels)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, C, T), zero on padded steps -> (B, C', T'), zero on padded steps; lengths -> T' lengths."""
-        lengths = conv_length(lengths, self.kernel, self.stride)
+        lengths = conv_output_length(lengths, self.conv.kernel_size[0], self.conv.stride[0])
         y = self.conv(x)
-        mask = frame_mask(lengths, y.shape[-1]).to(y.dtype)[:, None, :]
-        return self.dropout(F.relu(self.norm(y, mask))), lengths
+        return self.dropout(F.relu(self.norm(y, frame_mask(lengths, y.shape[-1])[:, None, :]))), lengths
 
 
 class ResidualBlock(nn.Module):
-    """Residual block of RCN (§3.1, Fig. 2): conv-BN-ReLU, [4-head self-attention, §3.2], conv-BN, + x, ReLU.
+    """Residual block of RCN (§3.1, Fig. 2; He et al. 2016): conv-BN-ReLU, [MHSA], conv-BN, + shortcut, ReLU.
 
-    Self-attention sits between the two convs (Fig. 2(b)) with its own identity path, h + MHSA(h), so a
-    block starts out close to S1's block; the outer identity path is He et al. 2016's basic block.
+    The first block of groups 2-5 strides its first conv by 2 and changes the channel count, so its
+    shortcut is a projection (He et al. 2016 option B: a strided 1×1 conv + BN; not one of Fig. 2's 17
+    convs); every other shortcut is the identity. In S2/S3 a multi-head self-attention (§3.2, Eq. 2-3:
+    ``nn.MultiheadAttention`` with r heads of C / r dims, padded keys masked) sits between the two convs
+    (Fig. 2(b)) with its own identity path, h + MHSA(h), so a block starts out close to S1's block. One
+    dropout follows the block.
     """
 
-    def __init__(self, channels: int, kernel: int, heads: int, dropout: float):
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel: int, stride: int, heads: int, dropout: float
+    ):
         super().__init__()
-        self.conv1 = nn.Conv1d(channels, channels, kernel, padding=kernel // 2, bias=False)
-        self.norm1 = MaskedBatchNorm1d(channels)
-        self.attention = MultiHeadSelfAttention(channels, heads) if heads else None
-        self.conv2 = nn.Conv1d(channels, channels, kernel, padding=kernel // 2, bias=False)
-        self.norm2 = MaskedBatchNorm1d(channels)
+        self.conv1 = SameConv1d(in_channels, out_channels, kernel, stride)
+        self.norm1 = MaskedBatchNorm(out_channels)
+        self.attention = nn.MultiheadAttention(out_channels, heads, batch_first=True) if heads else None
+        self.conv2 = SameConv1d(out_channels, out_channels, kernel)
+        self.norm2 = MaskedBatchNorm(out_channels)
+        self.shortcut: nn.Conv1d | None = None
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Conv1d(in_channels, out_channels, 1, stride, bias=False)
+            self.shortcut_norm = MaskedBatchNorm(out_channels)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, C, T), zero on padded steps -> same shape, zero on padded steps; lengths unchanged."""
-        valid = frame_mask(lengths, x.shape[-1])
-        mask = valid.to(x.dtype)[:, None, :]
-        h = F.relu(self.norm1(self.conv1(x), mask))
+        """x (B, C, T), zero on padded steps -> (B, C', T'), zero on padded steps; lengths -> T' lengths."""
+        lengths = conv_output_length(lengths, self.conv1.kernel_size[0], self.conv1.stride[0])
+        h = self.conv1(x)
+        valid = frame_mask(lengths, h.shape[-1])
+        mask = valid[:, None, :]
+        h = F.relu(self.norm1(h, mask))
         if self.attention is not None:
-            h = h + self.attention(h.transpose(1, 2), valid).transpose(1, 2) * mask
+            steps = h.transpose(1, 2)
+            attended, _ = self.attention(steps, steps, steps, key_padding_mask=~valid, need_weights=False)
+            h = h + attended.transpose(1, 2) * mask
         h = self.norm2(self.conv2(h), mask)
-        return self.dropout(F.relu(x + h)), lengths
+        identity = x if self.shortcut is None else self.shortcut_norm(self.shortcut(x), mask)
+        return self.dropout(F.relu(identity + h)), lengths
 
 
 class Rlc(nn.Module):
     """RCN [+ self-attention] + GCA-LSTM or stacked LSTM + dense classifier (rlc_gca_lstm.md §3, Table 2).
 
-    RCN (Fig. 2): group 1 is one conv (10, 32); groups 2-5 each open with a strided conv (k, C) and then
-    ``blocks`` residual blocks of two (k, C) convs: (5, 64), (5, 128), (3, 256), (3, 512). Every group's
-    first conv has stride 2, so 5 ms frames become 2⁵ x 5 = 160 ms steps (§3.1). The authors' code strides
-    only three times; we follow the text. Our group openers are conv-BN-ReLU (the authors' are not activated),
-    with one dropout per opener and per block rather than per conv. The recurrent part reads the 512-channel steps: GCA-LSTM with
-    256 units and I = 3 (§3.3, §4.1) or a stacked LSTM whose last valid output is the representation.
-    Classifier (§4.1, "three stacked dense layers"): 256 -> ReLU -> dropout -> 256 -> ReLU -> dropout ->
-    logits, read as in the authors' code (FC256, FC256, FC4) but without their ReLU on the logits.
+    RCN as Fig. 2 and §3.1 draw it, 17 convs: group 1 is one conv (10, 32); groups 2-5 are ``blocks`` = 2
+    residual blocks of two convs each, (kernel, filters) (5, 64), (5, 128), (3, 256), (3, 512). Group 1's
+    conv and the first conv of each group's first block have stride 2: five strides, so 5 ms frames become
+    2⁵ x 5 = 160 ms steps, exactly T / 32 with "same" padding (§3.1). Each channel-changing, strided block
+    has a projection shortcut (a strided 1×1 conv + BN, He et al. 2016 option B, not counted among the 17).
+    Every conv is followed by masked BN (§3.1); dropout follows group 1 and every residual block. In S2/S3 a
+    4-head self-attention sits between the two convs of every block (§3.2, Fig. 2(b)). The recurrent part
+    reads the 512-channel steps: GCA-LSTM with 256 units and I = 3 (§3.3, §4.1), or a stacked LSTM whose
+    last valid output is the representation (Baseline, S1, S2). The authors' code (3 strides, extra strided
+    openers, 9.36M parameters) is context only: the paper wins (shared/papers/README.md).
 
-    Parameter counts, 17 LLDs in, 4 classes (PyTorch; LSTMs carry two bias vectors): S3 (default)
-    9,401,860 (paper 9.11M, +3.2%); S2, 2 x LSTM 256: 9,139,972 (9.07M, +0.8%); S1, 2 x LSTM 502:
-    9,155,348 (9.15M); Baseline, 2 x LSTM 862 on the LLDs: 9,276,684 (9.27M). Like the paper (Table 2
-    note) the ablation configs balance the LSTM units to keep the counts level.
+    Classifier (§4.1, "three stacked dense layers, each contains 256 units"): three hidden FC-256 layers,
+    each ReLU + dropout, then the logits layer. The logits layer has one unit per class, not 256, so it
+    cannot be one of the three (the authors' code has FC256, FC256, FC4 and a ReLU on the logits, not copied).
+
+    Parameter counts, 17 LLDs in, 4 classes (convs without bias, LSTMs with PyTorch's two bias vectors):
+    RCN 3,988,224 (convs 3,804,480 + projections 174,080 + BN 9,664); self-attention 4C² + 4C per block,
+    2,792,960 in all; GCA-LSTM(512 -> 256) 1,576,704; classifier 197,376 + logits 1,028. S3 (default)
+    8,556,292 (paper 9.11M, -6.1%). The ablation configs balance their LSTM units as Table 2's note says,
+    keeping the paper's ratios to S3: S2 2 x LSTM 282: 8,522,580 (9.07M); S1 2 x LSTM 521: 8,587,104
+    (9.15M); Baseline 2 x LSTM 831 on the LLDs: 8,702,140 (9.27M); each -6.1% to -6.2% from the paper.
+    The paper's extra ~0.55M is not pinned down by its text (conv biases, the width of W_e2 in Eq. 9 and the
+    self-attention's d_k are not given).
+
+    Padding is masked everywhere: padded steps are zeroed before every convolution and excluded from the
+    batch-norm statistics, self-attention never attends to them (``key_padding_mask``), the LSTMs run on
+    packed sequences and the GCA-LSTM freezes its state on them. In eval mode a padded utterance gives
+    exactly its lone output.
     """
 
     @dataclass
@@ -150,15 +137,16 @@ class Rlc(nn.Module):
         groups: list[list[int]] = field(
             default_factory=lambda: [[5, 64], [5, 128], [3, 256], [3, 512]]
         )  # groups 2-5: [kernel, filters]
-        blocks: int = 2  # residual blocks per group 2-5
-        stride: int = 2  # of the first conv of every group
+        blocks: int = 2  # residual blocks of two convs per group 2-5
+        stride: int = 2  # of group 1's conv and of the first conv of every group 2-5
         heads: int = 4  # self-attention heads in every residual block; 0 = no self-attention (S1)
-        dropout: float = 0.5  # after every conv group opener, residual block and hidden dense layer
+        dropout: float = 0.5  # after group 1's conv, every residual block and every hidden dense layer
         recurrent: str = "gca-lstm"  # "gca-lstm" (S3) or "lstm" (stacked LSTM: Baseline, S1, S2)
         lstm_units: int = 256
         lstm_layers: int = 2  # stacked LSTM only
         iterations: int = 3  # GCA-LSTM refinements I
-        dense: list[int] = field(default_factory=lambda: [256, 256])  # hidden dense layers before the logits
+        # Hidden dense layers before the logits: §4.1's "three stacked dense layers, each 256 units".
+        dense: list[int] = field(default_factory=lambda: [256, 256, 256])
         head: str = "linear"  # "linear" (affine logits) or "cosine"
         head_scale: float = 30.0  # s of the cosine head (unused by the linear head)
         lexical_dim: int = 0  # word-vector size D of the lexical branch (§3.4); 0 = acoustic only
@@ -168,12 +156,12 @@ class Rlc(nn.Module):
             if len(self.first_conv) != 2 or min(self.first_conv) < 1:
                 raise ValueError(f"first_conv: expected [kernel, filters] >= 1, got {self.first_conv}")
             for kernel_filters in self.groups:
-                if len(kernel_filters) != 2 or min(kernel_filters) < 1 or kernel_filters[0] % 2 == 0:
-                    raise ValueError(f"groups: expected [odd kernel, filters], got {kernel_filters}")
+                if len(kernel_filters) != 2 or min(kernel_filters) < 1:
+                    raise ValueError(f"groups: expected [kernel, filters] >= 1, got {kernel_filters}")
                 if self.heads and kernel_filters[1] % self.heads:
                     raise ValueError(f"heads: {self.heads} does not divide {kernel_filters[1]} filters")
-            if self.blocks < 0 or self.stride < 1 or self.heads < 0:
-                raise ValueError("blocks and heads must be >= 0 and stride >= 1")
+            if self.blocks < 1 or self.stride < 1 or self.heads < 0:
+                raise ValueError("blocks and stride must be >= 1 and heads >= 0")
             if self.heads and not self.residual_cnn:
                 raise ValueError("heads: self-attention needs residual_cnn: true (set heads: 0)")
             if not 0.0 <= self.dropout < 1.0:
@@ -197,11 +185,12 @@ class Rlc(nn.Module):
         channels = input_dim
         if cfg.residual_cnn:
             kernel, channels = cfg.first_conv
-            layers.append(ConvBnRelu(input_dim, channels, kernel, cfg.stride, cfg.dropout))
+            layers.append(FirstGroup(input_dim, channels, kernel, cfg.stride, cfg.dropout))
             for kernel, filters in cfg.groups:
-                layers.append(ConvBnRelu(channels, filters, kernel, cfg.stride, cfg.dropout))
-                layers += [ResidualBlock(filters, kernel, cfg.heads, cfg.dropout) for _ in range(cfg.blocks)]
-                channels = filters
+                for block in range(cfg.blocks):
+                    stride = cfg.stride if block == 0 else 1
+                    layers.append(ResidualBlock(channels, filters, kernel, stride, cfg.heads, cfg.dropout))
+                    channels = filters
         self.rcn = nn.ModuleList(layers)
         if cfg.recurrent == "gca-lstm":
             self.recurrent = GcaLstm(channels, cfg.lstm_units, cfg.iterations)
@@ -221,9 +210,8 @@ class Rlc(nn.Module):
 
     def suprasegmental(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """RCN: (B, T, D) frames -> (B, N, C) steps of 2⁵ frames each and their lengths (§3.1-3.2)."""
-        mask = frame_mask(lengths, feats.shape[1]).to(feats.dtype)
         # Zero the padded frames so the first conv sees the zeros the utterance alone would be padded with.
-        x = (feats * mask[..., None]).transpose(1, 2)
+        x = zero_padding(feats, lengths).transpose(1, 2)
         for layer in self.rcn:
             x, lengths = layer(x, lengths)
         return x.transpose(1, 2), lengths
