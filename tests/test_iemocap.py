@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from sertk.corpora import synthetic
-from sertk.corpora.common import parse_class_spec
+from sertk.corpora.common import PrepReport, parse_class_spec
 from sertk.corpora.iemocap import (
     LABEL_CODES,
     parse_emo_evaluation,
@@ -143,12 +143,22 @@ def test_transcriptions_tolerate_irregular_lines(tmp_path: Path) -> None:
         "Ses01F_impro01_MXX0 [012.0-013.0]: [LAUGHTER]\n"
         "M: stray line\n"
     )
-    assert read_transcriptions(path) == {
+    report = PrepReport(out=tmp_path)
+    assert read_transcriptions(path, report) == {
         "Ses01F_impro01_F000": "Excuse me.",
         "Ses01F_impro01_M000": "No time stamp here.",
         "Ses01F_impro01_M001": "no colon",
         "Ses01F_impro01_MXX0": "[LAUGHTER]",
     }
+    assert not report.notes
+
+
+def test_an_unreadable_transcription_file_is_reported(tmp_path: Path) -> None:
+    report = PrepReport(out=tmp_path)
+    folder = tmp_path / "Ses01F_impro01.txt"
+    folder.mkdir()  # a directory where a text file is expected: unreadable
+    assert read_transcriptions(folder, report) == {}
+    assert len(report.notes) == 1 and "cannot read the transcriptions" in report.notes[0]
 
 
 def test_votes_and_speakers() -> None:

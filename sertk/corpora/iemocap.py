@@ -35,6 +35,7 @@ from sertk.corpora.common import (
 )
 from sertk.corpora.run import run_prep
 from sertk.errors import SertkError
+from sertk.utils import console
 
 NAME = "iemocap"
 # Bump when prep writes something else from the same tree and options (the prep record names it).
@@ -179,11 +180,17 @@ def parse_emo_evaluation(path: Path) -> tuple[list[UttLabel], list[str]]:
     return records, problems
 
 
-def read_transcriptions(path: Path) -> dict[str, str]:
-    """``<utt> [start-end]: words`` lines -> {utt: words}; irregular lines are tolerated or ignored."""
+def read_transcriptions(path: Path, report: PrepReport) -> dict[str, str]:
+    """``<utt> [start-end]: words`` lines -> {utt: words}; irregular lines are tolerated or ignored.
+
+    An unreadable file is reported (its turns keep empty text), never silently taken as empty.
+    """
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
+    except OSError as err:
+        note = f"{path}: cannot read the transcriptions ({err.strerror}): its turns get empty text"
+        report.notes.append(note)
+        console.print(note, markup=False, soft_wrap=True)
         return {}
     texts: dict[str, str] = {}
     for line in lines:
@@ -281,7 +288,7 @@ def build(
         wav_dir = session / "sentences" / "wav"
         transcripts: dict[str, str] = {}
         for file in visible_files(session / "dialog" / "transcriptions"):
-            transcripts.update(read_transcriptions(file))
+            transcripts.update(read_transcriptions(file, report))
         session_records = _session_candidates(report, number, session, seen)
         records += session_records
         for rec in session_records:
