@@ -28,11 +28,29 @@ class MemoryFrames:
     def __init__(self, arrays: list[np.ndarray]) -> None:
         if not arrays:
             raise SertkError("no utterances to build a batch set from")
-        dim = arrays[0].shape[1]
-        self.lengths = torch.tensor([len(x) for x in arrays], dtype=torch.long)
+        self._allocate([len(x) for x in arrays], arrays[0].shape[1])
+        for index, x in enumerate(arrays):
+            self._fill(index, x)
+
+    @classmethod
+    def read(cls, reader: FeatureReader, utts: list[str]) -> MemoryFrames:
+        """The utterances read one by one straight into the flat tensor (peak memory: the frames once)."""
+        frames = object.__new__(cls)
+        frames._allocate([reader.counts[u] for u in utts], reader.dim)
+        for index, utt in enumerate(utts):
+            frames._fill(index, reader.read(utt))
+        return frames
+
+    def _allocate(self, lengths: list[int], dim: int) -> None:
+        self.lengths = torch.tensor(lengths, dtype=torch.long)
         self.offsets = torch.cumsum(self.lengths, 0) - self.lengths
-        flat = np.concatenate([*arrays, np.zeros((1, dim), dtype=np.float32)]).astype(np.float32, copy=False)
-        self.flat = torch.from_numpy(flat)
+        self.flat = torch.zeros(int(self.lengths.sum()) + 1, dim)
+
+    def _fill(self, index: int, frames: np.ndarray) -> None:
+        start, length = int(self.offsets[index]), int(self.lengths[index])
+        if len(frames) != length:
+            raise SertkError(f"utterance {index}: {len(frames)} frames, the dump's utt2num_frames says {length}")
+        self.flat[start : start + length] = torch.from_numpy(np.asarray(frames, dtype=np.float32))
 
     @property
     def dim(self) -> int:
@@ -95,7 +113,7 @@ def load_frames(feat_dir, utts: list[str], budget_bytes: int) -> MemoryFrames | 
     need = sum(counts) * reader.dim * 4
     if need <= budget_bytes:
         try:
-            return MemoryFrames([reader.read(u) for u in utts])
+            return MemoryFrames.read(reader, utts)
         finally:
             reader.close()
     console.print(
