@@ -212,6 +212,16 @@ def test_frozen_training_keeps_the_checkpoint_weights_out_of_checkpoints(corpus,
     assert record["inputs"]["encoder"] == experiment["encoder"]["sha256"]
 
 
+def test_training_on_the_fly_equals_training_on_the_dumped_layers(corpus, frozen_exp, tmp_path, one_thread):
+    """Same seed, same config: the frozen on-the-fly run ends with the dumped (float32) run's weights."""
+    _train(corpus, tmp_path / "dumped", _conf(tmp_path / "dumped.yaml", feat="ssl"), feat="ssl")
+    dumped = torch.load(tmp_path / "dumped" / "fold1" / "best.pt", weights_only=True)
+    onthefly = torch.load(frozen_exp / "fold1" / "best.pt", weights_only=True)
+    assert dumped["epoch"] == onthefly["epoch"] and set(dumped["model"]) == set(onthefly["model"])
+    for key, value in dumped["model"].items():
+        assert torch.allclose(onthefly["model"][key], value, atol=1e-4), key
+
+
 def test_eval_package_and_infer_an_onthefly_model(corpus, frozen_exp, tmp_path, one_thread):
     evaluate(frozen_exp)
     lines = (frozen_exp / "fold1" / "posteriors.tsv").read_text().splitlines()

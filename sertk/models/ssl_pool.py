@@ -137,7 +137,10 @@ class SslPool(nn.Module):
                 f"model.encoder: the encoder runs on waveforms (--feat wave, one sample per frame), "
                 f"got {input_dim}-dim frames"
             )
-        self.encoder, resolved = load_encoder(from_dict(SslConfig, cfg.encoder, where="model.encoder"))
+        # Loading draws nothing from the caller's generator: the downstream's initial weights are those of
+        # the same seed on dumped layers, so both paths train alike.
+        with torch.random.fork_rng(devices=[]):
+            self.encoder, resolved = load_encoder(from_dict(SslConfig, cfg.encoder, where="model.encoder"))
         self.encoder.requires_grad_(False)
         self.encoder.eval()
         layers = 1 if resolved.average_layers else len(resolved.layers)
