@@ -114,7 +114,9 @@ def validate(data: Path = typer.Argument(..., help="Data dir to check.")) -> Non
 def _protocol_help() -> str:
     from sertk.data.folds import PROTOCOLS
 
-    return "Protocol: " + "; ".join(f"[bold]{name}[/bold]: {line}" for name, (_, line, _) in PROTOCOLS.items())
+    return "Protocol: " + "; ".join(
+        f"[bold]{name}[/bold]: {line}" for name, (_, line, _) in PROTOCOLS.items()
+    )
 
 
 Protocol = Literal[
@@ -155,12 +157,18 @@ app.add_typer(folds_app, name="folds")
 )
 def folds_make(
     data: Path = typer.Argument(..., help="Data dir."),
-    out: Path = typer.Argument(..., help="folds.json to write (its record: <stem>.provenance.json beside it)."),
+    out: Path = typer.Argument(
+        ..., help="folds.json to write (its record: <stem>.provenance.json beside it)."
+    ),
     protocol: Protocol = typer.Option("loso-session", help=_protocol_help()),
     ratios: str = typer.Option("0.55,0.25,0.2", help="train,valid,test ratios (kfold, random)."),
     repeats: int = typer.Option(5, help="Folds (kfold, speaker-kfold) or random splits (random)."),
-    valid_ratio: float = typer.Option(0.1, help="loso-session: stratified share of the training sessions for validation."),
-    test_partitions: str = typer.Option("Test1", help="official: test partitions, one fold each (Test1,Test2)."),
+    valid_ratio: float = typer.Option(
+        0.1, help="loso-session: stratified share of the training sessions for validation."
+    ),
+    test_partitions: str = typer.Option(
+        "Test1", help="official: test partitions, one fold each (Test1,Test2)."
+    ),
     seed: int = typer.Option(0, help="Random seed."),
 ) -> None:
     """Stage 2: speaker-independent, k-fold, random or official folds (skipped when up to date)."""
@@ -178,7 +186,9 @@ def folds_make(
         raise SertkError(f"--valid-ratio: expected a share in [0, 1), got {valid_ratio}")
     data_dir = read_data_dir(data)
     tests = tuple(p for p in test_partitions.split(",") if p)
-    opts = FoldOptions(ratios=ratio_values, repeats=repeats, valid_ratio=valid_ratio, seed=seed, test_partitions=tests)
+    opts = FoldOptions(
+        ratios=ratio_values, repeats=repeats, valid_ratio=valid_ratio, seed=seed, test_partitions=tests
+    )
     record = folds_record(data_dir, protocol, opts)
     if out.is_file() and not provenance.check(provenance.record_path(out), record):
         console.print(f"folds: {out} is up to date ({protocol}), skipped")
@@ -189,7 +199,9 @@ def folds_make(
 
 
 def _fold_sizes(result: dict) -> str:
-    sizes = ", ".join(f"{f['name']} {len(f['train'])}/{len(f['valid'])}/{len(f['test'])}" for f in result["folds"])
+    sizes = ", ".join(
+        f"{f['name']} {len(f['train'])}/{len(f['valid'])}/{len(f['test'])}" for f in result["folds"]
+    )
     return f"train/valid/test: {sizes}"
 
 
@@ -199,7 +211,9 @@ def _fold_sizes(result: dict) -> str:
     "sertk folds import --format superb s3prl/downstream/emotion/meta_data data/all folds_superb.json",
 )
 def folds_import(
-    source: Path = typer.Argument(..., help="EmoBox dataset dir (fold_<k>/) or s3prl meta_data dir (Session<k>/)."),
+    source: Path = typer.Argument(
+        ..., help="EmoBox dataset dir (fold_<k>/) or s3prl meta_data dir (Session<k>/)."
+    ),
     data: Path = typer.Argument(..., help="Data dir whose utterances the file's entries are matched to."),
     out: Path = typer.Argument(..., help="folds.json to write."),
     format: Interchange = typer.Option(..., "--format", help="emobox or superb."),
@@ -231,13 +245,16 @@ def folds_export(
     from sertk.data.interchange import export_emobox, export_superb
 
     data_dir = read_data_dir(data)
-    written = (export_emobox if format == "emobox" else export_superb)(read_folds(folds, data_dir), data_dir, out)
+    written = (export_emobox if format == "emobox" else export_superb)(
+        read_folds(folds, data_dir), data_dir, out
+    )
     console.print(f"folds: exported {len(written)} {format} file(s) -> {out}")
 
 
 @app.command(
     epilog="Examples: sertk feats data/all dump/all/logmel40 --feat logmel40 --format hdf5 --nj 2\n\n"
-    "sertk feats data/all dump/all/lexical --feat lexical --feat-config conf/feats/lexical.yaml"
+    "sertk feats data/all dump/all/lexical --feat lexical --feat-config conf/feats/lexical.yaml\n\n"
+    "sertk feats data/all dump/all/ssl --feat ssl --feat-config ssl.yaml --device cuda"
 )
 def feats(
     data: Path = typer.Argument(..., help="Data dir."),
@@ -247,12 +264,15 @@ def feats(
     ),
     feat_config: Path | None = typer.Option(None, help="YAML overriding the feature's defaults."),
     format: Literal["hdf5", "ark"] = typer.Option("hdf5", "--format", help="hdf5 or ark."),
-    nj: int = typer.Option(1, help="Worker processes."),
+    nj: int = typer.Option(1, help="Worker processes (CPU extraction)."),
+    device: str = typer.Option(
+        "cpu", help="cpu, cuda or auto: where features are computed (SSL layers: a GPU)."
+    ),
 ) -> None:
     """Stage 3: compute features of every utterance and dump them (HDF5 or Kaldi ark/scp); skipped when up to date."""
     from sertk.features.dump import dump_features
 
-    dump_features(data, out, feat=feat, feat_config=feat_config, fmt=format, nj=nj)
+    dump_features(data, out, feat=feat, feat_config=feat_config, fmt=format, nj=nj, device=device)
 
 
 @app.command(
@@ -295,10 +315,13 @@ def augment(
 @app.command(
     epilog="Examples: sertk train --arch attn-pool   (inside egs/iemocap after stage 4)\n\n"
     "sertk train --train-config conf/crnn_discriminative.yaml --fold 1 --epochs 5 --resume\n\n"
-    "sertk train --train-config conf/rlc_gca_lstm/s3_lexical.yaml --lexical-feats dump/rlc_gca_lstm/lexical"
+    "sertk train --train-config conf/rlc_gca_lstm/s3_lexical.yaml --lexical-feats dump/rlc_gca_lstm/lexical\n\n"
+    "sertk train --train-config conf/ssl/onthefly.yaml --feats dump/ssl/wave --ssl-encoder dump/ssl/ssl.yaml"
 )
 def train(
-    arch: str | None = typer.Option(None, help="Model architecture (registry name); default from the config."),
+    arch: str | None = typer.Option(
+        None, help="Model architecture (registry name); default from the config."
+    ),
     train_config: Path | None = typer.Option(None, help="Experiment YAML (default conf/<system>.yaml)."),
     data: Path | None = typer.Option(None, help="Data dir (default data/<system>)."),
     feats: Path | None = typer.Option(None, help="Feature dir (default dump/<system>/<feat>)."),
@@ -306,16 +329,25 @@ def train(
     fold: str = typer.Option("all", help="all, a fold number or name, or a list: '1 3'."),
     exp: Path | None = typer.Option(None, help="Experiment dir (default exp/<system>)."),
     epochs: int | None = typer.Option(None, help="Override the config's train.epochs."),
-    precision: Precision | None = typer.Option(None, help="Override train.precision: fp32, bf16 or fp16 (CUDA)."),
+    precision: Precision | None = typer.Option(
+        None, help="Override train.precision: fp32, bf16 or fp16 (CUDA)."
+    ),
     device: str = typer.Option("auto", help=_DEVICE_HELP),
-    resume: bool = typer.Option(False, help="Continue unfinished folds from their last checkpoint (same provenance only)."),
-    overwrite: bool = typer.Option(False, help="Retrain folds (and clear an exp dir) made from other inputs."),
+    resume: bool = typer.Option(
+        False, help="Continue unfinished folds from their last checkpoint (same provenance only)."
+    ),
+    overwrite: bool = typer.Option(
+        False, help="Retrain folds (and clear an exp dir) made from other inputs."
+    ),
     lexical_feats: Path | None = typer.Option(
         None, help="Word-vector dir (sertk feats --feat lexical) for a config with model.lexical_dim > 0."
     ),
     memory_gb: float = typer.Option(8.0, help="Features beyond this many GiB per fold stream from the dump."),
     set_: list[str] = typer.Option(
         [], "--set", help="Override a config key: --set input.specaugment.freq_masks=2 (YAML value; repeatable)."
+    ),
+    ssl_encoder: Path | None = typer.Option(
+        None, help="An ssl feature YAML (checkpoint: PATH ...) run inside the model on --feat wave input."
     ),
 ) -> None:
     """Stage 5: train one model per fold (checkpoint every epoch, exact resume; up-to-date folds are skipped)."""
@@ -339,6 +371,7 @@ def train(
             lexical_feats=lexical_feats,
             memory_gb=memory_gb,
             overrides=_parse_overrides(set_),
+            ssl_encoder=ssl_encoder,
         )
     )
 
@@ -489,7 +522,9 @@ def infer(
 def export(
     model: Path = typer.Argument(..., help="One package, best.pt or fold dir."),
     out: Path = typer.Argument(..., help="Network file to write (OUT.json gets its interface)."),
-    format: Literal["torchscript", "onnx"] = typer.Option("torchscript", "--format", help="torchscript or onnx."),
+    format: Literal["torchscript", "onnx"] = typer.Option(
+        "torchscript", "--format", help="torchscript or onnx."
+    ),
     from_waveform: bool = typer.Option(False, help="Include the feature transform (waveform input)."),
 ) -> None:
     """Export the network (features or waveform -> posteriors) with a parity check against PyTorch."""
@@ -513,7 +548,9 @@ def main() -> None:
             console.print(ctx.get_help(), markup=False)
             sys.exit(0)
         command = ctx.command_path if ctx is not None else "sertk"
-        console.print(f"[bold red]error:[/bold red] {command}: {escape(err.format_message())}", soft_wrap=True)
+        console.print(
+            f"[bold red]error:[/bold red] {command}: {escape(err.format_message())}", soft_wrap=True
+        )
         sys.exit(2)
     except Abort:
         console.print("interrupted")

@@ -61,7 +61,9 @@ def make_feature_dir(path: Path, feats: dict[str, np.ndarray], feat: str = "toyf
     return path
 
 
-def write_folds_file(data: Path, folds: list[dict], protocol: str = "random", name: str = "folds.json") -> Path:
+def write_folds_file(
+    data: Path, folds: list[dict], protocol: str = "random", name: str = "folds.json"
+) -> Path:
     """Hand-written folds with their provenance record (as `sertk folds` would write them)."""
     data_dir = read_data_dir(data)
     record = folds_record(data_dir, protocol, FoldOptions())
@@ -84,7 +86,9 @@ def make_recipe(root: Path, per_class: int = 10, seed: int = 0, max_len: int = 3
         "utt2emo": emo,
         "utt2votes": {u: f"{emo[u]} {emo[u]} oth" for u in utts},
     }
-    write_data_dir(data, tables, {"classes": CLASSES, "class_map": {c: c for c in CLASSES}, "synthetic": True})
+    write_data_dir(
+        data, tables, {"classes": CLASSES, "class_map": {c: c for c in CLASSES}, "synthetic": True}
+    )
     order = list(rng.permutation(len(utts)))
     parts = np.array_split(np.array(utts)[order], 5)
     folds = []
@@ -143,3 +147,35 @@ def crash_in_epoch(monkeypatch, epoch: int) -> None:
         return real(state, data, draws, cfg, device)
 
     monkeypatch.setattr(loop, "validate", crash)
+
+
+def tiny_ssl_checkpoint(path: Path, norm: str = "layer", seed: int = 0, **overrides) -> Path:
+    """A randomly initialised wav2vec2 model dir, 50 Hz like the real ones (the standard 7-layer conv stack,
+    16 channels) but 32 wide with 2 transformer layers: 3 hidden states of 32 dims, ~40k parameters.
+
+    ``norm`` "layer": a LayerNorm conv stack (padded batches with a mask, waveform normalised); "group":
+    GroupNorm (rows run unpadded). No dropout unless ``overrides`` set it, so train and eval mode agree.
+    """
+    import transformers
+
+    options = dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(16,) * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        feat_extract_norm=norm,
+        do_stable_layer_norm=norm == "layer",
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        feat_proj_dropout=0.0,
+        layerdrop=0.0,
+    )
+    torch.manual_seed(seed)
+    model = transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**{**options, **overrides}))
+    model.save_pretrained(path)
+    transformers.Wav2Vec2FeatureExtractor(do_normalize=norm == "layer").save_pretrained(path)
+    return path

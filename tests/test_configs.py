@@ -7,15 +7,23 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny_ssl_checkpoint
 
-from sertk.config import read_yaml
+from sertk.config import read_yaml, to_dict
 from sertk.features import build_feature
 from sertk.losses import build_loss
-from sertk.models import build_model, count_parameters, model_config
+from sertk.models import build_model, count_parameters, fit_model_config, model_config
 from sertk.train.config import load_experiment_config
 
 CONF = Path(__file__).resolve().parents[1] / "egs" / "iemocap" / "conf"
 SYSTEM_CONFIGS = sorted(p for p in CONF.rglob("*.yaml") if "arch" in read_yaml(p))
+RATE = 16000
+
+
+@pytest.fixture(scope="module")
+def ssl_checkpoint(tmp_path_factory) -> Path:
+    """Stands in for the checkpoint a user gives the SSL configs (--ssl-checkpoint): a tiny random wav2vec2."""
+    return tiny_ssl_checkpoint(tmp_path_factory.mktemp("ssl") / "wav2vec2-tiny")
 
 
 def test_configs_found():
@@ -23,18 +31,27 @@ def test_configs_found():
     assert "crnn_discriminative.yaml" in names and "crnn_discriminative/combined_pooling.yaml" in names
     assert "crnn_discriminative/lstm64.yaml" in names and "attention_pooling_cnn/fig2/h10_w2.yaml" in names
     assert {f"rlc_gca_lstm/{s}_lexical.yaml" for s in ("baseline", "s1", "s2", "s3")} <= names
+    assert {"ssl.yaml", "ssl/onthefly.yaml", "ssl/finetune.yaml"} <= names
 
 
 @pytest.mark.parametrize("path", SYSTEM_CONFIGS, ids=lambda p: p.relative_to(CONF).as_posix())
-def test_config_builds_model_and_loss(path):
+def test_config_builds_model_and_loss(path, ssl_checkpoint):
     data = read_yaml(path)
     feat_conf = CONF / "feats" / f"{data['feat']}.yaml"
-    input_dim = build_feature(data["feat"], feat_conf if feat_conf.is_file() else None).dim
-    cfg = model_config(data["arch"], data.get("model"))
-    model = build_model(data["arch"], cfg, input_dim, 4).eval()
+    feat_config = read_yaml(feat_conf) if feat_conf.is_file() else {}
+    model_section = dict(data.get("model") or {})
+    # What a recipe fills in from --ssl-checkpoint: the ssl dump's checkpoint, an on-the-fly model.encoder's.
+    if data["feat"] == "ssl":
+        feat_config["checkpoint"] = str(ssl_checkpoint)
+    if "encoder" in model_section:
+        model_section["encoder"] = {**model_section["encoder"], "checkpoint": str(ssl_checkpoint)}
+    extractor = build_feature(data["feat"], feat_config)
+    cfg = model_config(data["arch"], model_section)
+    cfg = fit_model_config(data["arch"], cfg, data["feat"], to_dict(extractor.cfg))  # what sertk train does
+    model = build_model(data["arch"], cfg, extractor.dim, 4).eval()
     loss_fn = build_loss(data.get("loss"), 4, head=cfg.head, head_scale=cfg.head_scale)
-    frames = 300
-    feats = torch.randn(2, frames, input_dim)
+    frames = extractor.num_frames(3 * RATE)  # 3 s of input
+    feats = torch.randn(2, frames, extractor.dim)
     words = {}
     if getattr(cfg, "lexical_dim", 0):  # a lexical branch (rlc_gca_lstm.md §3.4) also reads word vectors
         words = {"words": torch.randn(2, 5, cfg.lexical_dim), "word_lengths": torch.tensor([5, 2])}

@@ -153,11 +153,11 @@ def test_failure_mid_dump_leaves_nothing(data, tmp_path, monkeypatch):
     calls = []
     original = dump_module.compute_batch
 
-    def fail_on_second_batch(extractor, items):
+    def fail_on_second_batch(extractor, items, device=None):
         calls.append(items)
         if len(calls) == 2:
             raise RuntimeError("disk on fire")
-        return original(extractor, items)
+        return original(extractor, items, device)
 
     monkeypatch.setattr(dump_module, "compute_batch", fail_on_second_batch)
     monkeypatch.setattr(dump_module, "BATCH_SAMPLES", 20000)
@@ -174,7 +174,7 @@ def test_failure_keeps_previous_complete_dump(data, tmp_path, monkeypatch):
     dump_features(data, out)
     before = load_features(out)
 
-    def broken(extractor, items):
+    def broken(extractor, items, device=None):
         raise RuntimeError("interrupted")
 
     monkeypatch.setattr(dump_module, "compute_batch", broken)

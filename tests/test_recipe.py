@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p.name for p in (REPO / "egs" / "iemocap").glob("run_*.sh"))
@@ -103,7 +105,11 @@ def test_rerun_from_stage_3_reuses_finished_work(demo_run):
 
 @pytest.mark.parametrize(
     "script",
-    [r for r in RECIPES if r not in ("run_crnn_discriminative.sh", "run_crnn_discriminative_grid.sh")],
+    [
+        r
+        for r in RECIPES
+        if r not in ("run_crnn_discriminative.sh", "run_crnn_discriminative_grid.sh", "run_ssl.sh")
+    ],
 )
 def test_each_system_recipe_end_to_end(demo_run, script):
     recipe, _ = demo_run
@@ -124,6 +130,42 @@ def test_each_system_recipe_end_to_end(demo_run, script):
     assert RESULT_KEYS <= set(results)
     assert results["synthetic"] is True
     assert len(results["folds"]) == 1 and results["folds"][0]["n"] > 0
+
+
+def test_ssl_recipe_end_to_end_dumped_and_on_the_fly(demo_run, tmp_path_factory):
+    """run_ssl.sh with a checkpoint the test writes (a tiny random wav2vec2): the layer dump + SUPERB's
+    downstream end to end, then the on-the-fly config's dump and training on the same data and folds (its
+    eval, package and infer: tests/test_ssl_onthefly.py)."""
+    from helpers import tiny_ssl_checkpoint
+
+    recipe, _ = demo_run
+    checkpoint = tiny_ssl_checkpoint(tmp_path_factory.mktemp("ssl") / "wav2vec2-tiny")
+    common = (
+        "--iemocap-root",
+        str(recipe / "corpus" / "iemocap"),
+        "--ssl-checkpoint",
+        str(checkpoint),
+        *QUICK,
+    )
+    _run(recipe, "run_ssl.sh", *common)
+    results = json.loads((recipe / "exp" / "ssl" / "results.json").read_text())
+    assert results["protocol"] == "loso-session" and results["synthetic"] is True
+    assert len(results["folds"]) == 1 and results["folds"][0]["n"] > 0
+    feat = yaml.safe_load((recipe / "dump" / "ssl" / "ssl" / "feat.yaml").read_text())
+    assert feat["config"]["checkpoint"] == str(checkpoint) and feat["config"]["layers"] == [0, 1, 2]
+    config = yaml.safe_load((recipe / "exp" / "ssl" / "config.yaml").read_text())
+    assert config["model"]["num_layers"] == 3 and config["train"]["lr"] == 1.0e-4
+    onthefly = ("--feat", "wave", "--train-config", "conf/ssl/onthefly.yaml", "--tag", "onthefly")
+    _run(recipe, "run_ssl.sh", *common, "--stage", "3", "--stop-stage", "5", *onthefly)
+    replay = (recipe / "exp" / "ssl_onthefly" / "replay.sh").read_text()
+    assert f"--ssl-encoder {recipe / 'dump' / 'ssl' / 'ssl.yaml'}" in replay
+    assert (recipe / "dump" / "ssl" / "wave" / "feat.yaml").is_file()
+    best = torch.load(recipe / "exp" / "ssl_onthefly" / "fold1" / "best.pt", weights_only=True)
+    assert best["feat"] == "wave" and not [k for k in best["model"] if k.startswith("encoder.")]
+
+
+def test_ssl_recipe_needs_a_checkpoint(recipe_copy):
+    assert "--feat ssl needs --ssl-checkpoint PATH" in _fails(recipe_copy, "run_ssl.sh")
 
 
 def test_crnn_grid_runs_variants_and_compares(demo_run):

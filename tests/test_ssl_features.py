@@ -254,8 +254,9 @@ def test_layer_subset_order_and_average(tmp_path, one_thread):
     assert average.dim == 32 and layer_layout(to_dict(average.cfg)) == (1, 32)
     assert torch.allclose(average.compute(waves, lens)[1, :frames], reference[1:].mean(dim=0), atol=2e-5)
     assert layer_layout(to_dict(subset.cfg)) == (2, 32)
+    # compute keeps FeatureExtractor's float32 promise (export's waveform path); the dump stores float16.
     half = build_feature("ssl", {"checkpoint": str(checkpoint)})
-    assert half.compute(waves, lens).dtype == torch.float16
+    assert half.compute(waves, lens).dtype == torch.float32 and half.storage_dtype == "float16"
 
 
 def _torchaudio_args(num_layers: int = 2, mode: str = "layer_norm", pre_ln: bool = True, **extra) -> dict:

@@ -17,7 +17,7 @@ from sertk.models.ssl_pool import SslPool
 
 
 def test_default_is_the_superb_er_downstream():
-    model = build_model("ssl-pool", None, 13 * 768, 4)
+    model = build_model("ssl-pool", {"num_layers": 13}, 13 * 768, 4)
     assert MODELS["ssl-pool"] is SslPool and SYSTEMS["ssl-pool"] == "ssl"
     assert model.cfg.pooling == "mean" and model.cfg.projection_dim == 256 and not model.cfg.layer_norm
     # 13 layer logits + Linear(768, 256) + Linear(256, 4); uniform layer weights at the start.
@@ -68,6 +68,8 @@ def test_statistics_pooling_by_hand():
 
 def test_bad_configs_are_one_line_errors():
     with pytest.raises(SertkError, match="num_layers: 13 layers do not split 1000-dim frames"):
+        build_model("ssl-pool", {"num_layers": 13}, 1000, 4)
+    with pytest.raises(SertkError, match="num_layers: 0 layers .*sertk train does when it is 0"):
         build_model("ssl-pool", None, 1000, 4)
     with pytest.raises(SertkError, match="unknown pooling 'max'.*mean-std"):
         build_model("ssl-pool", {"num_layers": 2, "pooling": "max"}, 8, 4)
@@ -93,7 +95,9 @@ def _toy_dump(tmp_path, informative: int, num_layers: int = 4, dim: int = 8, per
         utt = f"utt{i:03d}"
         arrays[utt] = layers.reshape(frames, num_layers * dim).astype(np.float16)
         labels[utt] = label
-    make_feature_dir(tmp_path, arrays, feat="ssl", config={"layers": list(range(num_layers)), "layer_dim": dim})
+    make_feature_dir(
+        tmp_path, arrays, feat="ssl", config={"layers": list(range(num_layers)), "layer_dim": dim}
+    )
     return labels
 
 

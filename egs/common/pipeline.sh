@@ -45,12 +45,16 @@ speeds=0.9,1.1              # --augment speed: the speed factors (Kaldi's 3-way 
 noise_dir=                  # --augment noise: MUSAN or any dir of noise wavs (never downloaded)
 snr=0:15                    # --augment noise: SNR range in dB
 rir_dir=                    # --augment rir: RIRS_NOISES or any dir of room impulse responses
+ssl_checkpoint=             # local SSL model dir or torchaudio weight file: --feat ssl dumps its layers; with
+                            # --feat wave the encoder runs inside the model (an on-the-fly config)
+ssl_builder=                # torchaudio_builder of a weight file (wavlm_large, hubert_large, ...); empty: a model dir
+feat_device=cpu             # where stage 3 computes features: cpu | cuda | auto (run_ssl.sh: auto)
 root_option=${corpus//-/_}_root
 declare "${root_option}=${corpus_root}"
 if [ "${corpus}" = iemocap ]; then declare "${root_option}=${IEMOCAP:-}"; fi
 _tunables="stage stop_stage ${root_option} synth_size synth_seed system tag train_config base_config demo_config feat feat_format
  classes style protocol paper_protocol ratios repeats valid_ratio test_partitions folds epochs precision nj device lexical_embeddings
- augment speeds noise_dir snr rir_dir"
+ augment speeds noise_dir snr rir_dir ssl_checkpoint ssl_builder feat_device"
 
 # shellcheck source=parse_options.sh
 . "$(dirname "${BASH_SOURCE[0]}")/parse_options.sh"
@@ -67,6 +71,10 @@ corpus_root=$(absolute "${!root_option}")
 lexical_embeddings=$(absolute "${lexical_embeddings}")
 noise_dir=$(absolute "${noise_dir}")
 rir_dir=$(absolute "${rir_dir}")
+ssl_checkpoint=$(absolute "${ssl_checkpoint}")
+if [ "${feat}" = ssl ] && [ -z "${ssl_checkpoint}" ]; then
+  die "--feat ssl needs --ssl-checkpoint PATH (a local model dir or torchaudio weight file; nothing is downloaded)"
+fi
 # A config path is the caller's when it exists there, else the recipe's own (conf/...).
 if [ -n "${train_config}" ] && [ -f "${caller}/${train_config}" ] && [[ ${train_config} != /* ]]; then
   train_config=${caller}/${train_config}
@@ -120,6 +128,11 @@ esac
 [ -z "${epochs}" ] || train_opts+=(--epochs "${epochs}")
 [ -z "${precision}" ] || train_opts+=(--precision "${precision}")
 [ -z "${lexical_embeddings}" ] || train_opts+=(--lexical-feats "dump/${system}/lexical")
+# The SSL checkpoint's feature YAML (stage 3 writes it): the layers to dump, or the encoder to train with.
+ssl_yaml=dump/${system}/ssl.yaml
+feat_config=conf/feats/${feat}.yaml
+[ "${feat}" != ssl ] || feat_config=${ssl_yaml}
+if [ "${feat}" = wave ] && [ -n "${ssl_checkpoint}" ]; then train_opts+=(--ssl-encoder "${ssl_yaml}"); fi
 
 synthetic=false
 if [ -z "${corpus_root}" ]; then
@@ -158,9 +171,16 @@ if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
 fi
 
 if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
-  log "Stage 3: feats: ${data} -> ${dump} (${feat}, ${feat_format})"
-  sertk feats "${data}" "${dump}" --feat "${feat}" --feat-config "conf/feats/${feat}.yaml" \
-    --format "${feat_format}" --nj "${nj}"
+  if [ -n "${ssl_checkpoint}" ]; then
+    log "Stage 3: feats: ${ssl_yaml}: conf/feats/ssl.yaml with checkpoint ${ssl_checkpoint}"
+    mkdir -p "dump/${system}"
+    { printf "checkpoint: '%s'\n" "${ssl_checkpoint//\'/\'\'}"
+      [ -z "${ssl_builder}" ] || printf 'torchaudio_builder: %s\n' "${ssl_builder}"
+      cat conf/feats/ssl.yaml; } > "${ssl_yaml}"
+  fi
+  log "Stage 3: feats: ${data} -> ${dump} (${feat}, ${feat_format}, ${feat_device})"
+  sertk feats "${data}" "${dump}" --feat "${feat}" --feat-config "${feat_config}" \
+    --format "${feat_format}" --nj "${nj}" --device "${feat_device}"
   if [ -n "${lexical_embeddings}" ]; then
     log "Stage 3: feats: ${data} text -> dump/${system}/lexical (word vectors of ${lexical_embeddings})"
     mkdir -p "dump/${system}"
@@ -177,8 +197,8 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
     log "Stage 4: augment: ${data} -> ${train_data} (${offline[*]} copies of each fold's training utterances)"
     sertk augment "${data}" "${folds_json}" "${train_data}" "${augment_opts[@]}" --seed "${synth_seed}" --nj "${nj}"
     log "Stage 4: augment: ${train_data} -> ${train_dump} (${feat})"
-    sertk feats "${train_data}" "${train_dump}" --feat "${feat}" --feat-config "conf/feats/${feat}.yaml" \
-      --format "${feat_format}" --nj "${nj}"
+    sertk feats "${train_data}" "${train_dump}" --feat "${feat}" --feat-config "${feat_config}" \
+      --format "${feat_format}" --nj "${nj}" --device "${feat_device}"
   else
     log "Stage 4: augment: online only (${train_config}: train/input sections${augment:+; --augment ${augment}})"
   fi

@@ -156,7 +156,9 @@ def run_exported(
     return session.run(None, {name: x.numpy() for name, x in zip(names, batch, strict=True)})[0]
 
 
-def build_network(package: TrainedModel, from_waveform: bool) -> tuple[nn.Module, list[str], FeatureExtractor]:
+def build_network(
+    package: TrainedModel, from_waveform: bool
+) -> tuple[nn.Module, list[str], FeatureExtractor]:
     """The network to export (features or waveform -> posteriors), its input names and feature extractor."""
     extractor = build_feature(package.feat, package.feat_config)
     net: nn.Module = FeaturesToPosteriors(package.build("cpu"), package).eval()
@@ -199,16 +201,27 @@ def export_model(
     if fmt not in EXPORT_FORMATS:
         raise SertkError(f"--format {fmt}: expected one of {', '.join(EXPORT_FORMATS)}")
     if Path(out).is_dir():
-        raise SertkError(f"{out}: is a directory; give the network file to write (e.g. {Path(out) / 'model.onnx'})")
+        raise SertkError(
+            f"{out}: is a directory; give the network file to write (e.g. {Path(out) / 'model.onnx'})"
+        )
     packages = load_models(model)
     if len(packages) > 1:
-        raise SertkError(f"{model}: holds {len(packages)} models; export one fold (e.g. {packages[0].source})")
+        raise SertkError(
+            f"{model}: holds {len(packages)} models; export one fold (e.g. {packages[0].source})"
+        )
     package = packages[0]
+    if package.encoder is not None:
+        raise SertkError(
+            f"{package.source}: the model runs a pretrained SSL encoder (model.encoder); export supports models "
+            "on dumped features (train on --feat ssl to export one)"
+        )
     net, names, extractor = build_network(package, from_waveform)
     data, delta, shape = traced_with_parity(package, net, names, extractor, fmt, seed)
     console.print(f"export: parity check on a random batch {shape}: max |Δ| = {delta:.3g}")
     if not delta < TOLERANCE:
-        raise SertkError(f"{model}: exported {fmt} network differs from PyTorch by {delta:.3g} (> {TOLERANCE})")
+        raise SertkError(
+            f"{model}: exported {fmt} network differs from PyTorch by {delta:.3g} (> {TOLERANCE})"
+        )
     with atomic_path(out) as tmp:
         tmp.write_bytes(data)
     shapes = ["batch", "samples"] if from_waveform else ["batch", "time", package.input_dim]

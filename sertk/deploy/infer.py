@@ -139,8 +139,12 @@ class Predictor:
     def _posteriors(self, member: Member, arrays: list[np.ndarray]) -> np.ndarray:
         """Utterance posteriors (N, C) of one model for raw feature arrays, as ``sertk eval`` computes them."""
         utts = [str(i) for i in range(len(arrays))]
-        fset = build_feature_set(MemoryFrames(arrays), utts, [0] * len(utts), member.package.input, training=False)
-        post = utterance_posteriors(member.model, fset, self.device, self.batch_size, member.package.normalizer)
+        fset = build_feature_set(
+            MemoryFrames(arrays), utts, [0] * len(utts), member.package.input, training=False
+        )
+        post = utterance_posteriors(
+            member.model, fset, self.device, self.batch_size, member.package.normalizer
+        )
         return post.scores.numpy()
 
     @torch.inference_mode()
@@ -151,7 +155,7 @@ class Predictor:
         tracks: dict[str, list[dict]] = {}
         for extractor, members in self.groups.values():
             todo = [(utt, path) for utt, path in items if utt not in errors]
-            batch = compute_batch(extractor, todo)
+            batch = compute_batch(extractor, todo, self.device)
             ok = {utt for utt, _ in batch["feats"]}
             # compute_batch reports failures in item order, one message each.
             for (utt, _), message in zip([i for i in todo if i[0] not in ok], batch["errors"], strict=True):
@@ -287,7 +291,9 @@ def infer(
     if opts.fmt not in FORMATS:
         raise SertkError(f"--format {opts.fmt}: expected one of {', '.join(FORMATS)}")
     if out is not None and Path(out).is_dir():
-        raise SertkError(f"--out {out}: is a directory; give a file to write (e.g. {Path(out) / 'preds.jsonl'})")
+        raise SertkError(
+            f"--out {out}: is a directory; give a file to write (e.g. {Path(out) / 'preds.jsonl'})"
+        )
     packages = load_models(model)
     items = collect_inputs(inputs)
     predictor = Predictor(packages, opts.device, opts.batch_size, opts.window, opts.hop)

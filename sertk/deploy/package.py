@@ -9,13 +9,22 @@ Layout of a package directory::
 
 An ensemble package (``sertk package EXP OUT``) is a directory of such packages, one per fold, plus
 ``ensemble.json`` (``{"format", "members": [fold names]}``), which marks the directory as sertk's to replace.
+
+A model that runs a pretrained encoder (ssl-pool with ``model.encoder``) gets a copy of the encoder's
+checkpoint files (those its pinned sha256 covers) in ``encoder-<sha256[:12]>/`` beside manifest.json, once
+per ``sertk package`` output (the folds of an ensemble share one copy at its top), and its manifest names
+that copy by a relative path: a package stays self-contained and movable, at the price of the
+checkpoint's size (~0.4 GB base, ~1.2 GB large). A frozen encoder's weights are only in that copy; a
+fine-tuned one's are also in weights.pt, and the copy gives the architecture.
 ``load_models`` reads packages, ensembles, and also training outputs directly (a ``best.pt``, a fold dir,
 an exp dir), so every deployment command accepts any of them as MODEL.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -24,6 +33,7 @@ import torch
 
 from sertk.config import from_dict, to_dict
 from sertk.errors import SertkError
+from sertk.features.ssl import SslConfig, checkpoint_files
 from sertk.inputs.config import InputConfig
 from sertk.models.trained import TrainedModel
 from sertk.utils import console, fresh_tmp_dir, publish_dir, read_json, write_json
@@ -33,6 +43,7 @@ MANIFEST = "manifest.json"
 ENSEMBLE = "ensemble.json"
 WEIGHTS = "weights.pt"
 CHECKPOINT = "best.pt"
+ENCODER_PREFIX = "encoder-"
 
 
 def manifest(model: TrainedModel) -> dict[str, Any]:
@@ -82,7 +93,7 @@ def read_package(path: Path) -> TrainedModel:
         weights = torch.load(weights_path, map_location="cpu", weights_only=True)
         return TrainedModel(
             arch=meta["arch"],
-            model_config=meta["model_config"],
+            model_config=_located_encoder(meta["model_config"], Path(path)),
             classes=list(meta["classes"]),
             feat=meta["feat"],
             feat_config=meta["feat_config"],
@@ -100,17 +111,63 @@ def read_package(path: Path) -> TrainedModel:
         raise SertkError(f"{weights_path}: cannot load weights ({type(err).__name__}: {err})") from None
 
 
+def _located_encoder(model_config: dict, package_dir: Path) -> dict:
+    """The model config with a packaged encoder's relative checkpoint path made absolute."""
+    encoder = model_config.get("encoder")
+    if not encoder or Path(encoder["checkpoint"]).is_absolute():
+        return model_config
+    return {
+        **model_config,
+        "encoder": {**encoder, "checkpoint": str((package_dir / encoder["checkpoint"]).resolve())},
+    }
+
+
+def copy_encoder(package: TrainedModel, root: Path, member: Path) -> TrainedModel:
+    """Copy the encoder checkpoint of ``package`` into ``root/encoder-<sha>/`` (once) and point the model
+    config of the package written at ``member`` to it by a relative path; unchanged without an encoder."""
+    encoder = package.encoder
+    if encoder is None:
+        return package
+    cfg = from_dict(SslConfig, encoder, where=f"{package.source}: model.encoder")
+    files = checkpoint_files(cfg)
+    folder = root / f"{ENCODER_PREFIX}{cfg.checkpoint_sha256[:12]}"
+    if not folder.is_dir():
+        folder.mkdir(parents=True)
+        for file in files:
+            shutil.copyfile(file, folder / file.name)
+    # A weight file is named by the file, a Hugging Face dir by the folder (its files keep their names,
+    # so the copy has the pinned sha256).
+    target = folder / files[0].name if cfg.torchaudio_builder else folder
+    relative = Path(os.path.relpath(target, member))
+    config = {**package.model_config, "encoder": {**encoder, "checkpoint": relative.as_posix()}}
+    return dataclasses.replace(package, model_config=config)
+
+
 def owned_by_package(out: Path):
-    """What ``sertk package`` may replace at ``out``: a package's files, or an ensemble's listed members."""
+    """What ``sertk package`` may replace at ``out``: a package's files and encoder copy, or an ensemble's
+    listed members."""
     listed = set(read_json(out / ENSEMBLE).get("members", [])) if (out / ENSEMBLE).is_file() else set()
-    return lambda e: e.name in (MANIFEST, WEIGHTS, ENSEMBLE) or (e.name in listed and is_package(e))
+
+    def owned(entry: Path) -> bool:
+        if entry.name in (MANIFEST, WEIGHTS, ENSEMBLE):
+            return True
+        if entry.name.startswith(ENCODER_PREFIX) and entry.is_dir():
+            return True
+        return entry.name in listed and is_package(entry)
+
+    return owned
 
 
-def write_package(package: TrainedModel, out: Path) -> Path:
-    """Write ``package`` as the directory ``out``: a temp dir renamed into place, replacing only a package."""
+def write_package(package: TrainedModel, out: Path, root: Path | None = None) -> Path:
+    """Write ``package`` as the directory ``out``: a temp dir renamed into place, replacing only a package.
+
+    ``root``: where an encoder copy goes (an ensemble's top dir, already a temp dir); default inside ``out``.
+    """
     out = Path(out)
     tmp = fresh_tmp_dir(out)
     try:
+        # Relative paths are computed at the final location: tmp is renamed onto out.
+        package = copy_encoder(package, tmp if root is None else root, tmp if root is None else out)
         (tmp / MANIFEST).write_text(json.dumps(manifest(package), indent=2) + "\n")
         weights = {"model": package.state, "norm_mean": package.norm_mean, "norm_std": package.norm_std}
         torch.save(weights, tmp / WEIGHTS)
@@ -131,7 +188,7 @@ def write_ensemble(packages: list[TrainedModel], names: list[str], out: Path) ->
     tmp = fresh_tmp_dir(out)
     try:
         for package, name in zip(packages, names, strict=True):
-            write_package(package, tmp / name)
+            write_package(package, tmp / name, root=tmp)
         write_json(tmp / ENSEMBLE, {"format": PACKAGE_FORMAT, "members": names})
         publish_dir(tmp, out, owned)
     finally:

@@ -14,6 +14,7 @@ from sertk.features.fbank import KaldiFbank
 from sertk.features.lld import Is09Lld, Rlc17Lld
 from sertk.features.spectrogram import LogPowerSpectrogram, MuLawSpectrogram
 from sertk.features.ssl import SslFeatures
+from sertk.features.wave import Waveform
 
 FEATURES: dict[str, type[FeatureExtractor]] = {
     "logmel40": KaldiFbank,
@@ -23,6 +24,7 @@ FEATURES: dict[str, type[FeatureExtractor]] = {
     "spec-logpow": LogPowerSpectrogram,
     "spec-logpow8k": LogPowerSpectrogram,  # the same with max_freq_hz 8000 (conf/feats/spec-logpow8k.yaml)
     "ssl": SslFeatures,  # hidden layers of a local wav2vec2/HuBERT/WavLM/data2vec/Whisper checkpoint
+    "wave": Waveform,  # the samples themselves, for models that run an SSL encoder on the fly
 }
 
 

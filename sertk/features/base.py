@@ -12,7 +12,9 @@ class FeatureExtractor(abc.ABC):
     """Turns a batch of waveforms into frame-level features, on whatever device the input is on.
 
     Subclasses set ``Config`` (a dataclass whose fields are the YAML keys of the feature config, including
-    ``sample_rate``) and implement ``dim``, ``num_frames`` and ``compute``.
+    ``sample_rate``) and implement ``dim``, ``num_frames`` and ``compute``. ``storage_dtype`` is how a dump
+    stores the float32 ``compute`` output (``sertk.features.io.encode_frames``): float32 unless the feature
+    type says otherwise (SSL layers in float16, waveforms as 16-bit PCM).
     """
 
     Config: ClassVar[type]
@@ -23,6 +25,11 @@ class FeatureExtractor(abc.ABC):
     @property
     def sample_rate(self) -> int:
         return int(self.cfg.sample_rate)
+
+    @property
+    def storage_dtype(self) -> str:
+        """float32, float16 or int16 (``sertk.features.io.STORAGE_DTYPES``)."""
+        return "float32"
 
     @property
     @abc.abstractmethod

@@ -28,7 +28,16 @@ from sertk.errors import SertkError
 from sertk.features import build_feature, lexical
 from sertk.features.audio import audio_info, read_audio
 from sertk.features.base import FeatureExtractor
-from sertk.features.io import ARK_NAME, FORMATS, H5_NAME, RECORD, SCP_NAME, ArkWriter, Hdf5Writer
+from sertk.features.io import (
+    ARK_NAME,
+    FORMATS,
+    H5_NAME,
+    RECORD,
+    SCP_NAME,
+    ArkWriter,
+    Hdf5Writer,
+    encode_frames,
+)
 from sertk.utils import (
     atomic_write_text,
     batch_results,
@@ -36,6 +45,7 @@ from sertk.utils import (
     console,
     fresh_tmp_dir,
     publish_dir,
+    resolve_device,
 )
 
 # About 0.5 M samples (~30 s of 16 kHz audio) per batch: enough frames (~3000) that per-call overhead
@@ -52,8 +62,12 @@ def _init_worker(feat: str, config: dict) -> None:
     _worker_extractor = build_feature(feat, config)
 
 
-def compute_batch(extractor: FeatureExtractor, items: list[tuple[str, str]]) -> dict:
-    """Read and compute one batch of (utt, wav path); unreadable or too-short files become messages."""
+def compute_batch(
+    extractor: FeatureExtractor, items: list[tuple[str, str]], device: torch.device | None = None
+) -> dict:
+    """Read and compute one batch of (utt, wav path) on ``device`` (default CPU); unreadable or too-short
+    files become messages. Each utterance's frames come back in the feature's storage dtype
+    (``encode_frames``), as a dump holds them and as ``sertk infer`` must see them to match training."""
     waves, utts, errors = [], [], []
     downmixed = resampled = 0
     for utt, path in items:
@@ -76,8 +90,15 @@ def compute_batch(extractor: FeatureExtractor, items: list[tuple[str, str]]) -> 
         for row, wave in enumerate(waves):
             batch[row, : len(wave)] = wave
         with torch.inference_mode():
-            out = extractor.compute(torch.from_numpy(batch), torch.tensor(lengths)).numpy()
-        feats = [np.ascontiguousarray(out[row, : extractor.num_frames(n)]) for row, n in enumerate(lengths)]
+            waves_in = torch.from_numpy(batch).to(device or "cpu")
+            out = (
+                extractor.compute(waves_in, torch.tensor(lengths, device=waves_in.device))
+                .float()
+                .cpu()
+                .numpy()
+            )
+        dtype = extractor.storage_dtype
+        feats = [encode_frames(out[row, : extractor.num_frames(n)], dtype) for row, n in enumerate(lengths)]
     return {
         "feats": list(zip(utts, feats, strict=True)),
         "errors": errors,
@@ -137,7 +158,9 @@ def feats_record(data: Path, feat: str, extractor: FeatureExtractor, fmt: str) -
         stage="feats",
         inputs={"wav.scp": provenance.file_digest(wav_scp), "audio": provenance.stat_digest(wavs.values())},
         options={"feat": feat, "config": to_dict(extractor.cfg), "format": fmt},
-        code=provenance.code_versions(extractor=f"{type(extractor).__name__}/{getattr(type(extractor), 'version', 1)}"),
+        code=provenance.code_versions(
+            extractor=f"{type(extractor).__name__}/{getattr(type(extractor), 'version', 1)}"
+        ),
     )
 
 
@@ -184,9 +207,12 @@ def dump_features(
     feat_config: Path | None = None,
     fmt: str = "hdf5",
     nj: int = 1,
+    device: str = "cpu",
 ) -> dict:
     """Compute feature ``feat`` for every utterance of data dir ``data`` into feature dir ``out``.
 
+    ``device``: cpu, cuda or auto. On a GPU (SSL extraction) one process feeds it and ``nj`` is not used;
+    the device is not part of the dump's provenance (it changes float rounding only, like another CPU).
     Returns ``{"utterances", "frames", "skipped", "seconds", "out"}`` (``skipped``: utterances left out
     because their audio was unreadable or shorter than one frame) plus ``"reused"``: True when ``out`` was
     already complete for the same feature config and nothing was computed.
@@ -197,9 +223,15 @@ def dump_features(
         raise SertkError(f"unknown feature format {fmt!r} (known: {', '.join(FORMATS)})")
     if nj < 1:
         raise SertkError(f"--nj must be at least 1, got {nj}")
+    torch_device = resolve_device(device)
     check_replaceable(out, _owned)
     if feat == lexical.NAME:
         return dump_lexical(data, out, feat_config, fmt)
+    if torch_device.type != "cpu" and nj > 1:
+        console.print(
+            f"{out}: computing on {torch_device} in one process (--nj {nj} applies to CPU extraction)"
+        )
+        nj = 1
     extractor = build_feature(feat, feat_config)
     config = to_dict(extractor.cfg)
     meta = {"feat": feat, "config": config}
@@ -213,7 +245,7 @@ def dump_features(
 
     tmp = fresh_tmp_dir(out)
     try:
-        summary = _compute_into(tmp, out, batches, errors, extractor, feat, config, fmt, nj)
+        summary = _compute_into(tmp, out, batches, errors, extractor, (feat, config, fmt), nj, torch_device)
         if summary["utterances"] == 0:
             raise SertkError(
                 f"{data}: no utterance could be computed ({len(errors)} failed, first: {errors[0]})"
@@ -244,12 +276,14 @@ def _compute_into(
     batches: list[list[tuple[str, str]]],
     errors: list[str],
     extractor: FeatureExtractor,
-    feat: str,
-    config: dict,
-    fmt: str,
+    what: tuple[str, dict, str],
     nj: int,
+    device: torch.device,
 ) -> dict:
-    """Compute all batches (in-process or in ``nj`` workers) and write them into ``tmp``; appends to errors."""
+    """Compute all batches (in-process or in ``nj`` workers) and write them into ``tmp``; appends to errors.
+
+    ``what``: (feat, config, format)."""
+    feat, config, fmt = what
     for message in errors:
         console.print(f"skipped {message}")
     writer = _open_writer(tmp, out, fmt, feat, config, extractor.dim)
@@ -258,7 +292,7 @@ def _compute_into(
     total = sum(len(b) for b in batches)
     columns = (TextColumn("feats"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     pool = batch_results(
-        lambda batch: compute_batch(extractor, batch),
+        lambda batch: compute_batch(extractor, batch, device),
         _worker_batch,
         batches,
         nj,

@@ -26,6 +26,7 @@ from sertk.features.ssl_checkpoint import (
     SAMPLE_RATE,
     Backend,
     file_digest,
+    hf_dir_files,
     load_hf_dir,
     load_torchaudio_file,
 )
@@ -43,7 +44,9 @@ class SslConfig:
     torchaudio_args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of that builder
     layers: list[int] | None = None  # hidden states to keep, 0..L (negative counts from the end); None: all
     average_layers: bool = False  # store the mean of the chosen layers, (T, D), instead of (T, L·D)
-    dtype: Literal["float16", "float32"] = "float16"  # storage dtype (ark dumps always hold float32)
+    dtype: Literal["float16", "float32"] = (
+        "float16"  # storage dtype of a dump (ark: float32); unused on the fly
+    )
     normalize_waveform: bool | None = None  # zero mean, unit variance per utterance; None: the checkpoint's
     max_chunk_seconds: float = 30.0  # longer utterances are chunked (Whisper: at most its 30 s window)
     overlap_seconds: float = 4.0  # consecutive chunks overlap this much; each keeps its half of the overlap
@@ -222,21 +225,43 @@ def _resolve_layers(layers: list[int] | None, num_hidden: int, checkpoint: str) 
     return resolved
 
 
+def checkpoint_files(cfg: SslConfig) -> list[Path]:
+    """The files the checkpoint of ``cfg`` is read from (those its sha256 covers), without loading it."""
+    path = Path(cfg.checkpoint).expanduser()
+    if cfg.torchaudio_builder:
+        if not path.is_file():
+            raise SertkError(f"{path}: torchaudio weight file not found")
+        return [path]
+    if path.is_dir():
+        return hf_dir_files(path)
+    if path.is_file():
+        raise SertkError(f"{path}: a weight file needs torchaudio_builder (or give a Hugging Face model dir)")
+    raise SertkError(
+        f"{path}: checkpoint not found (a local model dir or weight file; nothing is downloaded)"
+    )
+
+
+_DIGESTS: dict[tuple, str] = {}
+
+
+def checkpoint_digest(cfg: SslConfig) -> str:
+    """sha256 of the checkpoint files (``file_digest``), remembered per (path, size, mtime) in this process:
+    a training run names its encoder in the experiment's provenance and loads it once per fold."""
+    files = checkpoint_files(cfg)
+    stamp = tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    if stamp not in _DIGESTS:
+        _DIGESTS[stamp] = file_digest(files)
+    return _DIGESTS[stamp]
+
+
 def load_encoder(cfg: SslConfig) -> tuple[SslEncoder, SslConfig]:
     """The encoder a config names, and the config with what it left open filled in from the checkpoint."""
     path = Path(cfg.checkpoint).expanduser()
+    digest = checkpoint_digest(cfg)
     if cfg.torchaudio_builder:
         backend = load_torchaudio_file(path, cfg.torchaudio_builder, cfg.torchaudio_args)
-        files = [path]
-    elif path.is_dir():
-        backend, files = load_hf_dir(path)
-    elif path.is_file():
-        raise SertkError(f"{path}: a weight file needs torchaudio_builder (or give a Hugging Face model dir)")
     else:
-        raise SertkError(
-            f"{path}: checkpoint not found (a local model dir or weight file; nothing is downloaded)"
-        )
-    digest = file_digest(files)
+        backend, _ = load_hf_dir(path)
     if cfg.checkpoint_sha256 and cfg.checkpoint_sha256 != digest:
         raise SertkError(
             f"{path}: sha256 {digest[:12]}... is not the pinned checkpoint_sha256 {cfg.checkpoint_sha256[:12]}..."
@@ -287,7 +312,8 @@ class SslFeatures(FeatureExtractor):
     Layer-wise features as in SUPERB (Yang et al., Interspeech 2021, §3: the frozen upstream's hidden
     states of every layer, weighted by the downstream). Frames: the conv stack's n -> floor((n - k) / s) + 1
     per layer (floor((n - 400) / 320) + 1 for the standard 7-layer stack, 50 Hz), Whisper's
-    ceil(floor(n / 160) / 2). ``compute`` returns the storage dtype (``dtype``, float16 by default), not float32.
+    ceil(floor(n / 160) / 2). ``compute`` returns float32 like every feature; the dump stores ``dtype``
+    (``storage_dtype``, float16 by default).
     """
 
     Config = SslConfig
@@ -296,7 +322,10 @@ class SslFeatures(FeatureExtractor):
     def __init__(self, cfg: SslConfig) -> None:
         self.encoder, resolved = load_encoder(cfg)
         super().__init__(resolved)
-        self.storage_dtype = getattr(torch, resolved.dtype)
+
+    @property
+    def storage_dtype(self) -> str:
+        return self.cfg.dtype
 
     @property
     def num_layers(self) -> int:
@@ -313,5 +342,4 @@ class SslFeatures(FeatureExtractor):
         encoder = self.encoder.to(waves.device)
         with torch.inference_mode():
             hidden, _ = encoder(waves.float(), lengths)
-        feats = hidden.mean(dim=2) if self.cfg.average_layers else hidden.flatten(2)
-        return feats.to(self.storage_dtype)
+        return hidden.mean(dim=2) if self.cfg.average_layers else hidden.flatten(2)

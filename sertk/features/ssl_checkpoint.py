@@ -88,6 +88,12 @@ class Backend(nn.Module):
     in samples (Whisper), or None. ``pads_exactly``: a zero-padded row with its lengths gives the valid
     frames of the utterance alone; when False, rows must have equal lengths. ``normalize_eps``: the variance
     floor of the library's waveform normalisation.
+
+    In ``train()`` mode (fine-tuning) a backend applies its dropout only: the randomness the libraries add
+    on top, SpecAugment-style masking of the hidden states (transformers' ``apply_spec_augment``) and
+    LayerDrop, is switched off at load. sertk's own augmentation lives in the experiment's ``input``
+    section and is seeded; the libraries' masking draws from numpy's global generator, and a dropped layer
+    would change the list of hidden states the layer weights are learnt over.
     """
 
     num_hidden: int
@@ -118,6 +124,8 @@ class HfWav2Vec2Family(Backend):
         super().__init__()
         self.model = model
         cfg = model.config
+        cfg.apply_spec_augment = False  # read at every forward: no hidden-state masking in train() mode
+        cfg.layerdrop = 0.0
         self.conv = list(zip(cfg.conv_kernel, cfg.conv_stride, strict=True))
         self.frame_stride = int(torch.tensor([s for _, s in self.conv]).prod())
         self.num_hidden = cfg.num_hidden_layers + 1
@@ -148,6 +156,7 @@ class HfWhisperEncoder(Backend):
     def __init__(self, encoder: nn.Module, feature_extractor: Any, path: Path) -> None:
         super().__init__()
         self.encoder = encoder
+        self.encoder.layerdrop = 0.0  # copied from encoder_layerdrop at construction; read in forward
         self.hop = int(feature_extractor.hop_length)
         self.n_fft = int(feature_extractor.n_fft)
         self.window = int(feature_extractor.n_samples)
@@ -284,8 +293,17 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def load_hf_dir(path: Path) -> tuple[Backend, list[Path]]:
-    """The backend of a local Hugging Face model dir and the files it was read from."""
+def hf_dir_files(path: Path) -> list[Path]:
+    """The files a Hugging Face model dir is read from: config.json, its weights (shards and index
+    included), preprocessor_config.json when present; what its sha256 and a package's copy cover."""
+    _hf_model_type(path)
+    files = [path / "config.json", *_weight_files(path)]
+    if (path / "preprocessor_config.json").is_file():
+        files.append(path / "preprocessor_config.json")
+    return files
+
+
+def _hf_model_type(path: Path) -> str:
     config_path = path / "config.json"
     if not config_path.is_file():
         raise SertkError(f"{path}: not a Hugging Face model dir (no config.json)")
@@ -295,10 +313,15 @@ def load_hf_dir(path: Path) -> tuple[Backend, list[Path]]:
             f"{config_path}: model_type {model_type!r} is not a supported speech encoder "
             f"(supported: {', '.join(HF_MODELS)})"
         )
-    files = [config_path, *_weight_files(path)]
+    return model_type
+
+
+def load_hf_dir(path: Path) -> tuple[Backend, list[Path]]:
+    """The backend of a local Hugging Face model dir and the files it was read from."""
+    model_type = _hf_model_type(path)
+    files = hf_dir_files(path)
     preprocessor = path / "preprocessor_config.json"
     if preprocessor.is_file():
-        files.append(preprocessor)
         prep = _read_json(preprocessor)
         rate = prep.get("sampling_rate", SAMPLE_RATE)
         if rate != SAMPLE_RATE:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from sertk.errors import SertkError
-from sertk.features.io import FeatureReader
+from sertk.features.io import FeatureReader, decode_frames
 from sertk.features.spectrogram import mu_law_compress
 from sertk.inputs.config import InputConfig
 from sertk.masking import frame_mask
@@ -23,41 +23,54 @@ from sertk.utils import console
 
 
 class MemoryFrames:
-    """All utterances' frames end to end in one (N + 1, D) float32 tensor; the last row is the padding zero."""
+    """All utterances' frames end to end in one (N + 1, D) tensor; the last row is the padding zero.
+
+    The tensor keeps the dump's storage dtype (float16 SSL layers, int16 PCM samples: half the memory of
+    float32; all base-model layers of IEMOCAP are ~43 GB in float16, 86 GB as float32), and batches are
+    widened to float32 values as they are gathered (``decode_frames``), on whatever device the store is on.
+    """
 
     def __init__(self, arrays: list[np.ndarray]) -> None:
         if not arrays:
             raise SertkError("no utterances to build a batch set from")
-        self._allocate([len(x) for x in arrays], arrays[0].shape[1])
-        for index, x in enumerate(arrays):
-            self._fill(index, x)
+        if len({x.dtype for x in arrays}) > 1:  # mixed storage: keep values, not codes
+            arrays = [decode_frames(x) for x in arrays]
+        self._allocate([len(x) for x in arrays], arrays[0].shape[1], arrays[0].dtype)
+        flat = self.flat.numpy()
+        for x, offset in zip(arrays, self.offsets.tolist(), strict=True):
+            flat[offset : offset + len(x)] = x
 
     @classmethod
-    def read(cls, reader: FeatureReader, utts: list[str]) -> MemoryFrames:
-        """The utterances read one by one straight into the flat tensor (peak memory: the frames once)."""
-        frames = object.__new__(cls)
-        frames._allocate([reader.counts[u] for u in utts], reader.dim)
-        for index, utt in enumerate(utts):
-            frames._fill(index, reader.read(utt))
-        return frames
+    def from_reader(cls, reader: FeatureReader, utts: list[str]) -> MemoryFrames:
+        """The frames of ``utts`` read straight into the store, in their stored dtype: no per-utterance
+        copies, so loading a split peaks at the store's own size."""
+        if not utts:
+            raise SertkError("no utterances to build a batch set from")
+        dtypes = {reader.stored_dtype(u) for u in utts}
+        if len(dtypes) > 1:
+            return cls([reader.read(u) for u in utts])
+        store = object.__new__(cls)
+        store._allocate([reader.counts[u] for u in utts], reader.dim, dtypes.pop())
+        flat = store.flat.numpy()
+        for utt, offset, length in zip(utts, store.offsets.tolist(), store.lengths.tolist(), strict=True):
+            reader.read_into(utt, flat[offset : offset + length])
+        return store
 
-    def _allocate(self, lengths: list[int], dim: int) -> None:
+    def _allocate(self, lengths: list[int], dim: int, dtype: np.dtype) -> None:
         self.lengths = torch.tensor(lengths, dtype=torch.long)
         self.offsets = torch.cumsum(self.lengths, 0) - self.lengths
-        self.flat = torch.zeros(int(self.lengths.sum()) + 1, dim)
-
-    def _fill(self, index: int, frames: np.ndarray) -> None:
-        start, length = int(self.offsets[index]), int(self.lengths[index])
-        if len(frames) != length:
-            raise SertkError(f"utterance {index}: {len(frames)} frames, the dump's utt2num_frames says {length}")
-        self.flat[start : start + length] = torch.from_numpy(np.asarray(frames, dtype=np.float32))
+        flat = np.empty((sum(lengths) + 1, dim), dtype=dtype)
+        flat[-1] = 0
+        self.flat = torch.from_numpy(flat)
 
     @property
     def dim(self) -> int:
         return self.flat.shape[1]
 
-    def gather(self, owner: torch.Tensor, start: torch.Tensor, length: torch.Tensor, width: int) -> torch.Tensor:
-        """(B, width, D): frames start..start+length of utterance ``owner`` per row, zeros after ``length``."""
+    def gather(
+        self, owner: torch.Tensor, start: torch.Tensor, length: torch.Tensor, width: int
+    ) -> torch.Tensor:
+        """(B, width, D) float32: frames start..start+length of utterance ``owner`` per row, zeros after ``length``."""
         device = self.flat.device
         owner, start, length = owner.to(device), start.to(device), length.to(device)
         steps = torch.arange(width, device=device)
@@ -66,11 +79,12 @@ class MemoryFrames:
             (self.offsets[owner] + start)[:, None] + steps[None, :],
             len(self.flat) - 1,
         )
-        return self.flat[index]
+        return decode_frames(self.flat[index])
 
     def utterance(self, index: int) -> torch.Tensor:
+        """One utterance's frames as float32 values."""
         start = int(self.offsets[index])
-        return self.flat[start : start + int(self.lengths[index])]
+        return decode_frames(self.flat[start : start + int(self.lengths[index])])
 
     def to(self, device: torch.device | str) -> MemoryFrames:
         out = object.__new__(MemoryFrames)
@@ -90,7 +104,9 @@ class StreamFrames:
         self.lengths = torch.tensor(lengths, dtype=torch.long)
         self.dim = reader.dim
 
-    def gather(self, owner: torch.Tensor, start: torch.Tensor, length: torch.Tensor, width: int) -> torch.Tensor:
+    def gather(
+        self, owner: torch.Tensor, start: torch.Tensor, length: torch.Tensor, width: int
+    ) -> torch.Tensor:
         out = torch.zeros(len(owner), width, self.dim)
         for row, (u, s, n) in enumerate(zip(owner.tolist(), start.tolist(), length.tolist(), strict=True)):
             out[row, :n] = torch.from_numpy(self.reader.read(self.utts[u], s, s + n))
@@ -110,10 +126,11 @@ def load_frames(feat_dir, utts: list[str], budget_bytes: int) -> MemoryFrames | 
     reader = FeatureReader(feat_dir)
     reader.check(utts)
     counts = [reader.counts[u] for u in utts]
-    need = sum(counts) * reader.dim * 4
+    # What the store will hold: the stored dtype's bytes (float16 layers take half of float32's budget).
+    need = sum(counts) * reader.dim * (reader.stored_dtype(utts[0]).itemsize if utts else 4)
     if need <= budget_bytes:
         try:
-            return MemoryFrames.read(reader, utts)
+            return MemoryFrames.from_reader(reader, utts)
         finally:
             reader.close()
     console.print(
@@ -123,7 +140,9 @@ def load_frames(feat_dir, utts: list[str], budget_bytes: int) -> MemoryFrames | 
     return StreamFrames(reader, utts, counts)
 
 
-def crop_starts(lengths: torch.Tensor, max_frames: int, mode: str, generator: torch.Generator | None) -> torch.Tensor:
+def crop_starts(
+    lengths: torch.Tensor, max_frames: int, mode: str, generator: torch.Generator | None
+) -> torch.Tensor:
     """Start frame of each utterance's kept window of at most ``max_frames``: head, centre or random."""
     excess = (lengths - max_frames).clamp(min=0) if max_frames > 0 else torch.zeros_like(lengths)
     if mode == "head":
@@ -135,7 +154,9 @@ def crop_starts(lengths: torch.Tensor, max_frames: int, mode: str, generator: to
     return (torch.rand(len(lengths), generator=generator) * (excess + 1)).floor().long()
 
 
-def segment_bounds(lengths: torch.Tensor, segment_frames: int, shift: int) -> tuple[torch.Tensor, torch.Tensor]:
+def segment_bounds(
+    lengths: torch.Tensor, segment_frames: int, shift: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Segment (owner utterance, start frame) pairs: 1 + (L - S) // shift windows, one when L <= S.
 
     attention_pooling_cnn.txt §3: 2 s windows every 1 s (train) / 0.4 s (test); an utterance shorter than a

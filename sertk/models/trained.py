@@ -84,6 +84,11 @@ class TrainedModel:
         return bool(self.model_config.get("lexical_dim", 0))
 
     @property
+    def encoder(self) -> dict[str, Any] | None:
+        """The ssl feature config of a pretrained encoder the model runs itself (``model.encoder``), or None."""
+        return self.model_config.get("encoder") or None
+
+    @property
     def normalizer(self) -> Normalizer | None:
         return Normalizer.of(self.norm_mean, self.norm_std)
 
@@ -96,4 +101,3 @@ class TrainedModel:
             reason = str(err).strip().splitlines()[0]
             raise SertkError(f"{self.source}: weights do not fit arch {self.arch} ({reason})") from None
         return model.to(device).eval()
-

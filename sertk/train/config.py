@@ -56,6 +56,9 @@ class TrainConfig:
     oversample: dict[str, float] = field(default_factory=dict)
     param_groups: list[ParamGroup] = field(default_factory=list)
     labels: Literal["hard", "soft"] = "hard"
+    # Train a model's pretrained encoder too (ssl-pool with model.encoder): its own lr through a
+    # param_groups entry with prefix "encoder."; runs on CPU (tiny checkpoints), meant for --device cuda.
+    finetune: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.epochs < 1:

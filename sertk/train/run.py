@@ -10,6 +10,7 @@ experiments). ``--resume`` continues an unfinished fold only when its checkpoint
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import shutil
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from sertk import provenance
-from sertk.config import from_dict, to_dict, write_yaml
+from sertk.config import from_dict, read_yaml, to_dict, write_yaml
 from sertk.data.datadir import DataDir, data_dir_digest, read_data_dir
 from sertk.data.folds import read_folds, select_folds
 from sertk.data.labels import soft_labels
@@ -30,7 +31,16 @@ from sertk.features.io import feature_info, feature_record_key, load_features
 from sertk.inputs.batch import Normalizer, norm_stats
 from sertk.inputs.featureset import attach_words, build_feature_set, load_frames
 from sertk.losses import LossConfig, balanced_class_weights, build_loss
-from sertk.models import MODELS, SYSTEMS, build_model, count_parameters, model_config
+from sertk.models import (
+    MODELS,
+    SYSTEMS,
+    build_model,
+    built_config,
+    count_parameters,
+    fit_model_config,
+    model_config,
+    model_input_digests,
+)
 from sertk.models.trained import load_checkpoint
 from sertk.train.config import ExperimentConfig, load_experiment_config
 from sertk.train.loop import FoldData, FoldRun, fit
@@ -81,6 +91,7 @@ class TrainOptions:
     lexical_feats: Path | None = None
     memory_gb: float = 8.0
     overrides: dict[str, Any] = field(default_factory=dict)  # --set KEY=VALUE, dotted config keys
+    ssl_encoder: Path | None = None  # an ssl feature YAML whose keys become model.encoder (on-the-fly SSL)
 
 
 @dataclass
@@ -123,7 +134,21 @@ def resolve_config(opts: TrainOptions) -> tuple[ExperimentConfig, Path]:
     if cfg.arch not in MODELS:
         raise SertkError(f"{train_config}: unknown arch {cfg.arch} (known: {', '.join(MODELS)})")
     from_dict(LossConfig, cfg.loss, where=f"{train_config}: loss")
+    if opts.ssl_encoder is not None:
+        cfg.model = with_encoder(cfg, Path(opts.ssl_encoder))
     return cfg, Path(train_config)
+
+
+def with_encoder(cfg: ExperimentConfig, encoder_yaml: Path) -> dict:
+    """The config's model section with ``encoder`` set from an ssl feature YAML (its keys over the config's
+    own ``model.encoder`` keys): how a recipe hands the user's checkpoint to an on-the-fly config."""
+    fields = {f.name for f in dataclasses.fields(MODELS[cfg.arch].Config)}
+    if "encoder" not in fields:
+        raise SertkError(
+            f"--ssl-encoder: arch {cfg.arch} runs no encoder (only ssl-pool does, with feat wave)"
+        )
+    keys = read_yaml(encoder_yaml)
+    return {**cfg.model, "encoder": {**(cfg.model.get("encoder") or {}), **keys}}
 
 
 def check_input(path: Path, what: str, stage: str) -> Path:
@@ -143,7 +168,9 @@ def check_lexical(cfg: ExperimentConfig, train_config: Path, lexical_feats: Path
             )
         return None
     if not dim:
-        raise SertkError(f"--lexical-feats: {train_config}'s model has no lexical branch (model.lexical_dim 0)")
+        raise SertkError(
+            f"--lexical-feats: {train_config}'s model has no lexical branch (model.lexical_dim 0)"
+        )
     lexical_feats = check_input(Path(lexical_feats), "lexical feature dir", "sertk feats --feat lexical")
     info = feature_info(lexical_feats)
     if info["feat"] != "lexical" or info["dim"] != dim:
@@ -159,11 +186,20 @@ def resolve_experiment(opts: TrainOptions) -> Experiment:
     cfg, config_path = resolve_config(opts)
     system = SYSTEMS.get(cfg.arch, cfg.arch)
     data_path = check_input(Path(opts.data or Path("data") / system), "data dir", "stage 1 (sertk prep)")
-    folds_path = check_input(Path(opts.folds or data_path / "folds.json"), "folds file", "stage 2 (sertk folds)")
-    feats = check_input(Path(opts.feats or Path("dump") / system / cfg.feat), "feature dir", "stage 3 (sertk feats)")
-    feat_name = feature_info(feats)["feat"]
-    if feat_name != cfg.feat:
-        raise SertkError(f"{feats}: holds feature {feat_name}, but {config_path} wants feat {cfg.feat}")
+    folds_path = check_input(
+        Path(opts.folds or data_path / "folds.json"), "folds file", "stage 2 (sertk folds)"
+    )
+    feats = check_input(
+        Path(opts.feats or Path("dump") / system / cfg.feat), "feature dir", "stage 3 (sertk feats)"
+    )
+    info = feature_info(feats)
+    if info["feat"] != cfg.feat:
+        raise SertkError(f"{feats}: holds feature {info['feat']}, but {config_path} wants feat {cfg.feat}")
+    # Values the model reads off the dump (an ssl dump's layer count) are settled, and checked, here.
+    written = model_config(cfg.arch, cfg.model)
+    fitted = fit_model_config(cfg.arch, written, cfg.feat, info["config"])
+    changed = {k: v for k, v in to_dict(fitted).items() if to_dict(written)[k] != v}
+    cfg.model = {**cfg.model, **changed}  # the config as written, plus what the dump settled
     lexical_feats = check_lexical(cfg, config_path, opts.lexical_feats)
     data = read_data_dir(data_path)
     folds = read_folds(folds_path, data)
@@ -171,6 +207,9 @@ def resolve_experiment(opts: TrainOptions) -> Experiment:
         "data": data_dir_digest(data_path),
         "feats": feature_record_key(feats),
         "folds": provenance.file_digest(folds_path),
+        # A pretrained encoder the model loads (its checkpoint's sha256): other weights under the same
+        # path make another experiment.
+        **model_input_digests(cfg.arch, fitted),
     }
     if lexical_feats is not None:
         inputs["lexical"] = feature_record_key(lexical_feats)
@@ -238,6 +277,9 @@ def experiment_json(xp: Experiment) -> dict:
     }
     if xp.lexical_feats is not None:
         info["lexical_feats"] = str(xp.lexical_feats)
+    encoder = xp.cfg.model.get("encoder")
+    if encoder:
+        info["encoder"] = {"checkpoint": encoder["checkpoint"], "sha256": xp.record.inputs["encoder"]}
     return info
 
 
@@ -246,7 +288,9 @@ def load_fold(xp: Experiment, spec: dict, budget_bytes: int) -> FoldData:
     cfg, data = xp.cfg, xp.data
     train_utts, valid_utts = list(spec["train"]), list(spec["valid"])
     train_store = load_frames(xp.feats, train_utts, budget_bytes)
-    train = build_feature_set(train_store, train_utts, data.labels(train_utts), cfg.input, True, cfg.train.seed)
+    train = build_feature_set(
+        train_store, train_utts, data.labels(train_utts), cfg.input, True, cfg.train.seed
+    )
     valid = None
     if valid_utts:
         valid_store = load_frames(xp.feats, valid_utts, max(budget_bytes - train_store.nbytes, 0))
@@ -258,7 +302,9 @@ def load_fold(xp: Experiment, spec: dict, budget_bytes: int) -> FoldData:
         if cfg.train.labels == "soft":
             votes = data["utt2votes"]
             hard = fset.labels.tolist()
-            targets, weights = soft_labels([votes.get(u, "") for u in fset.utts], hard, data.classes, data.class_map)
+            targets, weights = soft_labels(
+                [votes.get(u, "") for u in fset.utts], hard, data.classes, data.class_map
+            )
             fset.targets, fset.weights = torch.from_numpy(targets), torch.from_numpy(weights)
     return FoldData(train, valid, normalizer, data.classes)
 
@@ -289,7 +335,15 @@ def train_fold(xp: Experiment, spec: dict, device: torch.device, resume: bool, b
     dim = data.train.dim
     torch.manual_seed(cfg.train.seed)  # the initial weights, like everything after them, are reproducible
     model = build_model(cfg.arch, cfg.model, dim, len(xp.data.classes))
-    resolved = model_config(cfg.arch, cfg.model)
+    resolved = built_config(model, model_config(cfg.arch, cfg.model))
+    if cfg.train.finetune:
+        if not hasattr(model, "set_finetune"):
+            raise SertkError(f"train.finetune: arch {cfg.arch} has no pretrained encoder to fine-tune")
+        model.set_finetune(True)
+        if device.type == "cpu":
+            console.print(
+                f"{spec['name']}: fine-tuning the encoder on CPU (fine for tiny checkpoints; use --device cuda)"
+            )
     weights = None
     if cfg.train.class_weights == "balanced":
         weights = balanced_class_weights(data.train.labels.tolist(), len(xp.data.classes))
@@ -316,7 +370,10 @@ def train_fold(xp: Experiment, spec: dict, device: torch.device, resume: bool, b
     write_json(fold_dir / "env.json", run_environment(str(device)))
     record = fold_record(xp, spec)
     info = checkpoint_info(xp, resolved, data, dim, record.key)
-    summary = {"name": spec["name"], **fit(model, loss_fn, data, cfg.train, cfg.input, FoldRun(fold_dir, device, info, resume))}
+    summary = {
+        "name": spec["name"],
+        **fit(model, loss_fn, data, cfg.train, cfg.input, FoldRun(fold_dir, device, info, resume)),
+    }
     outputs = [fold_dir / n for n in ("best.pt", "checkpoint.pt", "metrics.csv")]
     provenance.write_record(provenance.record_path(fold_dir, "train"), record, outputs, summary=summary)
     return summary
@@ -351,13 +408,17 @@ def fold_status(xp: Experiment, spec: dict, opts: TrainOptions) -> str:
         if not changes:
             return "done"
         if not opts.overwrite:
-            raise SertkError(f"{fold_dir}: trained from other inputs ({'; '.join(changes[:4])}); pass --overwrite")
+            raise SertkError(
+                f"{fold_dir}: trained from other inputs ({'; '.join(changes[:4])}); pass --overwrite"
+            )
         clear_outputs(fold_dir, FOLD_OUTPUTS)
     elif fold_dir.is_dir() and any((fold_dir / n).exists() for n in FOLD_OUTPUTS):
         if opts.overwrite and not opts.resume:
             clear_outputs(fold_dir, FOLD_OUTPUTS)
         elif not opts.resume:
-            raise SertkError(f"{fold_dir}: an unfinished fold is there; pass --resume to continue it or --overwrite")
+            raise SertkError(
+                f"{fold_dir}: an unfinished fold is there; pass --resume to continue it or --overwrite"
+            )
         elif opts.overwrite and not resumable(fold_dir, fold_record(xp, spec).key):
             clear_outputs(fold_dir, FOLD_OUTPUTS)
     return "train"
@@ -398,6 +459,7 @@ def train(opts: TrainOptions) -> list[dict]:
     replay = {"train_config": xp.config_path.resolve(), "data": xp.data.path.resolve(), "feats": xp.feats}
     replay.update({"folds": xp.folds_path, "fold": opts.fold, "exp": xp.exp, "epochs": opts.epochs})
     replay.update({"precision": opts.precision, "device": opts.device, "lexical_feats": xp.lexical_feats})
+    replay["ssl_encoder"] = None if opts.ssl_encoder is None else Path(opts.ssl_encoder).resolve()
     write_replay(xp.exp, replay, opts.overrides)
     budget = int(opts.memory_gb * 2**30)
     summaries = []
@@ -411,5 +473,7 @@ def train(opts: TrainOptions) -> list[dict]:
         summaries.append(summary)
     scored = [s["valid_ua"] for s in summaries if s.get("valid_ua") is not None]
     if scored:
-        console.print(f"{xp.system}: {len(summaries)} fold(s), mean valid UA {np.mean(scored):.4f} -> {xp.exp}")
+        console.print(
+            f"{xp.system}: {len(summaries)} fold(s), mean valid UA {np.mean(scored):.4f} -> {xp.exp}"
+        )
     return summaries
