@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import scipy.fft
 import torch
 
 from sertk.errors import SertkError
@@ -15,8 +14,6 @@ from sertk.features.lld import (
     Is09Lld,
     Rlc17Config,
     Rlc17Lld,
-    htk_dct,
-    htk_mel_filterbank,
     moving_average,
     regression_deltas,
 )
@@ -62,25 +59,6 @@ def test_batch_rows_equal_single_utterances(cls, cfg):
         n = ext.num_frames(len(w))
         assert alone.shape[0] == n
         torch.testing.assert_close(out[b, :n], alone, rtol=1e-4, atol=1e-4)
-
-
-def test_dct_matches_scipy_orthonormal_dct_ii():
-    logmel = np.random.default_rng(0).normal(size=(5, 26))
-    want = scipy.fft.dct(logmel, type=2, norm="ortho", axis=-1)[:, 1:13]
-    got = torch.from_numpy(logmel) @ htk_dct(26, 12, lifter=0.0)
-    np.testing.assert_allclose(got.numpy(), want, atol=1e-10)
-    lifted = htk_dct(26, 12, lifter=22.0) / htk_dct(26, 12, lifter=0.0)
-    i = np.arange(1, 13)
-    np.testing.assert_allclose(lifted[0].numpy(), 1 + 11 * np.sin(np.pi * i / 22), rtol=1e-10)
-
-
-def test_htk_filterbank_triangles():
-    fb = htk_mel_filterbank(26, 512, SR, 0.0, 8000.0)
-    assert fb.shape == (257, 26)
-    assert (fb[0] == 0).all()  # DC excluded
-    assert fb.max() <= 1.0 and (fb.sum(0) > 0).all()
-    centres = fb.argmax(0)
-    assert (centres.diff() > 0).all()  # increasing centre frequencies
 
 
 def test_zcr_and_rms_by_hand():

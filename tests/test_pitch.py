@@ -11,8 +11,6 @@ from sertk.features.pitch import (
     _parabolic,
     acf_voicing,
     autocorrelation,
-    fast_fft_size,
-    frame_sums,
     synthetic_voice,
 )
 
@@ -62,27 +60,6 @@ def test_autocorrelation_is_linear_not_circular():
     got = autocorrelation(x, 20)
     want = np.stack([np.correlate(row, row, mode="full")[49 : 49 + 21] for row in x.numpy()])
     np.testing.assert_allclose(got.numpy(), want, atol=1e-10)
-
-
-def test_fast_fft_size_is_smallest_5_smooth_size():
-    def smooth(n):
-        for p in (2, 3, 5):
-            while n % p == 0:
-                n //= p
-        return n == 1
-
-    for minimum in range(1, 400):
-        assert fast_fft_size(minimum) == next(n for n in range(minimum, 2 * minimum + 1) if smooth(n))
-    assert fast_fft_size(800 + 268 + 1) == 1080
-
-
-def test_frame_sums_equal_direct_sums_over_frames():
-    x = torch.randn(2, 101)
-    starts = torch.arange(0, 101 - 25 + 1, 7)
-    direct = x.unfold(1, 25, 7).sum(-1)
-    torch.testing.assert_close(frame_sums(x, starts, 25), direct, rtol=1e-5, atol=1e-5)
-    flags = x > 0
-    assert torch.equal(frame_sums(flags, starts, 25), flags.unfold(1, 25, 7).sum(-1).float())
 
 
 def test_acf_voicing_takes_highest_peak_in_range_over_lag0():

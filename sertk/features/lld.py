@@ -10,14 +10,24 @@ utterance's first and last valid frame as its edges, so a row of a padded batch 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
 from sertk.errors import SertkError
 from sertk.features.base import FeatureExtractor
-from sertk.features.pitch import acf_voicing, cepstral_f0, frame_sums, robust_acf_pitch
+from sertk.features.frames import (
+    analysis_window,
+    dct_matrix,
+    frame_signal,
+    frame_sums,
+    mel_filterbank,
+    next_power_of_two,
+    num_frames,
+    preemphasize,
+)
+from sertk.features.pitch import acf_voicing, cepstral_f0, robust_acf_pitch
+from sertk.masking import frame_mask
 
 PITCH_TRACKERS = ("is09", "acf")
 # HTK/openSMILE floor the Mel magnitudes before the log (cMfcc melFloor).
@@ -113,79 +123,40 @@ class Rlc17Config(LldConfig):
             raise ValueError("need hnr_min_db < hnr_max_db")
 
 
-def htk_mel(freq_hz: torch.Tensor) -> torch.Tensor:
-    """HTK Mel scale: 1127 ln(1 + f / 700)."""
-    return 1127.0 * torch.log1p(freq_hz / 700.0)
-
-
-def htk_mel_filterbank(
-    num_bins: int, fft_size: int, sample_rate: int, low: float, high: float
-) -> torch.Tensor:
-    """(fft_size // 2 + 1, num_bins) triangles equally spaced and triangular on the Mel scale, DC excluded.
-
-    HTK Book, section 5.4 (filterbank analysis), as openSMILE's cMelspec with htkcompatible=1.
-    """
-    edges = torch.linspace(
-        float(htk_mel(torch.tensor(low))), float(htk_mel(torch.tensor(high))), num_bins + 2
-    )
-    edges = edges.double()
-    bin_mel = htk_mel(torch.arange(fft_size // 2 + 1, dtype=torch.float64) * sample_rate / fft_size)
-    left, centre, right = edges[:-2], edges[1:-1], edges[2:]
-    rising = (bin_mel[:, None] - left) / (centre - left)
-    falling = (right - bin_mel[:, None]) / (right - centre)
-    weights = torch.minimum(rising, falling).clamp_min(0.0)
-    weights[0] = 0.0
-    return weights
-
-
-def htk_dct(num_bins: int, num_ceps: int, lifter: float) -> torch.Tensor:
-    """(num_bins, num_ceps) DCT-II for c_1..c_num_ceps with HTK's sinusoidal lifter folded in.
-
-    HTK Book Eq. 5.14: c_i = sqrt(2/M) sum_j m_j cos(pi i (j - 0.5) / M); Eq. 5.12 lifter
-    c'_i = (1 + L/2 sin(pi i / L)) c_i.
-    """
-    j = torch.arange(1, num_bins + 1, dtype=torch.float64)
-    i = torch.arange(1, num_ceps + 1, dtype=torch.float64)
-    dct = math.sqrt(2.0 / num_bins) * torch.cos(math.pi * i[None, :] * (j[:, None] - 0.5) / num_bins)
-    if lifter > 0:
-        dct = dct * (1.0 + 0.5 * lifter * torch.sin(math.pi * i / lifter))[None, :]
-    return dct
-
-
-def _edge_padded(x: torch.Tensor, num_frames: torch.Tensor, pad: int) -> torch.Tensor:
-    """(B, T + 2 pad, D): frames before 0 repeat frame 0 and frames from num_frames[b] on repeat row b's last
+def _edge_padded(x: torch.Tensor, frame_counts: torch.Tensor, pad: int) -> torch.Tensor:
+    """(B, T + 2 pad, D): frames before 0 repeat frame 0 and frames from frame_counts[b] on repeat row b's last
     valid frame, so each utterance's own edges are repeated (openSMILE's edge convention)."""
     total, dim = x.shape[1], x.shape[2]
-    last_index = (num_frames - 1).clamp(0, max(total - 1, 0))
+    last_index = (frame_counts - 1).clamp(0, max(total - 1, 0))
     last = x.gather(1, last_index[:, None, None].expand(-1, 1, dim))
-    valid = (torch.arange(total, device=x.device)[None, :] < num_frames[:, None])[..., None]
+    valid = frame_mask(frame_counts, total)[..., None]
     x = torch.where(valid, x, last)
     return torch.cat([x[:, :1].expand(-1, pad, -1), x, last.expand(-1, pad, -1)], dim=1)
 
 
-def moving_average(x: torch.Tensor, num_frames: torch.Tensor, window: int) -> torch.Tensor:
+def moving_average(x: torch.Tensor, frame_counts: torch.Tensor, window: int) -> torch.Tensor:
     """Centred moving average over ``window`` frames of (B, T, D), edges repeated (openSMILE cContourSmoother)."""
     if window == 1:
         return x
     half, total = window // 2, x.shape[1]
-    padded = _edge_padded(x, num_frames, half)
+    padded = _edge_padded(x, frame_counts, half)
     return sum(padded[:, k : k + total] for k in range(window)) / window
 
 
-def voiced_moving_average(x: torch.Tensor, voiced: torch.Tensor, num_frames: torch.Tensor, window: int):
+def voiced_moving_average(x: torch.Tensor, voiced: torch.Tensor, frame_counts: torch.Tensor, window: int):
     """Moving average over voiced frames only, 0 on unvoiced frames (openSMILE's noZeroSma behaviour)."""
     if window == 1:
         return torch.where(voiced, x, torch.zeros_like(x))
     weight = voiced.to(x.dtype)
-    total = moving_average(x * weight, num_frames, window)
-    count = moving_average(weight, num_frames, window)
+    total = moving_average(x * weight, frame_counts, window)
+    count = moving_average(weight, frame_counts, window)
     return torch.where(voiced, total / count.clamp_min(1.0 / window), torch.zeros_like(x))
 
 
-def regression_deltas(x: torch.Tensor, num_frames: torch.Tensor, window: int) -> torch.Tensor:
+def regression_deltas(x: torch.Tensor, frame_counts: torch.Tensor, window: int) -> torch.Tensor:
     """d_t = sum_k k (x_{t+k} - x_{t-k}) / (2 sum_k k^2), k = 1..window, edges repeated (HTK Eq. 5.16)."""
     total = x.shape[1]
-    padded = _edge_padded(x, num_frames, window)
+    padded = _edge_padded(x, frame_counts, window)
     norm = 2.0 * sum(k * k for k in range(1, window + 1))
     centre = window
     return (
@@ -211,19 +182,15 @@ class _LldBase(FeatureExtractor):
             raise SertkError(
                 f"lld: f0_min {cfg.f0_min} Hz has a period longer than the {cfg.frame_length_ms} ms frame"
             )
-        self.fft_size = 1 << (self.frame_length - 1).bit_length()
-        n = torch.arange(self.frame_length, dtype=torch.float64)
-        self.window = (0.54 - 0.46 * torch.cos(2 * math.pi * n / (self.frame_length - 1))).float()
-        mel = htk_mel_filterbank(
+        self.fft_size = next_power_of_two(self.frame_length)
+        self.window = analysis_window("hamming", self.frame_length).float()
+        self.mel_matrix = mel_filterbank(
             cfg.num_mel_bins, self.fft_size, cfg.sample_rate, cfg.low_freq, cfg.high_freq
         )
-        self.mel_matrix = mel.float()
-        self.dct_matrix = htk_dct(cfg.num_mel_bins, cfg.num_ceps, cfg.lifter).float()
+        self.dct_matrix = dct_matrix(cfg.num_mel_bins, cfg.num_ceps, cfg.lifter).float()
 
     def num_frames(self, num_samples: int) -> int:
-        if num_samples < self.frame_length:
-            return 0
-        return 1 + (num_samples - self.frame_length) // self.frame_shift
+        return num_frames(num_samples, self.frame_length, self.frame_shift)
 
     def _front_end(self, waves: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
         """Unsmoothed per-frame descriptors, each (B, T) or (B, T, num_ceps), plus the frame counts."""
@@ -233,12 +200,10 @@ class _LldBase(FeatureExtractor):
         device = waves.device
         if waves.shape[1] < self.frame_length:
             waves = torch.nn.functional.pad(waves, (0, self.frame_length - waves.shape[1]))
-        waves = waves * (torch.arange(waves.shape[1], device=device)[None, :] < lengths[:, None])
-        frames = waves.unfold(1, self.frame_length, self.frame_shift)
+        waves = waves * frame_mask(lengths, waves.shape[1])
+        frames = frame_signal(waves, self.frame_length, self.frame_shift)
         total = frames.shape[1]
-        num_frames = torch.where(
-            lengths >= self.frame_length, 1 + (lengths - self.frame_length) // self.frame_shift, 0
-        )
+        frame_counts = num_frames(lengths, self.frame_length, self.frame_shift)
 
         starts = torch.arange(total, device=device) * self.frame_shift
         zcr = (
@@ -246,12 +211,8 @@ class _LldBase(FeatureExtractor):
             / self.frame_length
         )
 
-        # Pre-emphasis inside each frame, its first sample against itself (openSMILE cVectorPreemphasis):
-        # emphasise the whole signal once, frame it, then redo each frame's first sample.
-        emphasized = torch.cat([waves[:, :1], waves[:, 1:] - cfg.preemphasis * waves[:, :-1]], dim=1)
-        window = self.window.to(device)
-        windowed = emphasized.unfold(1, self.frame_length, self.frame_shift) * window
-        windowed[..., 0] = frames[..., 0] * ((1.0 - cfg.preemphasis) * float(window[0]))
+        # Pre-emphasis inside each frame, its first sample against itself (openSMILE cVectorPreemphasis).
+        windowed = preemphasize(frames, cfg.preemphasis).mul_(self.window.to(device))
         mean_square = windowed.square().mean(-1)
 
         spectrum = torch.fft.rfft(windowed, n=self.fft_size)
@@ -269,7 +230,7 @@ class _LldBase(FeatureExtractor):
             f0, voicing = robust_acf_pitch(
                 waves,
                 lengths,
-                num_frames,
+                frame_counts,
                 total,
                 cfg.sample_rate,
                 self.frame_length,
@@ -285,7 +246,7 @@ class _LldBase(FeatureExtractor):
         if cfg.f0_delay_frames:
             f0 = torch.nn.functional.pad(f0, (cfg.f0_delay_frames, 0))[:, :total]
         return {
-            "num_frames": num_frames,
+            "num_frames": frame_counts,
             "zcr": zcr,
             "mean_square": mean_square,
             "mfcc": mfcc,

@@ -22,27 +22,8 @@ import math
 
 import torch
 
-
-def frame_mask(num_frames: torch.Tensor, total: int) -> torch.Tensor:
-    """(B, T) bool: True for frames t < num_frames[b]."""
-    return torch.arange(total, device=num_frames.device)[None, :] < num_frames[:, None]
-
-
-def fast_fft_size(minimum: int) -> int:
-    """Smallest 2^a 3^b 5^c >= minimum: as fast per point as a power of two, often far smaller (1080 vs
-    2048 for a 50 ms window and 60 Hz lags)."""
-    best = 1 << max(minimum - 1, 0).bit_length()
-    power5 = 1
-    while power5 < best:
-        power35 = power5
-        while power35 < best:
-            size = power35
-            while size < minimum:
-                size *= 2
-            best = min(best, size)
-            power35 *= 3
-        power5 *= 5
-    return best
+from sertk.features.frames import analysis_window, fast_fft_size, frame_signal, frame_sums
+from sertk.masking import frame_mask
 
 
 def autocorrelation(frames: torch.Tensor, max_lag: int) -> torch.Tensor:
@@ -56,17 +37,6 @@ def _padded_autocorrelation(padded: torch.Tensor, max_lag: int) -> torch.Tensor:
     spectrum = torch.fft.rfft(padded)
     power = spectrum.real.square() + spectrum.imag.square()
     return torch.fft.irfft(power, n=padded.shape[-1])[..., : max_lag + 1]
-
-
-def frame_sums(values: torch.Tensor, starts: torch.Tensor, length: int) -> torch.Tensor:
-    """(B, T) sums of ``values`` (B, N) over [starts[t], starts[t] + length), from one cumulative sum.
-
-    O(N) instead of O(T * length) for overlapping frames; exact for counts (int64 cumsum), float64
-    accurate for sums of floats.
-    """
-    dtype = torch.int64 if values.dtype == torch.bool else torch.float64
-    cumulative = torch.nn.functional.pad(values.to(dtype).cumsum(dim=1), (1, 0))
-    return (cumulative[:, starts + length] - cumulative[:, starts]).float()
 
 
 def _peak_candidates(acf: torch.Tensor, lag_min: int, lag_max: int) -> torch.Tensor:
@@ -166,15 +136,14 @@ def robust_acf_pitch(
     utterance's largest such RMS (a per-utterance reference, so batching cannot change it).
     """
     batch, total_samples = waves.shape
-    sample_index = torch.arange(total_samples, device=waves.device)
-    waves = waves * (sample_index[None, :] < lengths[:, None])
+    waves = waves * frame_mask(lengths, total_samples)
     # Centre each long window on its 25 ms frame: frame t spans [t*S, t*S+L), so the window starts
     # (W-L)/2 earlier. Zeros outside the utterance, as for an utterance processed alone.
     left = (window_length - frame_length) // 2
     need = (total_frames - 1) * frame_shift + window_length
     padded = torch.nn.functional.pad(waves, (left, max(0, need - left - total_samples)))
-    frames = padded.unfold(-1, window_length, frame_shift)[:, :total_frames]
-    window = torch.hann_window(window_length, periodic=False, dtype=waves.dtype, device=waves.device)
+    frames = frame_signal(padded, window_length, frame_shift)[:, :total_frames]
+    window = analysis_window("hann", window_length, dtype=waves.dtype, device=waves.device)
     max_lag = min(int(math.ceil(sample_rate / f0_min)) + 1, window_length // 2)
     # Mean-removed, windowed frames written straight into the FFT's zero-padded buffer, each mean from
     # one cumulative sum: no intermediate (B, T, window) copies.

@@ -1,7 +1,8 @@
 """Linear-frequency spectrograms: μ-law companded magnitude (``spec-li2018``) and log power (``spec-logpow``).
 
-Both frame the signal the Kaldi way (``snip_edges``): frame i covers samples [i·S, i·S + L), there are
-1 + (N − L) // S frames, and each windowed frame is zero-padded at its END to ``n_fft`` before the DFT.
+Both frame the signal the Kaldi way (``snip_edges``, ``sertk.features.frames``): frame i covers samples
+[i·S, i·S + L), there are 1 + (N − L) // S frames, and each windowed frame is zero-padded at its END to
+``n_fft`` before the DFT.
 ``torch.stft(center=False)`` with a window shorter than ``n_fft`` differs: it centres the window inside
 an ``n_fft``-long frame, so it yields 1 + (N − n_fft) // S frames, each shifted by (n_fft − L) / 2 samples.
 Bin 0 (DC) is dropped, so a ``max_freq_hz`` cut-off keeps bins 1 … max_freq_hz / bin_width.
@@ -16,26 +17,8 @@ import torch
 
 from sertk.errors import SertkError
 from sertk.features.base import FeatureExtractor
-
-_WINDOWS = {"hamming": torch.hamming_window, "hann": torch.hann_window}
-
-
-def kaldi_frames(waves: torch.Tensor, frame_length: int, frame_shift: int) -> torch.Tensor:
-    """Cut (B, N) waveforms into (B, T, L) frames, frame i = samples [i·S, i·S + L) (Kaldi snip_edges).
-
-    Rows shorter than one frame give zero frames; a batch shorter than one frame is zero-padded so the
-    result still has the shape (B, 1, L) and callers trim by ``num_frames``.
-    """
-    if waves.shape[1] < frame_length:
-        waves = torch.nn.functional.pad(waves, (0, frame_length - waves.shape[1]))
-    return waves.unfold(1, frame_length, frame_shift)
-
-
-def num_kaldi_frames(num_samples: int, frame_length: int, frame_shift: int) -> int:
-    """Frame count of Kaldi ``snip_edges`` framing: 1 + (N − L) // S, or 0 when N < L."""
-    if num_samples < frame_length:
-        return 0
-    return 1 + (num_samples - frame_length) // frame_shift
+from sertk.features.frames import WINDOWS, analysis_window, frame_signal, num_frames
+from sertk.masking import frame_mask
 
 
 def framed_spectrum(
@@ -48,11 +31,11 @@ def framed_spectrum(
     num_bins: int,
 ) -> torch.Tensor:
     """Complex DFT bins 1 … num_bins of Kaldi-framed, windowed frames: (B, N) -> (B, T, num_bins)."""
-    frames = kaldi_frames(waves, frame_length, frame_shift)
+    frames = frame_signal(waves, frame_length, frame_shift)
     if remove_dc_offset:
         # Kaldi's default: a recording's DC offset would otherwise leak into the lowest bins via the window.
         frames = frames - frames.mean(dim=-1, keepdim=True)
-    taper = _WINDOWS[window](frame_length, periodic=False, dtype=waves.dtype, device=waves.device)
+    taper = analysis_window(window, frame_length, dtype=waves.dtype, device=waves.device)
     # rfft(n=n_fft) zero-pads each frame at its end, which keeps Kaldi's frame alignment.
     return torch.fft.rfft(frames * taper, n=n_fft)[..., 1 : num_bins + 1]
 
@@ -64,8 +47,8 @@ def mu_law_compress(x: torch.Tensor, mu: float) -> torch.Tensor:
 
 def _check_common(cfg, frame_length: int, name: str) -> int:
     """Validate framing options shared by both spectrograms; returns the number of kept bins."""
-    if cfg.window not in _WINDOWS:
-        raise SertkError(f"feature {name}: window must be one of {sorted(_WINDOWS)}, got {cfg.window!r}")
+    if cfg.window not in WINDOWS:
+        raise SertkError(f"feature {name}: window must be one of {list(WINDOWS)}, got {cfg.window!r}")
     if cfg.frame_shift_ms <= 0 or frame_length <= 0:
         raise SertkError(f"feature {name}: frame_length_ms and frame_shift_ms must be positive")
     if cfg.n_fft < frame_length:
@@ -97,7 +80,7 @@ class _KaldiFramed(FeatureExtractor):
         return self.num_bins
 
     def num_frames(self, num_samples: int) -> int:
-        return num_kaldi_frames(int(num_samples), self.frame_length, self.frame_shift)
+        return num_frames(int(num_samples), self.frame_length, self.frame_shift)
 
     def _spectrum(self, waves: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
@@ -145,8 +128,8 @@ class MuLawSpectrogram(_KaldiFramed):
     def compute(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, N) waveforms -> (B, T, 400) μ-law companded spectrogram; Li et al. 2018 §2.1 and Eq. 1."""
         magnitude = self._spectrum(waves).abs()
-        frames = torch.tensor([self.num_frames(n) for n in lengths.tolist()], device=magnitude.device)
-        valid = (torch.arange(magnitude.shape[1], device=magnitude.device) < frames[:, None])[..., None]
+        frames = num_frames(lengths.to(magnitude.device), self.frame_length, self.frame_shift)
+        valid = frame_mask(frames, magnitude.shape[1])[..., None]
         # Scale statistics come from each utterance's own frames so batching never changes a row.
         peak = magnitude.masked_fill(~valid, 0.0).amax(dim=(1, 2), keepdim=True)
         if self.cfg.scaling == "peak":
