@@ -81,6 +81,7 @@ class KaldiFbank(FeatureExtractor):
     and Mel-projected with one call each.
     """
 
+    version = 1
     Config = FbankConfig
 
     def __init__(self, cfg: FbankConfig) -> None:

@@ -263,6 +263,7 @@ class Is09Lld(_LldBase):
     challenge; openSMILE columns pcm_zcr_sma, pcm_RMSenergy_sma, F0_sma, voiceProb_sma, pcm_fftMag_mfcc_sma).
     """
 
+    version = 1
     Config = Is09Config
     names = ["zcr", "rms_energy", "f0", "voicing_prob"] + [f"mfcc{i}" for i in range(1, 13)]
 
@@ -295,6 +296,7 @@ class Rlc17Lld(_LldBase):
     unvoiced zeros never pull it down), 16 zero-crossing rate.
     """
 
+    version = 1
     Config = Rlc17Config
     names = [f"mfcc{i}" for i in range(1, 13)] + ["log_energy", "voicing_prob", "hnr_db", "log_f0", "zcr"]
 

@@ -106,6 +106,8 @@ class MuLawSpectrogram(_KaldiFramed):
     extraction, so the scale is per utterance.
     """
 
+    version = 1
+
     @dataclass
     class Config:
         sample_rate: int = 16000
@@ -147,6 +149,8 @@ class LogPowerSpectrogram(_KaldiFramed):
     512. Powers below ``log_floor`` are floored before the log (digital silence would give −inf).
     Normalisation (per-fold mean/std) belongs to the trainer.
     """
+
+    version = 1
 
     @dataclass
     class Config:
