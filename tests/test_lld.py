@@ -17,7 +17,7 @@ from sertk.features.lld import (
     moving_average,
     regression_deltas,
 )
-from sertk.features.pitch import synthetic_voice
+from sertk.features.speechlike import synthetic_voice
 
 SR = 16000
 REPO = Path(__file__).resolve().parents[1]
@@ -61,16 +61,25 @@ def test_batch_rows_equal_single_utterances(cls, cfg):
         torch.testing.assert_close(out[b, :n], alone, rtol=1e-4, atol=1e-4)
 
 
-def test_zcr_and_rms_by_hand():
+def test_zcr_is_opensmiles_cmzcr_by_hand():
+    # cMZcr: sample i = 1 … L-2 counts if x[i-1] x[i] < 0, or x[i] = 0 and x[i-1] x[i+1] <= 0; / L.
     ext = Is09Lld(Is09Config(smooth_window=1))
-    alternating = torch.tensor([1.0, -1.0]).repeat(200) * 0.5
+    alternating = torch.tensor([0.5, -0.5]).repeat(200)  # 398 of the 399 sign changes are counted
+    silence = torch.zeros(400)  # every inner zero counts: (L - 2) / L, not 0
+    touching = torch.full((400,), -0.5)
+    touching[50] = 0.0  # a dip to zero without crossing: not counted
+    touching[200:] = 0.0  # then digital silence: samples 200 … 398 count
     constant = torch.full((400,), 0.4)
-    out = ext.compute(torch.stack([alternating, constant]), torch.tensor([400, 400]))
-    assert out[0, 0, 0].item() == pytest.approx(399 / 400)
-    assert out[1, 0, 0].item() == 0.0
+    out = ext.compute(torch.stack([alternating, silence, touching, constant]), torch.full((4,), 400))
+    assert out[:, 0, 0].tolist() == pytest.approx([398 / 400, 398 / 400, 199 / 400, 0.0])
+
+
+def test_rms_energy_of_the_preemphasised_hamming_frame_by_hand():
+    ext = Is09Lld(Is09Config(smooth_window=1))
+    out = ext.compute(torch.full((1, 400), 0.4), torch.tensor([400]))
     # pre-emphasis of a constant c is (1 - 0.97) c everywhere, so RMS = 0.03 c sqrt(mean(hamming^2))
     hamming = 0.54 - 0.46 * np.cos(2 * np.pi * np.arange(400) / 399)
-    assert out[1, 0, 1].item() == pytest.approx(0.03 * 0.4 * np.sqrt(np.mean(hamming**2)), rel=1e-5)
+    assert out[0, 0, 1].item() == pytest.approx(0.03 * 0.4 * np.sqrt(np.mean(hamming**2)), rel=1e-5)
 
 
 def test_smoothing_and_deltas_repeat_each_utterances_edges():

@@ -26,7 +26,7 @@ from sertk.features.frames import (
     num_frames,
     preemphasize,
 )
-from sertk.features.pitch import acf_voicing, cepstral_f0, robust_acf_pitch
+from sertk.features.pitch import acf_voicing, cepstral_f0, is09_f0_contour, robust_acf_pitch
 from sertk.masking import frame_mask
 
 PITCH_TRACKERS = ("is09", "acf")
@@ -123,6 +123,22 @@ class Rlc17Config(LldConfig):
             raise ValueError("need hnr_min_db < hnr_max_db")
 
 
+def zero_crossing_rate(waves: torch.Tensor, starts: torch.Tensor, length: int) -> torch.Tensor:
+    """(B, T) zero-crossing rate of the raw frames [starts[t], starts[t] + length) of (B, N) waves.
+
+    openSMILE cMZcr's definition (IS09_emotion.conf ``is09_mzcr``, ``zcr = 1`` on the un-emphasised
+    ``is09_frames``): in a frame x_0 … x_{L−1}, sample i = 1 … L−2 counts when x_{i−1} x_i < 0, or when
+    x_i = 0 and x_{i−1} x_{i+1} <= 0; ZCR = count / L. So a run of exact zeros (digital silence, the
+    quietest stretches of 16-bit recordings) counts every sample: such a frame has ZCR (L − 2) / L, not 0.
+    That convention is what separated ours from openSMILE on real speech (r 0.81 with a sign-change count).
+    """
+    sign = torch.sign(waves)
+    before, here, after = sign[:, :-2], sign[:, 1:-1], sign[:, 2:]
+    crossing = (before * here < 0) | ((here == 0) & (before * after <= 0))
+    # crossing[:, j] is sample j + 1, so a frame's samples s + 1 … s + L − 2 are crossing[:, s : s + L − 2].
+    return frame_sums(crossing, starts, length - 2) / length
+
+
 def _edge_padded(x: torch.Tensor, frame_counts: torch.Tensor, pad: int) -> torch.Tensor:
     """(B, T + 2 pad, D): frames before 0 repeat frame 0 and frames from frame_counts[b] on repeat row b's last
     valid frame, so each utterance's own edges are repeated (openSMILE's edge convention)."""
@@ -206,10 +222,7 @@ class _LldBase(FeatureExtractor):
         frame_counts = num_frames(lengths, self.frame_length, self.frame_shift)
 
         starts = torch.arange(total, device=device) * self.frame_shift
-        zcr = (
-            frame_sums((waves[:, 1:] >= 0) != (waves[:, :-1] >= 0), starts, self.frame_length - 1)
-            / self.frame_length
-        )
+        zcr = zero_crossing_rate(waves, starts, self.frame_length)
 
         # Pre-emphasis inside each frame, its first sample against itself (openSMILE cVectorPreemphasis).
         windowed = preemphasize(frames, cfg.preemphasis).mul_(self.window.to(device))
@@ -222,10 +235,11 @@ class _LldBase(FeatureExtractor):
         mfcc = mel @ self.dct_matrix.to(device)
 
         if cfg.pitch == "is09":
-            acf = torch.fft.irfft(power, n=self.fft_size)[..., : self.fft_size // 2 + 1]
+            acf = torch.fft.irfft(power, n=self.fft_size)[..., : self.fft_size // 2]
             voicing = acf_voicing(acf, cfg.sample_rate, cfg.f0_min, cfg.f0_max)
             f0 = cepstral_f0(power, self.fft_size, cfg.sample_rate, cfg.f0_min, cfg.f0_max)
             f0 = torch.where(voicing >= cfg.voicing_threshold, f0, torch.zeros_like(f0))
+            f0 = is09_f0_contour(f0, frame_counts)
         else:
             f0, voicing = robust_acf_pitch(
                 waves,
@@ -263,7 +277,7 @@ class Is09Lld(_LldBase):
     challenge; openSMILE columns pcm_zcr_sma, pcm_RMSenergy_sma, F0_sma, voiceProb_sma, pcm_fftMag_mfcc_sma).
     """
 
-    version = 1
+    version = 2  # 2: openSMILE's ZCR, voicing lag range and F0 contour rules
     Config = Is09Config
     names = ["zcr", "rms_energy", "f0", "voicing_prob"] + [f"mfcc{i}" for i in range(1, 13)]
 
@@ -296,7 +310,7 @@ class Rlc17Lld(_LldBase):
     unvoiced zeros never pull it down), 16 zero-crossing rate.
     """
 
-    version = 1
+    version = 2  # 2: openSMILE's ZCR (and the is09 tracker's rules when pitch: is09)
     Config = Rlc17Config
     names = [f"mfcc{i}" for i in range(1, 13)] + ["log_energy", "voicing_prob", "hnr_db", "log_f0", "zcr"]
 
