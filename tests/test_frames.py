@@ -1,7 +1,6 @@
 """The shared signal primitives of sertk.features.frames, each against a hand computation or a reference."""
 
-import math
-
+import feature_reference as reference
 import numpy as np
 import pytest
 import scipy.signal
@@ -92,24 +91,6 @@ def test_frame_sums_equal_direct_sums_over_frames():
     assert torch.equal(frame_sums(flags, starts, 25), flags.unfold(1, 25, 7).sum(-1).float())
 
 
-def _hand_mel_bank(num_bins, fft_size, rate, low, high):
-    """HTK Book §5.4 triangles by hand: edges equally spaced on 1127 ln(1 + f/700), bins k·rate/fft_size."""
-    mel = lambda f: 1127.0 * np.log1p(np.asarray(f, dtype=np.float64) / 700.0)  # noqa: E731
-    edges = np.linspace(mel(low), mel(high), num_bins + 2)
-    bins = mel(np.arange(fft_size // 2 + 1) * rate / fft_size)
-    bank = np.zeros((fft_size // 2 + 1, num_bins))
-    for b in range(num_bins):
-        left, centre, right = edges[b : b + 3]
-        for k in range(fft_size // 2):  # the Nyquist bin stays 0
-            if left < bins[k] < right:
-                bank[k, b] = (
-                    (bins[k] - left) / (centre - left)
-                    if bins[k] <= centre
-                    else (right - bins[k]) / (right - centre)
-                )
-    return bank
-
-
 @pytest.mark.parametrize(
     "num_bins,fft_size,rate,low,high,high_arg",
     [
@@ -121,19 +102,16 @@ def _hand_mel_bank(num_bins, fft_size, rate, low, high):
 def test_mel_filterbank_is_the_htk_triangle_bank(num_bins, fft_size, rate, low, high, high_arg):
     bank = mel_filterbank(num_bins, fft_size, rate, low, high_arg)
     assert bank.shape == (fft_size // 2 + 1, num_bins) and bank.dtype == torch.float32
-    np.testing.assert_allclose(bank.numpy(), _hand_mel_bank(num_bins, fft_size, rate, low, high), atol=2e-5)
+    np.testing.assert_allclose(
+        bank.numpy(), reference.mel_bank(num_bins, fft_size, rate, low, high), atol=2e-5
+    )
     assert bank[0].abs().max() == 0 and bank[-1].abs().max() == 0  # DC and Nyquist carry no weight
 
 
 def test_dct_matrix_is_htk_eq_5_14_with_the_eq_5_12_lifter():
-    m, ceps, lifter = 26, 12, 22.0
-    want = np.zeros((m, ceps))
-    for i in range(1, ceps + 1):
-        lift = 1 + lifter / 2 * math.sin(math.pi * i / lifter)
-        for j in range(1, m + 1):
-            want[j - 1, i - 1] = lift * math.sqrt(2 / m) * math.cos(math.pi * i * (j - 0.5) / m)
-    np.testing.assert_allclose(dct_matrix(m, ceps, lifter).numpy(), want, atol=1e-12)
-    np.testing.assert_allclose(
-        dct_matrix(m, ceps, 0.0).numpy(), want / lifter_weights(ceps, lifter).numpy(), atol=1e-12
-    )
+    want = reference.lifted_dct(26, 12, 22.0)
+    np.testing.assert_allclose(dct_matrix(26, 12, 22.0).numpy(), want, atol=1e-12)
+    np.testing.assert_allclose(dct_matrix(26, 12, 0.0).numpy(), reference.lifted_dct(26, 12, 0.0), atol=1e-12)
+    i = np.arange(1, 13)
+    np.testing.assert_allclose(lifter_weights(12, 22.0).numpy(), 1 + 11 * np.sin(np.pi * i / 22))
     assert lifter_weights(3, 0.0).tolist() == [1.0, 1.0, 1.0]

@@ -16,6 +16,7 @@ from sertk.features.lld import (
     Rlc17Lld,
     moving_average,
     regression_deltas,
+    voiced_moving_average,
 )
 from sertk.features.speechlike import synthetic_voice
 
@@ -95,6 +96,15 @@ def test_smoothing_and_deltas_repeat_each_utterances_edges():
     assert deltas[0].item() == pytest.approx(1.0)
 
 
+def test_log_f0_smoothing_averages_voiced_neighbours_only():
+    x = torch.tensor([[1.0, 2.0, 9.0, 4.0]])[..., None]
+    voiced = torch.tensor([[True, True, False, True]])[..., None]
+    # t0: edges repeated (1 + 1 + 2) / 3; t1: (1 + 2) / 2, the unvoiced 9 left out; t2: unvoiced -> 0;
+    # t3: only itself is voiced (edge repeated).
+    out = voiced_moving_average(x, voiced, torch.tensor([4]), 3)[0, :, 0]
+    assert out.tolist() == pytest.approx([4 / 3, 1.5, 0.0, 4.0])
+
+
 def test_is09_f0_comes_one_frame_late_as_in_opensmile():
     wave = speech_like(0.6, 150, 250)[None]
     lengths = torch.tensor([wave.shape[1]])
@@ -104,6 +114,9 @@ def test_is09_f0_comes_one_frame_late_as_in_opensmile():
     assert late[0, 2].item() == 0.0
     torch.testing.assert_close(late[1:, 2], aligned[:-1, 2])
     torch.testing.assert_close(late[:, [0, 1, 3]], aligned[:, [0, 1, 3]])
+    later = Is09Lld(Is09Config(smooth_window=1, f0_delay_frames=2)).compute(wave, lengths)[0]
+    torch.testing.assert_close(later[2:, 2], aligned[:-2, 2])
+    assert (later[:2, 2] == 0).all()
 
 
 def test_rlc17_log_energy_and_mfcc_agree_with_is09_front_end():

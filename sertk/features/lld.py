@@ -139,6 +139,16 @@ def zero_crossing_rate(waves: torch.Tensor, starts: torch.Tensor, length: int) -
     return frame_sums(crossing, starts, length - 2) / length
 
 
+def harmonics_to_noise_db(r: torch.Tensor, low_db: float, high_db: float) -> torch.Tensor:
+    """HNR = 10 log10(r / (1 - r)) dB of a normalised ACF peak r, clipped to [low_db, high_db].
+
+    Boersma (1993): r is the harmonic share of the energy, 1 - r the noise's; the ratio diverges as
+    r -> 0 or 1, so r is kept inside [1e-6, 1 - 1e-6] first (±60 dB, beyond any sensible clip).
+    """
+    r = r.clamp(1e-6, 1 - 1e-6)
+    return (10.0 * torch.log10(r / (1.0 - r))).clamp(low_db, high_db)
+
+
 def _edge_padded(x: torch.Tensor, frame_counts: torch.Tensor, pad: int) -> torch.Tensor:
     """(B, T + 2 pad, D): frames before 0 repeat frame 0 and frames from frame_counts[b] on repeat row b's last
     valid frame, so each utterance's own edges are repeated (openSMILE's edge convention)."""
@@ -322,8 +332,7 @@ class Rlc17Lld(_LldBase):
         """(B, T, 17) smoothed rlc LLDs of a zero-padded batch in [-1, 1]."""
         cfg = self.cfg
         lld = self._front_end(waves, lengths)
-        r = lld["voicing"].clamp(1e-6, 1 - 1e-6)
-        hnr = (10.0 * torch.log10(r / (1.0 - r))).clamp(cfg.hnr_min_db, cfg.hnr_max_db)
+        hnr = harmonics_to_noise_db(lld["voicing"], cfg.hnr_min_db, cfg.hnr_max_db)
         log_energy = (lld["mean_square"] * self.frame_length).clamp_min(ENERGY_FLOOR).log()
         voiced = lld["f0"] > 0
         log_f0 = torch.where(voiced, lld["f0"].clamp_min(1.0).log(), torch.zeros_like(lld["f0"]))
