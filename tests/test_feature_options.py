@@ -18,6 +18,7 @@ import pytest
 import scipy.signal
 import torch
 import torchaudio.compliance.kaldi as kaldi
+import torchaudio.functional
 
 from sertk.features import FEATURES, build_feature
 from sertk.features.lld import harmonics_to_noise_db
@@ -35,6 +36,7 @@ LLD_KEYS = {
     "f0_min": "test_feature_options.py::test_f0_range_bounds_every_voiced_f0",
     "f0_max": "test_feature_options.py::test_f0_range_bounds_every_voiced_f0",
     "acf_window_ms": "test_feature_options.py::test_acf_keys_reach_the_tracker",
+    "acf_sample_rate": "test_feature_options.py::test_acf_sample_rate_is_the_trackers_rate",
     "acf_silence_threshold": "test_feature_options.py::test_acf_silence_threshold_gates_quiet_voicing",
     "acf_octave_cost": "test_feature_options.py::test_acf_keys_reach_the_tracker",  # + test_octave_cost_by_hand
     "acf_neighbour_frames": "test_feature_options.py::test_neighbour_frames_fix_a_short_octave_error",
@@ -223,8 +225,9 @@ def test_f0_range_bounds_every_voiced_f0(speech, name, f0_column):
     wide = voiced_f0({})
     assert (wide < 150).any() and (wide > 250).any()
     narrow = voiced_f0({"f0_min": 150.0, "f0_max": 250.0})
-    # is09: quefrencies ceil(16000 / 250) + 1 = 65 … ceil(16000 / 150) = 107; acf: lags 64 … 107 +- 0.5.
-    low, high = (SR / 107, SR / 65) if name == "lld-is09" else (SR / 107.5, SR / 63.5)
+    # is09: quefrencies ceil(16000 / 250) + 1 = 65 … ceil(16000 / 150) = 107; acf (at its 8 kHz): lags
+    # floor(8000 / 250) = 32 … ceil(8000 / 150) = 54, +- 0.5 from the parabolic refinement.
+    low, high = (SR / 107, SR / 65) if name == "lld-is09" else (8000 / 54.5, 8000 / 31.5)
     assert narrow.size and narrow.min() >= low - 1e-3 and narrow.max() <= high + 1e-3
 
 
@@ -234,6 +237,7 @@ def test_f0_range_bounds_every_voiced_f0(speech, name, f0_column):
         ("acf_window_ms", 40.0),
         ("acf_silence_threshold", 0.3),
         ("acf_octave_cost", 0.3),
+        ("acf_sample_rate", 16000),
     ],
 )
 def test_acf_keys_reach_the_tracker(speech, key, value):
@@ -244,11 +248,31 @@ def test_acf_keys_reach_the_tracker(speech, key, value):
     want = robust_acf_pitch(
         waves, lengths, torch.tensor([frames]), frames, SR, 400, 80, round(cfg.acf_window_ms * 16), cfg.f0_min,
         cfg.f0_max, cfg.voicing_threshold, cfg.acf_silence_threshold, cfg.acf_octave_cost, cfg.acf_neighbour_frames,
+        cfg.acf_sample_rate,
     )  # fmt: skip
     torch.testing.assert_close(got["f0"], want[0])
     torch.testing.assert_close(got["voicing"], want[1])
     default = build_feature("lld-rlc17")._front_end(waves, lengths)
     assert not torch.equal(default["f0"], got["f0"]) or not torch.equal(default["voicing"], got["voicing"])
+
+
+def test_acf_sample_rate_is_the_trackers_rate(speech):
+    # The tracker at 8 kHz is the tracker run on the signal resampled to 8 kHz, with every length halved.
+    waves = torch.from_numpy(speech)[None]
+    frames = 1 + (len(speech) - 400) // 80
+    common = (60.0, 500.0, 0.45, 0.03, 0.01, 5)
+    inside = robust_acf_pitch(
+        waves, torch.tensor([len(speech)]), torch.tensor([frames]), frames, SR, 400, 80, 800, *common, 8000
+    )
+    half = torchaudio.functional.resample(waves, SR, 8000)
+    outside = robust_acf_pitch(
+        half, torch.tensor([half.shape[1]]), torch.tensor([frames]), frames, 8000, 200, 40, 400, *common
+    )
+    torch.testing.assert_close(inside, outside)
+    full = robust_acf_pitch(
+        waves, torch.tensor([len(speech)]), torch.tensor([frames]), frames, SR, 400, 80, 800, *common, SR
+    )
+    assert not torch.equal(full[1], inside[1])
 
 
 def test_acf_silence_threshold_gates_quiet_voicing():

@@ -137,6 +137,8 @@ def test_rlc17_log_energy_and_mfcc_agree_with_is09_front_end():
         ({"smooth_window": 2}, "smooth_window must be odd"),
         ({"f0_min": 600.0}, "f0_min"),
         ({"f0_delay_frames": -1}, "f0_delay_frames"),
+        ({"acf_sample_rate": 1000}, "acf_sample_rate"),
+        ({"acf_sample_rate": 11025}, "not a whole number of samples at acf_sample_rate 11025"),
     ],
 )
 def test_bad_config_is_one_line_sertk_error(override, match):

@@ -42,7 +42,9 @@ class LldConfig:
     pitch: ``is09`` (cepstral F0 + ACF voicing on the 25 ms frame, openSMILE-compatible) or ``acf`` (the
     robust long-window tracker of ``sertk.features.pitch``). voicing_threshold: F0 is 0 below it (IS09:
     0.55 on the ACF voicing probability; acf: on the normalised ACF peak). acf_* fields only affect the
-    acf tracker. f0_delay_frames: the F0 column at frame t is the F0 found at frame t - f0_delay_frames (0
+    acf tracker; it analyses the signal resampled to acf_sample_rate (8 kHz keeps every harmonic up to
+    3.9 kHz, plenty for periodicity up to f0_max, at half the cost of 16 kHz; measured: the same V/UV
+    accuracy and F0 errors on glides 70-450 Hz; 4 kHz made octave errors). f0_delay_frames: the F0 column at frame t is the F0 found at frame t - f0_delay_frames (0
     before the first); IS09 uses 1 because openSMILE's cPitchACF emits F0 one frame after its voicing
     probability (measured: its V/UV decision at frame t equals voiceProb[t - 1] >= 0.55 on 99% of frames).
     smooth_window: frames in the moving average (1 = none).
@@ -65,6 +67,7 @@ class LldConfig:
     acf_silence_threshold: float = 0.03
     acf_octave_cost: float = 0.01
     acf_neighbour_frames: int = 5
+    acf_sample_rate: int = 8000
     f0_delay_frames: int = 0
     smooth_window: int = 3
     delta_window: int = 2
@@ -80,6 +83,14 @@ class LldConfig:
             raise ValueError("need 0 < frame_shift_ms <= frame_length_ms")
         if self.acf_window_ms < self.frame_length_ms:
             raise ValueError("acf_window_ms must be at least frame_length_ms")
+        if not 4 * self.f0_max <= self.acf_sample_rate <= self.sample_rate:
+            raise ValueError(f"need 4 f0_max <= acf_sample_rate <= sample_rate, got {self.acf_sample_rate}")
+        for ms in (self.frame_length_ms, self.frame_shift_ms):
+            # Frames must fall on whole samples at both rates, so the two analyses stay aligned.
+            if abs(self.acf_sample_rate * ms / 1000 - round(self.acf_sample_rate * ms / 1000)) > 1e-9:
+                raise ValueError(
+                    f"{ms} ms is not a whole number of samples at acf_sample_rate {self.acf_sample_rate}"
+                )
         if not 0.0 <= self.preemphasis < 1.0:
             raise ValueError(f"preemphasis must be in [0, 1), got {self.preemphasis}")
         if not 0 < self.f0_min < self.f0_max <= self.sample_rate / 4:
@@ -234,12 +245,17 @@ class _LldBase(FeatureExtractor):
         starts = torch.arange(total, device=device) * self.frame_shift
         zcr = zero_crossing_rate(waves, starts, self.frame_length)
 
-        # Pre-emphasis inside each frame, its first sample against itself (openSMILE cVectorPreemphasis).
-        windowed = preemphasize(frames, cfg.preemphasis).mul_(self.window.to(device))
+        # Pre-emphasis inside each frame, its first sample against itself (openSMILE cVectorPreemphasis),
+        # written straight into the zero-padded FFT buffer (saves rfft's own pad-and-copy pass).
+        padded = frames.new_empty(*frames.shape[:2], self.fft_size)
+        padded[..., self.frame_length :] = 0.0
+        windowed = preemphasize(frames, cfg.preemphasis, out=padded[..., : self.frame_length])
+        windowed.mul_(self.window.to(device))
         mean_square = windowed.square().mean(-1)
 
-        spectrum = torch.fft.rfft(windowed, n=self.fft_size)
-        power = spectrum.real.square() + spectrum.imag.square()
+        spectrum = torch.fft.rfft(padded)
+        # |X|^2 as re^2 + im^2: torch.abs on complex computes a hypot and is several times slower.
+        power = spectrum.real.square().addcmul_(spectrum.imag, spectrum.imag)
         spectrum = power.sqrt()
         mel = (spectrum @ self.mel_matrix.to(device)).clamp_min(MEL_FLOOR).log()
         mfcc = mel @ self.dct_matrix.to(device)
@@ -266,6 +282,7 @@ class _LldBase(FeatureExtractor):
                 cfg.acf_silence_threshold,
                 cfg.acf_octave_cost,
                 cfg.acf_neighbour_frames,
+                cfg.acf_sample_rate,
             )
         if cfg.f0_delay_frames:
             f0 = torch.nn.functional.pad(f0, (cfg.f0_delay_frames, 0))[:, :total]
@@ -287,7 +304,7 @@ class Is09Lld(_LldBase):
     challenge; openSMILE columns pcm_zcr_sma, pcm_RMSenergy_sma, F0_sma, voiceProb_sma, pcm_fftMag_mfcc_sma).
     """
 
-    version = 2  # 2: openSMILE's ZCR, voicing lag range and F0 contour rules
+    version = 3  # 2: openSMILE's ZCR, voicing lag range, F0 contour rules; 3: the acf tracker at 8 kHz
     Config = Is09Config
     names = ["zcr", "rms_energy", "f0", "voicing_prob"] + [f"mfcc{i}" for i in range(1, 13)]
 
@@ -320,7 +337,7 @@ class Rlc17Lld(_LldBase):
     unvoiced zeros never pull it down), 16 zero-crossing rate.
     """
 
-    version = 2  # 2: openSMILE's ZCR (and the is09 tracker's rules when pitch: is09)
+    version = 3  # 2: openSMILE's ZCR (and the is09 tracker's rules); 3: the acf tracker at 8 kHz
     Config = Rlc17Config
     names = [f"mfcc{i}" for i in range(1, 13)] + ["log_energy", "voicing_prob", "hnr_db", "log_f0", "zcr"]
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torchaudio.functional
 
 from sertk.features.frames import analysis_window, fast_fft_size, frame_signal, frame_sums
 from sertk.masking import frame_mask
@@ -178,6 +179,18 @@ def _local_median(values: torch.Tensor, valid: torch.Tensor, radius: int) -> tor
     return windows.nanmedian(dim=-1).values
 
 
+def _resampled_rows(waves: torch.Tensor, lengths: torch.Tensor, rate: int, new_rate: int):
+    """Each row's own samples resampled (torchaudio's windowed sinc) and zero-padded again, with the new
+    lengths: row by row, so a row of a batch is bit for bit the utterance resampled alone."""
+    rows = [
+        torchaudio.functional.resample(wave[: int(n)], rate, new_rate)
+        for wave, n in zip(waves, lengths.tolist(), strict=True)
+    ]
+    new_lengths = torch.tensor([len(row) for row in rows], device=lengths.device)
+    width = -(-waves.shape[1] * new_rate // rate)
+    return torch.stack([torch.nn.functional.pad(row, (0, width - len(row))) for row in rows]), new_lengths
+
+
 def robust_acf_pitch(
     waves: torch.Tensor,
     lengths: torch.Tensor,
@@ -193,6 +206,7 @@ def robust_acf_pitch(
     silence_threshold: float,
     octave_cost: float,
     neighbour_radius: int,
+    analysis_rate: int | None = None,
 ):
     """F0 (Hz, 0 when unvoiced) and normalised ACF peak r in [0, 1] per frame, each (B, T).
 
@@ -200,10 +214,17 @@ def robust_acf_pitch(
     window's; r of the chosen peak is the periodicity used for voicing probability and HNR. A frame is
     voiced where r >= voicing_threshold and the RMS of its central quarter (about 6 ms around the frame
     centre, so onsets and offsets are judged alike at the centre) is at least silence_threshold times the
-    utterance's largest such RMS (a per-utterance reference, so batching cannot change it).
+    utterance's largest such RMS (a per-utterance reference, so batching cannot change it). With
+    ``analysis_rate`` the waves are first resampled to it and every length scaled alike (frames must fall
+    on whole samples at both rates).
     """
+    waves = waves * frame_mask(lengths, waves.shape[1])
+    if analysis_rate is not None and analysis_rate != sample_rate:
+        waves, lengths = _resampled_rows(waves, lengths, sample_rate, analysis_rate)
+        scale = analysis_rate / sample_rate
+        frame_length, frame_shift = round(frame_length * scale), round(frame_shift * scale)
+        window_length, sample_rate = round(window_length * scale), analysis_rate
     batch, total_samples = waves.shape
-    waves = waves * frame_mask(lengths, total_samples)
     # Centre each long window on its 25 ms frame: frame t spans [t*S, t*S+L), so the window starts
     # (W-L)/2 earlier. Zeros outside the utterance, as for an utterance processed alone.
     left = (window_length - frame_length) // 2
