@@ -225,6 +225,8 @@ class _LldBase(FeatureExtractor):
             cfg.num_mel_bins, self.fft_size, cfg.sample_rate, cfg.low_freq, cfg.high_freq
         )
         self.dct_matrix = dct_matrix(cfg.num_mel_bins, cfg.num_ceps, cfg.lifter).float()
+        self.parseval = torch.full((self.fft_size // 2 + 1,), 2.0)
+        self.parseval[0] = self.parseval[-1] = 1.0
 
     def num_frames(self, num_samples: int) -> int:
         return num_frames(num_samples, self.frame_length, self.frame_shift)
@@ -251,11 +253,13 @@ class _LldBase(FeatureExtractor):
         padded[..., self.frame_length :] = 0.0
         windowed = preemphasize(frames, cfg.preemphasis, out=padded[..., : self.frame_length])
         windowed.mul_(self.window.to(device))
-        mean_square = windowed.square().mean(-1)
 
         spectrum = torch.fft.rfft(padded)
         # |X|^2 as re^2 + im^2: torch.abs on complex computes a hypot and is several times slower.
         power = spectrum.real.square().addcmul_(spectrum.imag, spectrum.imag)
+        # Parseval: sum_n x_n^2 = sum_k c_k |X_k|^2 / N (c = 1 at DC and Nyquist, else 2), a matvec over the
+        # spectrum instead of another pass over the frames.
+        mean_square = (power @ self.parseval.to(device)) / (self.fft_size * self.frame_length)
         spectrum = power.sqrt()
         mel = (spectrum @ self.mel_matrix.to(device)).clamp_min(MEL_FLOOR).log()
         mfcc = mel @ self.dct_matrix.to(device)
