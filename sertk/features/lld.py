@@ -10,6 +10,7 @@ utterance's first and last valid frame as its edges, so a row of a padded batch 
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 
 import torch
@@ -208,6 +209,11 @@ def regression_deltas(x: torch.Tensor, frame_counts: torch.Tensor, window: int) 
 class _LldBase(FeatureExtractor):
     """The framing, spectral and pitch front end both LLD sets share."""
 
+    # Padded samples per pass through the front end and pitch tracker: at 256 k (16 s of 16 kHz audio)
+    # its frames, spectra and ACFs stay in cache; one thread, per second of audio, 48 s passes measured
+    # 1.65x (rlc17) and 1.9x (is09) slower, 4-8 s passes no faster than 16 s.
+    chunk_samples = 256_000
+
     def __init__(self, cfg: LldConfig) -> None:
         super().__init__(cfg)
         self.frame_length = round(cfg.sample_rate * cfg.frame_length_ms / 1000)
@@ -230,6 +236,18 @@ class _LldBase(FeatureExtractor):
 
     def num_frames(self, num_samples: int) -> int:
         return num_frames(num_samples, self.frame_length, self.frame_shift)
+
+    def compute(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, T, dim) LLDs of a zero-padded batch in [-1, 1], in passes of about ``chunk_samples``."""
+        rows = max(1, self.chunk_samples // max(int(waves.shape[1]), 1))
+        parts = [
+            self._lld(waves[i : i + rows], lengths[i : i + rows]) for i in range(0, waves.shape[0], rows)
+        ]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    @abc.abstractmethod
+    def _lld(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The feature set's LLDs of one pass."""
 
     def _front_end(self, waves: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
         """Unsmoothed per-frame descriptors, each (B, T) or (B, T, num_ceps), plus the frame counts."""
@@ -316,7 +334,7 @@ class Is09Lld(_LldBase):
     def dim(self) -> int:
         return 2 * (4 + self.cfg.num_ceps)
 
-    def compute(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def _lld(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, T, 32) smoothed IS09 LLDs and their deltas of a zero-padded batch in [-1, 1]."""
         lld = self._front_end(waves, lengths)
         base = torch.cat(
@@ -349,7 +367,7 @@ class Rlc17Lld(_LldBase):
     def dim(self) -> int:
         return self.cfg.num_ceps + 5
 
-    def compute(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def _lld(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, T, 17) smoothed rlc LLDs of a zero-padded batch in [-1, 1]."""
         cfg = self.cfg
         lld = self._front_end(waves, lengths)
