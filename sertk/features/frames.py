@@ -11,7 +11,6 @@ DCT-II; the windows, the lifter and per-frame pre-emphasis are one-line formulas
 from __future__ import annotations
 
 import numpy as np
-import scipy.fft
 import torch
 import torchaudio.compliance.kaldi
 
@@ -100,6 +99,8 @@ def next_power_of_two(n: int) -> int:
 def fast_fft_size(minimum: int) -> int:
     """Smallest 2^a 3^b 5^c >= minimum (scipy.fft.next_fast_len for real input): about as fast per point
     as a power of two and often far smaller (1080 instead of 2048 for a 50 ms window plus 60 Hz lags)."""
+    import scipy.fft  # here, not at the top: importing scipy.fft costs ~0.6 s, which fbank dumps need not pay
+
     return scipy.fft.next_fast_len(minimum, real=True)
 
 
@@ -146,5 +147,7 @@ def dct_matrix(num_bins: int, num_ceps: int, lifter: float = 0.0) -> torch.Tenso
     c_i = sqrt(2/M) Σ_j m_j cos(πi(j − 0.5)/M) (only c_0 would differ, by the orthonormal 1/sqrt(2), and it
     is not used), times ``lifter_weights``.
     """
+    import scipy.fft  # see fast_fft_size
+
     basis = scipy.fft.dct(np.eye(num_bins), type=2, norm="ortho", axis=-1)[:, 1 : num_ceps + 1]
     return torch.from_numpy(basis) * lifter_weights(num_ceps, lifter)[None, :]
