@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import h5py
@@ -246,8 +247,20 @@ def test_bad_format_and_nj(data, tmp_path):
 
 def test_parallel_jobs_give_the_same_dump(data, tmp_path, monkeypatch):
     monkeypatch.setattr(dump_module, "BATCH_SAMPLES", 20000)
+    threads = set()
+    compute = dump_module.compute_batch
+
+    def recording(extractor, items, device=None):
+        threads.add(threading.current_thread().name)
+        return compute(extractor, items, device)
+
+    monkeypatch.setattr(dump_module, "compute_batch", recording)
     one = load_features(dump_features(data, tmp_path / "nj1")["out"])
+    assert threads == {threading.main_thread().name}
+    threads.clear()
     two = load_features(dump_module.dump_features(data, tmp_path / "nj2", nj=2)["out"])
-    assert one.keys() == two.keys()
+    # Worker threads only (one or two: a thread that is free again takes the next batch)
+    assert threads and all(name.startswith("sertk-feats") for name in threads) and len(threads) <= 2
+    assert list(one) == list(two)  # the same utterances in the same order
     for utt in one:
-        np.testing.assert_allclose(one[utt], two[utt], rtol=0, atol=1e-5)
+        assert np.array_equal(one[utt], two[utt])

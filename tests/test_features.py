@@ -136,6 +136,13 @@ def test_bad_option_values():
         build_feature("logmel40", {"num_mel_bins": "forty"})
 
 
+def test_every_feature_type_has_its_own_version():
+    # The provenance record of a dump holds it; an inherited or missing one would let two extractors
+    # (or an old and a new one) share a record.
+    for name, cls in FEATURES.items():
+        assert isinstance(vars(cls).get("version"), int) and cls.version >= 1, name
+
+
 def test_registry_and_recipe_config():
     assert FEATURES["logmel40"] is KaldiFbank
     conf = "egs/iemocap/conf/feats/logmel40.yaml"

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import scipy.fft
 import torch
 
 from sertk.errors import SertkError
@@ -15,12 +14,11 @@ from sertk.features.lld import (
     Is09Lld,
     Rlc17Config,
     Rlc17Lld,
-    htk_dct,
-    htk_mel_filterbank,
     moving_average,
     regression_deltas,
+    voiced_moving_average,
 )
-from sertk.features.pitch import synthetic_voice
+from sertk.features.speechlike import synthetic_voice
 
 SR = 16000
 REPO = Path(__file__).resolve().parents[1]
@@ -62,37 +60,29 @@ def test_batch_rows_equal_single_utterances(cls, cfg):
         n = ext.num_frames(len(w))
         assert alone.shape[0] == n
         torch.testing.assert_close(out[b, :n], alone, rtol=1e-4, atol=1e-4)
+    ext.chunk_samples = 1  # one row per pass: the same rows
+    torch.testing.assert_close(ext.compute(batch, lengths), out)
 
 
-def test_dct_matches_scipy_orthonormal_dct_ii():
-    logmel = np.random.default_rng(0).normal(size=(5, 26))
-    want = scipy.fft.dct(logmel, type=2, norm="ortho", axis=-1)[:, 1:13]
-    got = torch.from_numpy(logmel) @ htk_dct(26, 12, lifter=0.0)
-    np.testing.assert_allclose(got.numpy(), want, atol=1e-10)
-    lifted = htk_dct(26, 12, lifter=22.0) / htk_dct(26, 12, lifter=0.0)
-    i = np.arange(1, 13)
-    np.testing.assert_allclose(lifted[0].numpy(), 1 + 11 * np.sin(np.pi * i / 22), rtol=1e-10)
-
-
-def test_htk_filterbank_triangles():
-    fb = htk_mel_filterbank(26, 512, SR, 0.0, 8000.0)
-    assert fb.shape == (257, 26)
-    assert (fb[0] == 0).all()  # DC excluded
-    assert fb.max() <= 1.0 and (fb.sum(0) > 0).all()
-    centres = fb.argmax(0)
-    assert (centres.diff() > 0).all()  # increasing centre frequencies
-
-
-def test_zcr_and_rms_by_hand():
+def test_zcr_is_opensmiles_cmzcr_by_hand():
+    # cMZcr: sample i = 1 … L-2 counts if x[i-1] x[i] < 0, or x[i] = 0 and x[i-1] x[i+1] <= 0; / L.
     ext = Is09Lld(Is09Config(smooth_window=1))
-    alternating = torch.tensor([1.0, -1.0]).repeat(200) * 0.5
+    alternating = torch.tensor([0.5, -0.5]).repeat(200)  # 398 of the 399 sign changes are counted
+    silence = torch.zeros(400)  # every inner zero counts: (L - 2) / L, not 0
+    touching = torch.full((400,), -0.5)
+    touching[50] = 0.0  # a dip to zero without crossing: not counted
+    touching[200:] = 0.0  # then digital silence: samples 200 … 398 count
     constant = torch.full((400,), 0.4)
-    out = ext.compute(torch.stack([alternating, constant]), torch.tensor([400, 400]))
-    assert out[0, 0, 0].item() == pytest.approx(399 / 400)
-    assert out[1, 0, 0].item() == 0.0
+    out = ext.compute(torch.stack([alternating, silence, touching, constant]), torch.full((4,), 400))
+    assert out[:, 0, 0].tolist() == pytest.approx([398 / 400, 398 / 400, 199 / 400, 0.0])
+
+
+def test_rms_energy_of_the_preemphasised_hamming_frame_by_hand():
+    ext = Is09Lld(Is09Config(smooth_window=1))
+    out = ext.compute(torch.full((1, 400), 0.4), torch.tensor([400]))
     # pre-emphasis of a constant c is (1 - 0.97) c everywhere, so RMS = 0.03 c sqrt(mean(hamming^2))
     hamming = 0.54 - 0.46 * np.cos(2 * np.pi * np.arange(400) / 399)
-    assert out[1, 0, 1].item() == pytest.approx(0.03 * 0.4 * np.sqrt(np.mean(hamming**2)), rel=1e-5)
+    assert out[0, 0, 1].item() == pytest.approx(0.03 * 0.4 * np.sqrt(np.mean(hamming**2)), rel=1e-5)
 
 
 def test_smoothing_and_deltas_repeat_each_utterances_edges():
@@ -108,6 +98,15 @@ def test_smoothing_and_deltas_repeat_each_utterances_edges():
     assert deltas[0].item() == pytest.approx(1.0)
 
 
+def test_log_f0_smoothing_averages_voiced_neighbours_only():
+    x = torch.tensor([[1.0, 2.0, 9.0, 4.0]])[..., None]
+    voiced = torch.tensor([[True, True, False, True]])[..., None]
+    # t0: edges repeated (1 + 1 + 2) / 3; t1: (1 + 2) / 2, the unvoiced 9 left out; t2: unvoiced -> 0;
+    # t3: only itself is voiced (edge repeated).
+    out = voiced_moving_average(x, voiced, torch.tensor([4]), 3)[0, :, 0]
+    assert out.tolist() == pytest.approx([4 / 3, 1.5, 0.0, 4.0])
+
+
 def test_is09_f0_comes_one_frame_late_as_in_opensmile():
     wave = speech_like(0.6, 150, 250)[None]
     lengths = torch.tensor([wave.shape[1]])
@@ -117,6 +116,9 @@ def test_is09_f0_comes_one_frame_late_as_in_opensmile():
     assert late[0, 2].item() == 0.0
     torch.testing.assert_close(late[1:, 2], aligned[:-1, 2])
     torch.testing.assert_close(late[:, [0, 1, 3]], aligned[:, [0, 1, 3]])
+    later = Is09Lld(Is09Config(smooth_window=1, f0_delay_frames=2)).compute(wave, lengths)[0]
+    torch.testing.assert_close(later[2:, 2], aligned[:-2, 2])
+    assert (later[:2, 2] == 0).all()
 
 
 def test_rlc17_log_energy_and_mfcc_agree_with_is09_front_end():
@@ -137,6 +139,8 @@ def test_rlc17_log_energy_and_mfcc_agree_with_is09_front_end():
         ({"smooth_window": 2}, "smooth_window must be odd"),
         ({"f0_min": 600.0}, "f0_min"),
         ({"f0_delay_frames": -1}, "f0_delay_frames"),
+        ({"acf_sample_rate": 1000}, "acf_sample_rate"),
+        ({"acf_sample_rate": 11025}, "not a whole number of samples at acf_sample_rate 11025"),
     ],
 )
 def test_bad_config_is_one_line_sertk_error(override, match):

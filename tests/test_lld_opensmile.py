@@ -1,41 +1,40 @@
-"""Reference check of the IS09 LLDs against openSMILE's IS09_emotion configuration (needs the ``ref`` extra)."""
+"""lld-is09 against openSMILE 2.6's IS09_emotion LLDs on speech-like 16-bit recordings (the ``ref`` extra).
 
-import math
+openSMILE is installed by ``tools/install.sh --dev`` (CI runs that), so the reference is imported, not
+skipped: a dev environment without it fails here. The signals (``speech_like_utterance``) have what real
+recordings have and clean tones lack: pauses and leading silence with low-level noise or exact digital
+zeros, a DC offset, fricatives and bursts, levels changing by syllable, F0 and formants moving. The
+thresholds are the ones docs/features.md states.
+"""
 
 import numpy as np
+import opensmile
 import pytest
 import torch
 
 from sertk.features.lld import Is09Config, Is09Lld
-from sertk.features.pitch import synthetic_voice
-
-opensmile = pytest.importorskip("opensmile")
+from sertk.features.speechlike import speech_like_utterance
 
 SR = 16000
-# openSMILE column -> our dimension (0 zcr, 1 rms, 2 F0, 3 voicing, 4-15 MFCC 1-12).
+# openSMILE column -> our dimension (0 zcr, 1 rms, 2 F0, 3 voicing, 4-15 MFCC 1-12; deltas 16-31).
 COLUMNS = ["pcm_zcr_sma", "pcm_RMSenergy_sma", "F0_sma", "voiceProb_sma"] + [
     f"pcm_fftMag_mfcc_sma[{i}]" for i in range(1, 13)
 ]
 DELTA_COLUMNS = [c.replace("_sma", "_sma_de") for c in COLUMNS]
+NAMES = COLUMNS + DELTA_COLUMNS
+# Per column (docs/features.md): Pearson r at least, and mean |ours - openSMILE| at most this fraction of
+# openSMILE's std. F0 is looser: one voicing decision flipped at a borderline frame moves F0 by its value.
+MIN_R = {name: 0.98 if name.startswith("F0") else 0.995 for name in COLUMNS + DELTA_COLUMNS}
+MAX_ERROR = {name: 0.03 if name.startswith("F0") else 0.01 for name in COLUMNS + DELTA_COLUMNS}
+VOICES = {
+    "male": [(90.0, 140.0), (100.0, 160.0)],
+    "female": [(180.0, 280.0), (200.0, 320.0)],
+    "wide": [(90.0, 300.0)],
+}
 
 
-def speech_like(seconds: float, lo: float, hi: float, seed: int) -> np.ndarray:
-    """Voiced stretches with a moving F0, a pause, a fricative and a silent start."""
-    n = int(seconds * SR)
-    t = torch.arange(n, dtype=torch.float64) / SR
-    f0 = lo + (hi - lo) * (0.5 + 0.5 * torch.sin(2 * math.pi * 0.6 * t + seed))
-    f0[: int(0.1 * SR)] = 0
-    f0[int(1.2 * SR) : int(1.4 * SR)] = 0
-    noise = torch.zeros(n, dtype=torch.bool)
-    noise[int(2.0 * SR) : int(2.15 * SR)] = True
-    f0[noise] = 0
-    wave = synthetic_voice(f0, SR, noise, seed=seed)
-    rng = np.random.default_rng(seed)
-    return (wave.numpy() + 1e-4 * rng.standard_normal(n)).astype(np.float32)
-
-
-def both(wave: np.ndarray):
-    """(ours (T, 32), openSMILE LLDs (T, 16), openSMILE deltas (T, 16)) on the same frames.
+def both(wave: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ours (T, 32), openSMILE's 16 LLDs and 16 deltas (T, 32)) on the same frames.
 
     openSMILE frames start at 0 every 10 ms like ours; it emits one extra frame at the end of input,
     so its first T rows are compared.
@@ -47,29 +46,42 @@ def both(wave: np.ndarray):
     ref_de = de.process_signal(wave, SR)[DELTA_COLUMNS].to_numpy()
     num = ours.shape[0]
     assert ref.shape[0] >= num and ref_de.shape[0] >= num
-    return ours, ref[:num], ref_de[:num]
+    return ours, np.concatenate([ref[:num], ref_de[:num]], axis=1)
 
 
-def voicing_agreement(f0_ours: np.ndarray, f0_ref: np.ndarray) -> float:
-    """Fraction of frames with the same voiced/unvoiced decision and, where both voiced, F0 within 5%."""
-    voiced_ours, voiced_ref = f0_ours > 0, f0_ref > 0
-    close = np.abs(f0_ours - f0_ref) <= 0.05 * np.maximum(f0_ref, 1e-9)
-    return float(np.mean((voiced_ours == voiced_ref) & (~voiced_ref | close)))
+@pytest.fixture(scope="module")
+def pooled() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Frames of 2.5 s utterances per voice group, ours and openSMILE's, pooled."""
+    groups = {}
+    for group, ranges in VOICES.items():
+        pairs = [
+            both(
+                speech_like_utterance(2.5, f0_range, seed=7 * k + len(group), digital_silence=0.08 * (k == 0))
+            )
+            for k, f0_range in enumerate(ranges)
+        ]
+        groups[group] = tuple(np.concatenate(side) for side in zip(*pairs, strict=True))
+    return groups
 
 
-@pytest.mark.parametrize("lo,hi,seed", [(100.0, 140.0, 0), (180.0, 280.0, 1), (90.0, 300.0, 2)])
-def test_mfcc_energy_zcr_correlate_with_opensmile(lo, hi, seed):
-    ours, ref, ref_de = both(speech_like(3.0, lo, hi, seed))
-    for dim in [0, 1] + list(range(4, 16)):
-        assert np.corrcoef(ours[:, dim], ref[:, dim])[0, 1] >= 0.95, COLUMNS[dim]
-        assert np.corrcoef(ours[:, 16 + dim], ref_de[:, dim])[0, 1] >= 0.95, DELTA_COLUMNS[dim]
+@pytest.mark.parametrize("group", list(VOICES))
+def test_every_column_matches_opensmile(pooled, group):
+    ours, ref = pooled[group]
+    # openSMILE's 25 ms IS09 tracker voices few frames of low voices (2.5 periods of 100 Hz per frame).
+    assert (ref[:, 2] > 0).mean() > 0.05, "the signals must be voiced often enough to test F0"
+    assert (ref[:, 0] > 0.9).any(), "exact digital silence must be in the test (ZCR (L - 2) / L there)"
+    for dim, name in enumerate(NAMES):
+        r = np.corrcoef(ours[:, dim], ref[:, dim])[0, 1]
+        error = np.abs(ours[:, dim] - ref[:, dim]).mean() / ref[:, dim].std()
+        assert r >= MIN_R[name] and error <= MAX_ERROR[name], (
+            f"{group} {name}: r {r:.4f}, error {error:.4f} of std"
+        )
 
 
-@pytest.mark.parametrize(
-    "lo,hi,seed", [(80.0, 110.0, 5), (100.0, 140.0, 0), (90.0, 300.0, 2), (180.0, 280.0, 1)]
-)
-def test_voicing_and_f0_agree_with_opensmile(lo, hi, seed):
-    ours, ref, _ = both(speech_like(3.0, lo, hi, seed))
-    assert voicing_agreement(ours[:, 2], ref[:, 2]) >= 0.9
-    assert np.corrcoef(ours[:, 3], ref[:, 3])[0, 1] >= 0.99
-    assert np.abs(ours[:, 3] - ref[:, 3]).max() <= 0.05  # the signed ACF was 0.17 low at 100 Hz
+@pytest.mark.parametrize("group", list(VOICES))
+def test_voicing_decisions_and_f0_agree_frame_by_frame(pooled, group):
+    ours, ref = pooled[group]
+    same_decision = (ours[:, 2] > 0) == (ref[:, 2] > 0)
+    close = np.abs(ours[:, 2] - ref[:, 2]) <= 0.01 * np.maximum(ref[:, 2], 1.0)
+    assert same_decision.mean() >= 0.99 and close.mean() >= 0.98
+    assert np.abs(ours[:, 3] - ref[:, 3]).max() <= 0.01

@@ -11,10 +11,10 @@ from sertk.features.pitch import (
     _parabolic,
     acf_voicing,
     autocorrelation,
-    fast_fft_size,
-    frame_sums,
-    synthetic_voice,
+    cepstral_peak_f0,
+    is09_f0_contour,
 )
+from sertk.features.speechlike import synthetic_voice
 
 SR = 16000
 
@@ -64,39 +64,46 @@ def test_autocorrelation_is_linear_not_circular():
     np.testing.assert_allclose(got.numpy(), want, atol=1e-10)
 
 
-def test_fast_fft_size_is_smallest_5_smooth_size():
-    def smooth(n):
-        for p in (2, 3, 5):
-            while n % p == 0:
-                n //= p
-        return n == 1
-
-    for minimum in range(1, 400):
-        assert fast_fft_size(minimum) == next(n for n in range(minimum, 2 * minimum + 1) if smooth(n))
-    assert fast_fft_size(800 + 268 + 1) == 1080
-
-
-def test_frame_sums_equal_direct_sums_over_frames():
-    x = torch.randn(2, 101)
-    starts = torch.arange(0, 101 - 25 + 1, 7)
-    direct = x.unfold(1, 25, 7).sum(-1)
-    torch.testing.assert_close(frame_sums(x, starts, 25), direct, rtol=1e-5, atol=1e-5)
-    flags = x > 0
-    assert torch.equal(frame_sums(flags, starts, 25), flags.unfold(1, 25, 7).sum(-1).float())
-
-
-def test_acf_voicing_takes_highest_peak_in_range_over_lag0():
+def test_acf_voicing_takes_the_highest_rising_lag_in_range_over_lag0():
+    # sample_rate 16, f0 in [2, 4] Hz: lags 3 (ceil(16 / 4) - 1, openSMILE's 31 for 500 Hz) … 8.
     acf = torch.zeros(1, 12, dtype=torch.float64)
     acf[0, 0] = 2.0
-    acf[0, 1] = 1.9  # not a peak (falling from lag 0) and below the lag range
-    acf[0, 5] = 0.8  # peak inside [4, 8]
-    acf[0, 7] = 1.2  # higher peak inside
-    acf[0, 10] = 1.5  # peak beyond f0_min's lag
-    prob = acf_voicing(acf, sample_rate=16, f0_min=2.0, f0_max=4.0)
-    assert prob.item() == pytest.approx(0.6)
+    acf[0, 1] = 1.9  # below the lag range
+    acf[0, 5] = 0.8  # rising from lag 4: counted
+    acf[0, 7] = 1.2  # rising: the highest counted
+    acf[0, 10] = 1.5  # beyond f0_min's lag 8
+    assert acf_voicing(acf, sample_rate=16, f0_min=2.0, f0_max=4.0).item() == pytest.approx(0.6)
     acf[0, 6] = -1.6  # a deeper negative lobe counts by its magnitude, as in openSMILE's |ACF|
     assert acf_voicing(acf, 16, 2.0, 4.0).item() == pytest.approx(0.8)
+    acf[0, 3] = 1.8  # lag 3 is in range (it rises from lag 2)
+    assert acf_voicing(acf, 16, 2.0, 4.0).item() == pytest.approx(0.9)
+    falling = torch.tensor([[2.0, 1.9, 1.85, 1.0, 0.5, 0.2, 0.1, 0.0, 0.3, 0.0]])
+    assert acf_voicing(falling, 16, 2.0, 4.0).item() == pytest.approx(0.15)  # only the last lag, 8
     assert acf_voicing(torch.zeros(1, 12), 16, 2.0, 4.0).item() == 0.0
+
+
+def test_cepstral_peak_is_the_first_clear_peak_not_the_highest():
+    # sample_rate 16, f0_max 4: max over q >= 4, peaks from q = 5 up to K - 2 = 10 (f0_min 1 Hz).
+    cepstrum = torch.zeros(2, 12)
+    cepstrum[:, 0] = 10.0  # enters mean |c| = 13 / 12 only: threshold 0.6 (2 + 13/12) = 1.85
+    cepstrum[:, 9] = 2.0
+    cepstrum[0, 6] = 1.0  # a peak below the threshold: skipped
+    cepstrum[1, 6] = 1.9  # above it and first: chosen although q = 9 is higher
+    assert cepstral_peak_f0(cepstrum, 16, 1.0, 4.0).tolist() == pytest.approx([16 / 9, 16 / 6])
+    assert cepstral_peak_f0(torch.zeros(1, 12), 16, 1.0, 4.0).item() == 0.0  # no peak: unvoiced
+
+
+def test_is09_f0_contour_rules_by_hand():
+    raw = torch.tensor([[0.0, 100, 0, 0, 100, 102, 210, 104, 0, 150]])
+    # frame 1 is isolated -> 0; 210 is outside (0.6, 1.4) x the running mean 100.6 -> 100.6 (the mean
+    # then moves 10% towards 210); then each voiced frame is averaged with a voiced predecessor.
+    # Frame 9 lies past the row's 9 frames: unvoiced.
+    out = is09_f0_contour(raw, torch.tensor([9]))
+    assert out[0].tolist() == pytest.approx([0, 0, 0, 0, 100, 101, 101.3, 102.3, 0, 0])
+    jump = is09_f0_contour(torch.tensor([[100.0, 100, 300, 300, 300, 300, 300]]), torch.tensor([7]))
+    # Each 300 is outside 1.4 x the mean, which moves 10% towards it: 100 (replaced by), 120, 138, 154.2,
+    # 168.78; averaged with the predecessor: 100, 110, 129, 146.1, 161.49.
+    assert jump[0, 2:].tolist() == pytest.approx([100, 110, 129, 146.1, 161.49], abs=0.01)
 
 
 def test_parabolic_interpolation_recovers_quadratic_peak():

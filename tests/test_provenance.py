@@ -218,3 +218,11 @@ def test_folds_skip_when_up_to_date_and_redo_on_new_options(tmp_path):
     assert "up to date" in result.output and out.stat().st_mtime_ns == mtime
     assert runner.invoke(app, [*args, "--seed", "1"]).exit_code == 0
     assert out.read_text() != first
+
+
+def test_a_feature_name_keeps_its_promise_without_a_yaml():
+    """--feat spec-logpow8k alone is the 8 kHz spectrogram (512 bins), not spec-logpow's 4 kHz (256)."""
+    from sertk.features import build_feature
+
+    assert build_feature("spec-logpow8k").dim == 512 and build_feature("spec-logpow").dim == 256
+    assert build_feature("spec-logpow8k", {"max_freq_hz": 4000.0}).dim == 256

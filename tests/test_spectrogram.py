@@ -10,7 +10,7 @@ import torchaudio.compliance.kaldi as kaldi
 
 from sertk.errors import SertkError
 from sertk.features import build_feature
-from sertk.features.spectrogram import framed_spectrum, mu_law_compress
+from sertk.features.spectrogram import framed_spectrum, minmax_scale, mu_law_compress
 
 SR = 16000
 
@@ -118,6 +118,31 @@ def test_mu_law_hand_values():
     # ln(1 + 255|x|) / ln(256): ln 26.5 / ln 256 = 0.590988, ln 128.5 / ln 256 = 0.875703.
     expected = torch.tensor([-1.0, -0.590988, 0.0, 0.875703, 1.0])
     torch.testing.assert_close(mu_law_compress(x, 255.0), expected, rtol=0, atol=1e-5)
+
+
+def test_minmax_scale_by_hand_ignores_padding():
+    x = torch.tensor([[[1.0, 3.0], [5.0, 7.0], [100.0, -50.0]], [[2.0, 2.0], [2.0, 2.0], [2.0, 2.0]]])
+    out = minmax_scale(x, torch.tensor([2, 3]))
+    # row 0: min 1, max 7 over its 2 real frames -> 2 (x - 1) / 6 - 1; its padded frame -> -1
+    torch.testing.assert_close(out[0], torch.tensor([[-1.0, -1 / 3], [1 / 3, 1.0], [-1.0, -1.0]]))
+    assert out[1].tolist() == [[-1.0, -1.0]] * 3  # constant: no contrast, the floor
+
+
+def test_li2018_scaling_none_is_the_plain_magnitude_and_the_others_derive_from_it():
+    wave = noise(4000, seed=6) + 0.05  # with a DC offset, removed per frame
+    lengths = torch.tensor([4000])
+    plain = build_feature("spec-li2018", {"scaling": "none"}).compute(wave[None], lengths)[0].double()
+    frames = wave.double().unfold(0, 640, 160)
+    window = torch.hamming_window(640, periodic=False, dtype=torch.float64)
+    by_hand = torch.fft.rfft((frames - frames.mean(-1, keepdim=True)) * window, n=1600).abs()[:, 1:401]
+    torch.testing.assert_close(plain, by_hand, rtol=1e-4, atol=1e-5)
+    peak = build_feature("spec-li2018", {"scaling": "peak", "mu": 100.0}).compute(wave[None], lengths)[0]
+    torch.testing.assert_close(
+        peak.double(), mu_law_compress(by_hand / by_hand.max(), 100.0), rtol=1e-4, atol=1e-5
+    )
+    minmax = build_feature("spec-li2018", {"scaling": "minmax"}).compute(wave[None], lengths)
+    expected = mu_law_compress(minmax_scale(by_hand[None], torch.tensor([by_hand.shape[0]])), 255.0)
+    torch.testing.assert_close(minmax.double(), expected, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("scaling", ["peak", "minmax"])

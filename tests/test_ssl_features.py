@@ -624,3 +624,13 @@ def test_encoder_module_backpropagates_through_chunks(tmp_path, one_thread):
     grads = [p.grad for p in encoder.backend.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
     assert encoder.backend.model.encoder.layers[-1].feed_forward.output_dense.weight.grad.abs().sum() > 0
+
+
+def test_ssl_reads_16_khz_only():
+    """Every supported encoder was trained on 16 kHz: another sample_rate is refused, not resampled silently."""
+    from sertk.config import from_dict
+    from sertk.errors import SertkError
+    from sertk.features.ssl import SslConfig
+
+    with pytest.raises(SertkError, match="reads 16000 Hz"):
+        from_dict(SslConfig, {"checkpoint": "x", "sample_rate": 8000})

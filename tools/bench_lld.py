@@ -25,7 +25,7 @@ from rich.progress import Progress
 from sertk.errors import SertkError
 from sertk.features.dump import BATCH_SAMPLES, compute_batch, plan_batches
 from sertk.features.lld import Is09Config, Is09Lld, Rlc17Config, Rlc17Lld
-from sertk.features.pitch import synthetic_voice
+from sertk.features.speechlike import synthetic_voice
 from sertk.utils import console
 
 SR = 16000

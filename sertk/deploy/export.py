@@ -28,6 +28,7 @@ from sertk.deploy.package import load_models, manifest
 from sertk.errors import SertkError
 from sertk.features import build_feature
 from sertk.features.base import FeatureExtractor
+from sertk.features.frames import num_frames
 from sertk.inputs.batch import Normalizer
 from sertk.inputs.featureset import minmax_mulaw
 from sertk.models.trained import TrainedModel
@@ -91,7 +92,7 @@ class WaveformToPosteriors(nn.Module):
 
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         feats = self.extractor.compute(waves, lengths)
-        frames = torch.div(lengths - self.first, self.shift, rounding_mode="floor") + 1
+        frames = num_frames(lengths, self.first, self.shift)
         return self.net(feats, frames.clamp(min=1, max=feats.shape[1]))
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sertk.config import from_dict, load_config
+from sertk.config import from_dict, read_yaml
 from sertk.errors import SertkError
 from sertk.features.base import FeatureExtractor
 from sertk.features.fbank import KaldiFbank
@@ -26,6 +26,9 @@ FEATURES: dict[str, type[FeatureExtractor]] = {
     "ssl": SslFeatures,  # hidden layers of a local wav2vec2/HuBERT/WavLM/data2vec/Whisper checkpoint
     "wave": Waveform,  # the samples themselves, for models that run an SSL encoder on the fly
 }
+# A name that is another name's class with other defaults: what the name promises holds without a YAML
+# (``--feat spec-logpow8k`` alone must not write the 4 kHz spectrogram under the 8 kHz name).
+NAME_DEFAULTS: dict[str, dict] = {"spec-logpow8k": {"max_freq_hz": 8000.0}}
 
 
 def build_feature(name: str, config: dict | str | Path | None = None) -> FeatureExtractor:
@@ -33,8 +36,9 @@ def build_feature(name: str, config: dict | str | Path | None = None) -> Feature
     if name not in FEATURES:
         raise SertkError(f"unknown feature {name!r} (known: {', '.join(sorted(FEATURES))})")
     cls = FEATURES[name]
+    defaults = NAME_DEFAULTS.get(name, {})
     if isinstance(config, (str, Path)):
-        cfg = load_config(cls.Config, config)
+        cfg = from_dict(cls.Config, {**defaults, **read_yaml(config)}, where=str(config))
     else:
-        cfg = from_dict(cls.Config, dict(config or {}), where=f"feature {name}")
+        cfg = from_dict(cls.Config, {**defaults, **dict(config or {})}, where=f"feature {name}")
     return cls(cfg)

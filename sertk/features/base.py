@@ -12,12 +12,19 @@ class FeatureExtractor(abc.ABC):
     """Turns a batch of waveforms into frame-level features, on whatever device the input is on.
 
     Subclasses set ``Config`` (a dataclass whose fields are the YAML keys of the feature config, including
-    ``sample_rate``) and implement ``dim``, ``num_frames`` and ``compute``. ``storage_dtype`` is how a dump
-    stores the float32 ``compute`` output (``sertk.features.io.encode_frames``): float32 unless the feature
-    type says otherwise (SSL layers in float16, waveforms as 16-bit PCM).
+    ``sample_rate``) and ``version``, and implement ``dim``, ``num_frames`` and ``compute``.
+    ``storage_dtype`` is how a dump stores the float32 ``compute`` output (``sertk.features.io.encode_frames``):
+    float32 unless the feature type says otherwise (SSL layers in float16, waveforms as 16-bit PCM).
+
+    ``version`` (an int, starting at 1) names the numbers the extractor produces for a given config. Bump it
+    in the same commit as any change to the code that alters them (a fixed definition, a new default path,
+    different rounding beyond float noise), never for refactors that keep them. The provenance system folds
+    the feature name, its config and this version into a feature dump's record, so a changed extractor
+    invalidates old dumps instead of silently mixing old and new features.
     """
 
     Config: ClassVar[type]
+    version: ClassVar[int]
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg

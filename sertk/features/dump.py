@@ -2,18 +2,22 @@
 
 Utterances are sorted by length and grouped into batches of about ``BATCH_SAMPLES`` samples, so a batch
 wastes little on padding and each torch call (framing, FFT, Mel matmul) runs over many frames at once.
-With ``nj`` > 1 a pool of spawned workers (one torch thread each) reads and computes batches and sends
-the trimmed arrays back; the parent alone writes the single ``feats.h5`` / ``feats.ark``. Streaming is
-chosen over per-worker part files because the arrays are small next to the work that makes them (40
-floats per 10 ms of audio, pickled once) while merging parts would copy every byte a second time after
-the workers finish; handing out batches on demand also balances the workers better than fixed
-contiguous shares of a length-sorted list.
+With ``nj`` > 1, ``nj`` threads of this process read and compute batches (one torch intra-op thread each:
+torch, numpy and libsndfile release the GIL inside their kernels, where nearly all the time goes), and
+this thread alone writes the single ``feats.h5`` / ``feats.ark`` in batch order, so the output is the same
+for every ``nj``. Threads replace the spawned worker processes of earlier versions: each of those paid
+~2.5 CPU-s importing torch, which made ``--nj 2`` slower than ``--nj 1`` on dumps of a few minutes of
+CPU, and pickled every feature array back to the parent. Batches are handed out in order with at most
+``2 nj`` in flight, which balances the threads and bounds the memory held by finished batches.
 """
 
 from __future__ import annotations
 
+import collections
 import shutil
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +44,6 @@ from sertk.features.io import (
 )
 from sertk.utils import (
     atomic_write_text,
-    batch_results,
     check_replaceable,
     console,
     fresh_tmp_dir,
@@ -48,18 +51,11 @@ from sertk.utils import (
     resolve_device,
 )
 
-# About 0.5 M samples (~30 s of 16 kHz audio) per batch: enough frames (~3000) that per-call overhead
-# vanishes, few enough that frames and spectra (~12 MB) stay in cache; 2-4 M-sample batches measured
-# 1.5-3x slower per frame, one utterance per batch about the same.
+# About 0.5 M samples (~30 s of 16 kHz audio) per batch: enough frames (~3000) that per-batch overhead
+# (reading, padding, trimming, ~100 torch calls) vanishes; extractors whose working set outgrows the
+# cache at that size compute in smaller passes themselves (the LLDs: ``chunk_samples``). Measured for
+# logmel40 end to end: 256 k-sample batches cost 9% more CPU (twice the per-batch overhead).
 BATCH_SAMPLES = 500_000
-
-_worker_extractor: FeatureExtractor | None = None
-
-
-def _init_worker(feat: str, config: dict) -> None:
-    global _worker_extractor
-    torch.set_num_threads(1)
-    _worker_extractor = build_feature(feat, config)
 
 
 def compute_batch(
@@ -108,8 +104,24 @@ def compute_batch(
     }
 
 
-def _worker_batch(items: list[tuple[str, str]]) -> dict:
-    return compute_batch(_worker_extractor, items)
+def compute_batches(
+    extractor: FeatureExtractor, batches: list[list[tuple[str, str]]], nj: int, device: torch.device | None = None
+) -> Iterator[dict]:
+    """``compute_batch`` of every batch, in order, on ``nj`` threads (the caller sets torch's thread count)."""
+    if nj == 1:
+        yield from (compute_batch(extractor, batch, device) for batch in batches)
+        return
+    pool = ThreadPoolExecutor(nj, thread_name_prefix="sertk-feats")
+    try:
+        pending: collections.deque = collections.deque()
+        for batch in batches:
+            pending.append(pool.submit(compute_batch, extractor, batch, device))
+            if len(pending) >= 2 * nj:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def plan_batches(
@@ -159,7 +171,7 @@ def feats_record(data: Path, feat: str, extractor: FeatureExtractor, fmt: str) -
         inputs={"wav.scp": provenance.file_digest(wav_scp), "audio": provenance.stat_digest(wavs.values())},
         options={"feat": feat, "config": to_dict(extractor.cfg), "format": fmt},
         code=provenance.code_versions(
-            extractor=f"{type(extractor).__name__}/{getattr(type(extractor), 'version', 1)}"
+            extractor=f"{type(extractor).__name__}/{type(extractor).version}"
         ),
     )
 
@@ -280,7 +292,7 @@ def _compute_into(
     nj: int,
     device: torch.device,
 ) -> dict:
-    """Compute all batches (in-process or in ``nj`` workers) and write them into ``tmp``; appends to errors.
+    """Compute all batches (on ``nj`` threads) and write them into ``tmp`` in order; appends to errors.
 
     ``what``: (feat, config, format)."""
     feat, config, fmt = what
@@ -291,16 +303,12 @@ def _compute_into(
     counts = {"downmixed": 0, "resampled": 0}
     total = sum(len(b) for b in batches)
     columns = (TextColumn("feats"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    pool = batch_results(
-        lambda batch: compute_batch(extractor, batch, device),
-        _worker_batch,
-        batches,
-        nj,
-        _init_worker,
-        (feat, config),
-    )
+    threads = torch.get_num_threads()
+    # One job is one core: each of the nj threads runs its torch ops on itself, without intra-op threads.
+    torch.set_num_threads(1)
+    results = compute_batches(extractor, batches, nj, device)
     try:
-        with pool as results, Progress(*columns, console=console, transient=True) as progress:
+        with Progress(*columns, console=console, transient=True) as progress:
             task = progress.add_task("feats", total=total)
             for result in results:
                 for utt, feats in result["feats"]:
@@ -313,6 +321,8 @@ def _compute_into(
                 counts["resampled"] += result["resampled"]
                 progress.advance(task, result["items"])
     finally:
+        results.close()
+        torch.set_num_threads(threads)
         writer.close()
     write_table(tmp / "utt2num_frames", num_frames)
     return {

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
 from sertk.errors import SertkError
 from sertk.features.base import FeatureExtractor
+from sertk.features.frames import (
+    WINDOWS,
+    analysis_window,
+    centred_frames,
+    frame_signal,
+    mel_filterbank,
+    next_power_of_two,
+    num_centred_frames,
+    num_frames,
+    preemphasize,
+)
 
-WINDOWS = ("povey", "hamming", "hann")
 # Kaldi floors energies at std::numeric_limits<float>::epsilon() before the log.
 LOG_FLOOR = torch.finfo(torch.float32).eps
 # Kaldi reads wavs as int16 sample values, so its energies (and log-Mel offsets) are on that scale.
@@ -59,43 +68,6 @@ class FbankConfig:
             )
 
 
-def mel_scale(freq_hz: torch.Tensor) -> torch.Tensor:
-    """Kaldi's Mel scale: 1127 ln(1 + f / 700)."""
-    return 1127.0 * torch.log1p(freq_hz / 700.0)
-
-
-def mel_filterbank(cfg: FbankConfig, fft_size: int) -> torch.Tensor:
-    """Triangular Mel filters, (fft_size // 2 + 1, num_mel_bins) float64, as Kaldi's ``MelBanks``.
-
-    Filters are equally spaced on the Mel scale between low_freq and high_freq and triangular in Mel;
-    like Kaldi, the Nyquist bin gets weight 0.
-    """
-    nyquist = 0.5 * cfg.sample_rate
-    high = cfg.high_freq if cfg.high_freq > 0 else nyquist + cfg.high_freq
-    mel_low = mel_scale(torch.tensor(cfg.low_freq, dtype=torch.float64))
-    mel_high = mel_scale(torch.tensor(high, dtype=torch.float64))
-    delta = (mel_high - mel_low) / (cfg.num_mel_bins + 1)
-    index = torch.arange(cfg.num_mel_bins, dtype=torch.float64)
-    left = mel_low + index * delta
-    center = left + delta
-    right = center + delta
-    bin_mel = mel_scale(torch.arange(fft_size // 2, dtype=torch.float64) * (cfg.sample_rate / fft_size))
-    rising = (bin_mel[:, None] - left) / (center - left)
-    falling = (right - bin_mel[:, None]) / (right - center)
-    weights = torch.clamp(torch.minimum(rising, falling), min=0.0)
-    return torch.cat([weights, torch.zeros(1, cfg.num_mel_bins, dtype=torch.float64)])
-
-
-def feature_window(kind: str, length: int) -> torch.Tensor:
-    """Kaldi's symmetric analysis windows (``povey`` = Hann to the power 0.85), float64."""
-    n = torch.arange(length, dtype=torch.float64)
-    cosine = torch.cos(2 * math.pi * n / (length - 1))
-    if kind == "hamming":
-        return 0.54 - 0.46 * cosine
-    hann = 0.5 - 0.5 * cosine
-    return hann.pow(0.85) if kind == "povey" else hann
-
-
 class KaldiFbank(FeatureExtractor):
     """Log-Mel filterbank energies exactly as Kaldi's ``compute-fbank-feats`` (use_energy false, power spectrum).
 
@@ -109,6 +81,7 @@ class KaldiFbank(FeatureExtractor):
     and Mel-projected with one call each.
     """
 
+    version = 1
     Config = FbankConfig
 
     def __init__(self, cfg: FbankConfig) -> None:
@@ -118,12 +91,14 @@ class KaldiFbank(FeatureExtractor):
         if self.window_length < 2 or self.window_shift < 1:
             raise SertkError(f"fbank: frame of {self.window_length} samples is too short")
         self.fft_size = (
-            1 << (self.window_length - 1).bit_length() if cfg.round_to_power_of_two else self.window_length
+            next_power_of_two(self.window_length) if cfg.round_to_power_of_two else self.window_length
         )
         if self.fft_size % 2:
             raise SertkError(f"fbank: FFT size {self.fft_size} is odd; set round_to_power_of_two: true")
-        self.window = feature_window(cfg.window, self.window_length).float()
-        self.mel_matrix = mel_filterbank(cfg, self.fft_size).float()
+        self.window = analysis_window(cfg.window, self.window_length).float()
+        self.mel_matrix = mel_filterbank(
+            cfg.num_mel_bins, self.fft_size, cfg.sample_rate, cfg.low_freq, cfg.high_freq
+        )
 
     @property
     def dim(self) -> int:
@@ -131,27 +106,16 @@ class KaldiFbank(FeatureExtractor):
 
     def num_frames(self, num_samples: int) -> int:
         if self.cfg.snip_edges:
-            if num_samples < self.window_length:
-                return 0
-            return 1 + (num_samples - self.window_length) // self.window_shift
-        return (num_samples + self.window_shift // 2) // self.window_shift
+            return num_frames(num_samples, self.window_length, self.window_shift)
+        return num_centred_frames(num_samples, self.window_shift)
 
     def _frames(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, T, L) analysis frames of the batch; T is the frame count of the longest row."""
-        length, shift = self.window_length, self.window_shift
-        if self.cfg.snip_edges:
-            if waves.shape[1] < length:
-                return waves.new_zeros(waves.shape[0], 0, length)
-            return waves.unfold(1, length, shift)
-        # Kaldi without snip_edges centres frame m at m * shift + shift / 2 and mirrors the signal at both
-        # ends; the mirror point differs per row, so gather with per-row reflected indices.
-        num = self.num_frames(int(waves.shape[1]))
-        start = torch.arange(num, device=waves.device) * shift + shift // 2 - length // 2
-        index = (start[:, None] + torch.arange(length, device=waves.device)).expand(waves.shape[0], -1, -1)
-        n = lengths.to(waves.device).view(-1, 1, 1)
-        index = torch.where(index < 0, -index - 1, index)
-        index = torch.where(index >= n, 2 * n - index - 1, index).clamp(0, waves.shape[1] - 1)
-        return torch.gather(waves[:, None, :].expand(-1, num, -1), 2, index)
+        if not self.cfg.snip_edges:
+            return centred_frames(waves, lengths, self.window_length, self.window_shift)
+        if waves.shape[1] < self.window_length:
+            return waves.new_zeros(waves.shape[0], 0, self.window_length)
+        return frame_signal(waves, self.window_length, self.window_shift)
 
     def compute(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, T, num_mel_bins) log-Mel energies of a zero-padded batch of waveforms in [-1, 1]."""
@@ -169,9 +133,7 @@ class KaldiFbank(FeatureExtractor):
         # Frames are built inside the zero-padded FFT buffer, saving rfft's own pad-and-copy pass.
         padded = frames.new_empty(*frames.shape[:2], self.fft_size)
         padded[..., length:] = 0.0
-        emphasized = padded[..., :length]
-        torch.sub(frames[..., 1:], frames[..., :-1], alpha=coeff, out=emphasized[..., 1:])
-        emphasized[..., 0] = frames[..., 0] * (1.0 - coeff)
+        emphasized = preemphasize(frames, coeff, out=padded[..., :length])
         if cfg.remove_dc_offset:
             emphasized.sub_(frames.mean(dim=-1, keepdim=True) * (1.0 - coeff))
         emphasized.mul_(self.window.to(frames.device))

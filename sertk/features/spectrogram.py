@@ -1,7 +1,8 @@
 """Linear-frequency spectrograms: μ-law companded magnitude (``spec-li2018``) and log power (``spec-logpow``).
 
-Both frame the signal the Kaldi way (``snip_edges``): frame i covers samples [i·S, i·S + L), there are
-1 + (N − L) // S frames, and each windowed frame is zero-padded at its END to ``n_fft`` before the DFT.
+Both frame the signal the Kaldi way (``snip_edges``, ``sertk.features.frames``): frame i covers samples
+[i·S, i·S + L), there are 1 + (N − L) // S frames, and each windowed frame is zero-padded at its END to
+``n_fft`` before the DFT.
 ``torch.stft(center=False)`` with a window shorter than ``n_fft`` differs: it centres the window inside
 an ``n_fft``-long frame, so it yields 1 + (N − n_fft) // S frames, each shifted by (n_fft − L) / 2 samples.
 Bin 0 (DC) is dropped, so a ``max_freq_hz`` cut-off keeps bins 1 … max_freq_hz / bin_width.
@@ -16,26 +17,11 @@ import torch
 
 from sertk.errors import SertkError
 from sertk.features.base import FeatureExtractor
+from sertk.features.frames import WINDOWS, analysis_window, frame_signal, num_frames
+from sertk.masking import frame_mask
 
-_WINDOWS = {"hamming": torch.hamming_window, "hann": torch.hann_window}
-
-
-def kaldi_frames(waves: torch.Tensor, frame_length: int, frame_shift: int) -> torch.Tensor:
-    """Cut (B, N) waveforms into (B, T, L) frames, frame i = samples [i·S, i·S + L) (Kaldi snip_edges).
-
-    Rows shorter than one frame give zero frames; a batch shorter than one frame is zero-padded so the
-    result still has the shape (B, 1, L) and callers trim by ``num_frames``.
-    """
-    if waves.shape[1] < frame_length:
-        waves = torch.nn.functional.pad(waves, (0, frame_length - waves.shape[1]))
-    return waves.unfold(1, frame_length, frame_shift)
-
-
-def num_kaldi_frames(num_samples: int, frame_length: int, frame_shift: int) -> int:
-    """Frame count of Kaldi ``snip_edges`` framing: 1 + (N − L) // S, or 0 when N < L."""
-    if num_samples < frame_length:
-        return 0
-    return 1 + (num_samples - frame_length) // frame_shift
+# What spec-li2018 stores (see MuLawSpectrogram).
+SCALINGS = ("none", "peak", "minmax")
 
 
 def framed_spectrum(
@@ -48,11 +34,11 @@ def framed_spectrum(
     num_bins: int,
 ) -> torch.Tensor:
     """Complex DFT bins 1 … num_bins of Kaldi-framed, windowed frames: (B, N) -> (B, T, num_bins)."""
-    frames = kaldi_frames(waves, frame_length, frame_shift)
+    frames = frame_signal(waves, frame_length, frame_shift)
     if remove_dc_offset:
         # Kaldi's default: a recording's DC offset would otherwise leak into the lowest bins via the window.
         frames = frames - frames.mean(dim=-1, keepdim=True)
-    taper = _WINDOWS[window](frame_length, periodic=False, dtype=waves.dtype, device=waves.device)
+    taper = analysis_window(window, frame_length, dtype=waves.dtype, device=waves.device)
     # rfft(n=n_fft) zero-pads each frame at its end, which keeps Kaldi's frame alignment.
     return torch.fft.rfft(frames * taper, n=n_fft)[..., 1 : num_bins + 1]
 
@@ -62,10 +48,28 @@ def mu_law_compress(x: torch.Tensor, mu: float) -> torch.Tensor:
     return torch.sign(x) * torch.log1p(mu * x.abs()) / math.log1p(mu)
 
 
+def minmax_scale(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Map each row of (B, T, D) linearly onto [-1, 1]: its min -> -1, its max -> 1; Li et al. 2018 §2.1.
+
+    The paper maps each 2 s segment's 400 x 200 spectrogram "linearly to [-1, 1]" before μ-law
+    (``mu_law_compress``, Eq. 1): call this on a batch of segments with ``lengths`` their real frames. Only
+    the real frames t < lengths[b] define row b's min and max, so padding never changes the scale, and
+    padded frames come out as -1: where silence (magnitude 0 <= min) would map, so a segment padded at its
+    end looks like the same segment followed by silence to a convolution that reaches past the end (μ-law
+    keeps -1 at -1). A row whose real frames are constant maps to -1 everywhere.
+    """
+    valid = frame_mask(lengths.to(x.device), x.shape[1]).view(x.shape[0], x.shape[1], *([1] * (x.dim() - 2)))
+    dims = tuple(range(1, x.dim()))
+    high = x.masked_fill(~valid, -math.inf).amax(dim=dims, keepdim=True)
+    low = x.masked_fill(~valid, math.inf).amin(dim=dims, keepdim=True)
+    scaled = 2.0 * (x - low) / (high - low).clamp_min(torch.finfo(x.dtype).tiny) - 1.0
+    return torch.where(valid, scaled.clamp(-1.0, 1.0), torch.full_like(scaled, -1.0))
+
+
 def _check_common(cfg, frame_length: int, name: str) -> int:
     """Validate framing options shared by both spectrograms; returns the number of kept bins."""
-    if cfg.window not in _WINDOWS:
-        raise SertkError(f"feature {name}: window must be one of {sorted(_WINDOWS)}, got {cfg.window!r}")
+    if cfg.window not in WINDOWS:
+        raise SertkError(f"feature {name}: window must be one of {list(WINDOWS)}, got {cfg.window!r}")
     if cfg.frame_shift_ms <= 0 or frame_length <= 0:
         raise SertkError(f"feature {name}: frame_length_ms and frame_shift_ms must be positive")
     if cfg.n_fft < frame_length:
@@ -97,7 +101,7 @@ class _KaldiFramed(FeatureExtractor):
         return self.num_bins
 
     def num_frames(self, num_samples: int) -> int:
-        return num_kaldi_frames(int(num_samples), self.frame_length, self.frame_shift)
+        return num_frames(int(num_samples), self.frame_length, self.frame_shift)
 
     def _spectrum(self, waves: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
@@ -115,13 +119,19 @@ class _KaldiFramed(FeatureExtractor):
 class MuLawSpectrogram(_KaldiFramed):
     """Li et al. 2018 §2.1: 40 ms Hamming / 10 ms, 1600-point DFT (10 Hz bins), 10-4000 Hz -> 400 bins.
 
-    The magnitude spectrogram is linearly scaled per utterance, then μ-law companded (Eq. 1). ``scaling``:
-    ``peak`` divides by the utterance's largest magnitude, giving [0, 1] ⊂ [-1, 1], so the noise floor sits
-    at 0 where μ-law has its largest gain (255 / ln 256 ≈ 46) and the result behaves like a log spectrum
-    with a 48 dB range; ``minmax`` maps the utterance's min/max onto exactly [-1, 1], which puts the floor
-    at −1 where μ-law compresses instead. The paper scales each 2 s segment; sertk segments after feature
-    extraction, so the scale is per utterance.
+    ``scaling`` says what is stored:
+
+    - ``none``: the plain linear magnitude |X|, no μ-law: the paper's own scaling is per 2 s segment, so
+      it is applied after segmentation: ``mu_law_compress(minmax_scale(segments, lengths), mu)``.
+    - ``peak``: |X| divided by the utterance's largest magnitude ([0, 1] ⊂ [-1, 1]), then μ-law: the noise
+      floor sits at 0 where μ-law has its largest gain (255 / ln 256 ≈ 46), so the result behaves like a
+      log spectrum with a 48 dB range.
+    - ``minmax``: ``minmax_scale`` over the whole utterance, then μ-law: the floor sits at −1, where
+      μ-law compresses instead.
+    ``mu`` only applies to ``peak`` and ``minmax``.
     """
+
+    version = 1
 
     @dataclass
     class Config:
@@ -137,23 +147,26 @@ class MuLawSpectrogram(_KaldiFramed):
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg, "spec-li2018")
-        if cfg.scaling not in ("peak", "minmax"):
-            raise SertkError(f"feature spec-li2018: scaling must be 'peak' or 'minmax', got {cfg.scaling!r}")
+        if cfg.scaling not in SCALINGS:
+            raise SertkError(
+                f"feature spec-li2018: scaling must be one of {list(SCALINGS)}, got {cfg.scaling!r}"
+            )
         if cfg.mu <= 0:
             raise SertkError(f"feature spec-li2018: mu must be positive, got {cfg.mu}")
 
     def compute(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(B, N) waveforms -> (B, T, 400) μ-law companded spectrogram; Li et al. 2018 §2.1 and Eq. 1."""
+        """(B, N) waveforms -> (B, T, 400) magnitude spectrogram, scaled and μ-law companded per ``scaling``;
+        Li et al. 2018 §2.1 and Eq. 1."""
         magnitude = self._spectrum(waves).abs()
-        frames = torch.tensor([self.num_frames(n) for n in lengths.tolist()], device=magnitude.device)
-        valid = (torch.arange(magnitude.shape[1], device=magnitude.device) < frames[:, None])[..., None]
+        if self.cfg.scaling == "none":
+            return magnitude
         # Scale statistics come from each utterance's own frames so batching never changes a row.
+        frames = num_frames(lengths.to(magnitude.device), self.frame_length, self.frame_shift)
+        if self.cfg.scaling == "minmax":
+            return mu_law_compress(minmax_scale(magnitude, frames), self.cfg.mu)
+        valid = frame_mask(frames, magnitude.shape[1])[..., None]
         peak = magnitude.masked_fill(~valid, 0.0).amax(dim=(1, 2), keepdim=True)
-        if self.cfg.scaling == "peak":
-            scaled = magnitude / peak.clamp_min(torch.finfo(magnitude.dtype).tiny)
-        else:
-            low = magnitude.masked_fill(~valid, math.inf).amin(dim=(1, 2), keepdim=True)
-            scaled = 2.0 * (magnitude - low) / (peak - low).clamp_min(torch.finfo(magnitude.dtype).tiny) - 1.0
+        scaled = magnitude / peak.clamp_min(torch.finfo(magnitude.dtype).tiny)
         return mu_law_compress(scaled.clamp(-1.0, 1.0), self.cfg.mu)
 
 
@@ -164,6 +177,8 @@ class LogPowerSpectrogram(_KaldiFramed):
     512. Powers below ``log_floor`` are floored before the log (digital silence would give −inf).
     Normalisation (per-fold mean/std) belongs to the trainer.
     """
+
+    version = 1
 
     @dataclass
     class Config:

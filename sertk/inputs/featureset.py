@@ -16,9 +16,9 @@ import torch
 
 from sertk.errors import SertkError
 from sertk.features.io import FeatureReader, decode_frames
-from sertk.features.spectrogram import mu_law_compress
+from sertk.features.spectrogram import minmax_scale, mu_law_compress
 from sertk.inputs.config import InputConfig
-from sertk.masking import frame_mask
+from sertk.masking import zero_padding
 from sertk.utils import console
 
 
@@ -170,17 +170,12 @@ def segment_bounds(
 
 
 def minmax_mulaw(feats: torch.Tensor, lengths: torch.Tensor, mu: float) -> torch.Tensor:
-    """Each row's real frames mapped linearly onto [-1, 1], then mu-law (attention_pooling_cnn.txt Eq. 1).
+    """Each row's real frames mapped linearly onto [-1, 1], then mu-law (attention_pooling_cnn.txt §2.1, Eq. 1).
 
-    The min and max are over the row's real frames and all bins (the whole segment matrix of §2.1); a
-    constant row maps to 0. Padded frames stay exactly 0.
+    ``minmax_scale`` and ``mu_law_compress`` of ``sertk.features.spectrogram``; padded frames are set back to
+    0, the padding every FeatureSet batch has (the models mask it).
     """
-    mask = frame_mask(lengths.to(feats.device), feats.shape[1])[..., None]
-    low = feats.masked_fill(~mask, float("inf")).amin(dim=(1, 2), keepdim=True)
-    high = feats.masked_fill(~mask, float("-inf")).amax(dim=(1, 2), keepdim=True)
-    spread = (high - low).clamp(min=torch.finfo(feats.dtype).tiny)
-    scaled = torch.where(high > low, 2 * (feats - low) / spread - 1, torch.zeros_like(feats))
-    return mu_law_compress(scaled, mu) * mask
+    return zero_padding(mu_law_compress(minmax_scale(feats, lengths), mu), lengths)
 
 
 @dataclass
