@@ -1,3 +1,3 @@
 """sertk: a speech emotion recognition toolkit with Kaldi-style recipes for IEMOCAP."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
