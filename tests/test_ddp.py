@@ -1,0 +1,112 @@
+"""Data-parallel training (sertk train --nproc 2, gloo on CPU) against one process with the same global batch.
+
+The 2-process run must end with the weights, batch norm statistics and metrics.csv of the 1-process run
+(float tolerance: sums are split over ranks), including random transforms (white noise, SpecAugment, random
+crop, mixup) and class-weighted loss on unequal shards (batch 7 -> 4 + 3 rows), both batch norms synced; an
+interrupted 2-process run resumed with --resume ends the same; rank 0 alone writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from ddp_entry import BatchNormToy
+from helpers import ToyModel, make_recipe, run, write_conf
+
+from sertk.models import MODELS, SYSTEMS
+
+ENTRY = Path(__file__).with_name("ddp_entry.py")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory):
+    recipe = make_recipe(tmp_path_factory.mktemp("ddp"), per_class=8)  # fold1: 18 train rows
+    write_conf(
+        recipe["conf"],
+        train_opts={"optimizer": "sgd", "lr": 0.1, "batch_size": 7, "epochs": 3, "class_weights": "balanced"},
+        input_opts={
+            "max_frames": 20,
+            "crop": "random",
+            "specaugment": {"freq_masks": 1, "freq_width": 2, "time_masks": 1, "time_width": 3},
+            "mixup": {"alpha": 0.4, "prob": 0.5},
+        },
+    )
+    text = recipe["conf"].read_text().replace("arch: toy\n", "arch: toy-bn\n").replace("dropout: 0.2", "dropout: 0.0")
+    recipe["conf"].write_text(text)
+    return recipe
+
+
+def train_processes(recipe, exp: Path, nproc: int, *extra: str, env: dict | None = None):
+    """The real command line through tests/ddp_entry.py (sertk's CLI with the toy archs registered)."""
+    args = [sys.executable, str(ENTRY), "train", "--train-config", str(recipe["conf"]), "--fold", "1"]
+    for key in ("data", "feats", "folds"):
+        args += [f"--{key}", str(recipe[key])]
+    args += ["--exp", str(exp), "--device", "cpu", "--nproc", str(nproc), *extra]
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    full_env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(args, capture_output=True, text=True, env=full_env, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def one_process(recipe, tmp_path_factory):
+    exp = tmp_path_factory.mktemp("one") / "exp"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(MODELS, "toy-bn", BatchNormToy)
+        mp.setitem(SYSTEMS, "toy-bn", "toy_system")
+        run(recipe, exp, fold="1")
+    return exp / "fold1"
+
+
+def metrics(fold_dir: Path) -> list[dict]:
+    with open(fold_dir / "metrics.csv") as f:
+        return [{k: float(v) for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
+
+
+def assert_same_training(fold_dir: Path, reference: Path) -> None:
+    for name in ("checkpoint.pt", "best.pt"):
+        got = torch.load(fold_dir / name, weights_only=True)["model"]
+        want = torch.load(reference / name, weights_only=True)["model"]
+        assert got.keys() == want.keys()
+        for key in want:
+            torch.testing.assert_close(got[key], want[key], rtol=1e-5, atol=1e-6, msg=f"{name} {key}")
+    got, want = metrics(fold_dir), metrics(reference)
+    assert [r["epoch"] for r in got] == [r["epoch"] for r in want] == [1.0, 2.0, 3.0]
+    for g, w in zip(got, want, strict=True):
+        for key in w:
+            assert g[key] == pytest.approx(w[key], rel=1e-5, abs=2e-6), (g["epoch"], key)
+
+
+def test_two_processes_train_like_one(recipe, one_process, tmp_path):
+    writers = tmp_path / "writers.log"
+    result = train_processes(recipe, tmp_path / "exp", 2, env={"SERTK_TEST_WRITERS": str(writers)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_training(tmp_path / "exp" / "fold1", one_process)
+    ranks = {line.split()[0] for line in writers.read_text().splitlines()}
+    assert ranks == {"0"}, "only rank 0 may write checkpoints, metrics and provenance records"
+    # The model really changed: the comparison is not between two untouched initialisations.
+    first = torch.load(one_process / "checkpoint.pt", weights_only=True)["model"]
+    torch.manual_seed(3)
+    init = BatchNormToy(ToyModel.Config(hidden=16, dropout=0.0), 6, 4).state_dict()
+    assert not torch.allclose(first["proj.weight"], init["proj.weight"])
+    assert int(first["frame_norm.num_batches_tracked"]) == 3 * 3  # 3 epochs of 18 rows: 7 + 7 + 4
+
+
+def test_interrupted_two_process_run_resumes_exactly(recipe, one_process, tmp_path):
+    exp = tmp_path / "exp"
+    crashed = train_processes(recipe, exp, 2, env={"SERTK_TEST_CRASH_EPOCH": "2"})
+    assert crashed.returncode == 1
+    lines = crashed.stderr.strip().splitlines()
+    assert "rank 0 failed" in lines[-1] and lines[-1].startswith("error:"), crashed.stderr[-2000:]
+    assert "Traceback" not in crashed.stderr
+    assert [r["epoch"] for r in metrics(exp / "fold1")] == [1.0]
+    resumed = train_processes(recipe, exp, 2, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming after epoch 1" in resumed.stderr
+    assert_same_training(exp / "fold1", one_process)
