@@ -64,7 +64,8 @@ def log_writers(log_path: str) -> None:
         note(Path(path).name)
         return real_record(path, *args, **kwargs)
 
-    loop.save_torch, loop.write_metrics, sertk.provenance.write_record = save_torch, write_metrics, write_record
+    loop.save_torch, loop.write_metrics = save_torch, write_metrics
+    sertk.provenance.write_record = write_record
 
 
 def crash_rank0(epoch: int) -> None:

@@ -38,8 +38,8 @@ def recipe(tmp_path_factory):
             "mixup": {"alpha": 0.4, "prob": 0.5},
         },
     )
-    text = recipe["conf"].read_text().replace("arch: toy\n", "arch: toy-bn\n").replace("dropout: 0.2", "dropout: 0.0")
-    recipe["conf"].write_text(text)
+    text = recipe["conf"].read_text().replace("arch: toy\n", "arch: toy-bn\n")
+    recipe["conf"].write_text(text.replace("dropout: 0.2", "dropout: 0.0"))
     return recipe
 
 

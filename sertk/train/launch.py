@@ -17,6 +17,7 @@ import time
 
 from sertk.errors import SertkError
 
+
 def in_distributed_job() -> bool:
     """Whether torchrun (or this launcher) started this process: its rendezvous variables are set."""
     return "WORLD_SIZE" in os.environ and "RANK" in os.environ
@@ -63,7 +64,9 @@ def relaunch(nproc: int) -> None:
         if logs[rank] is not None:
             logs[rank].seek(0)
             sys.stderr.write(logs[rank].read().decode(errors="replace"))
-        raise SertkError(f"sertk train --nproc {nproc}: rank {rank} failed (exit status {code}); others stopped")
+        raise SertkError(
+            f"sertk train --nproc {nproc}: rank {rank} failed (exit status {code}); others stopped"
+        )
 
 
 def wait_all(procs: list[subprocess.Popen]) -> tuple[int, int] | None:

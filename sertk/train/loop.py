@@ -337,7 +337,8 @@ def train_epoch(
     indices reach the device in one copy per epoch, and loss and hits add up in device tensors read once.
     Under DDP each rank builds the whole global batch, then keeps its rows (``distributed.shard``).
     """
-    model, fset, device, ranks = state.net or state.model, draws.train_set, run.device, run.dist
+    model = state.model if state.net is None else state.net
+    fset, device, ranks = draws.train_set, run.device, run.dist
     model.train()
     batches = length_batches(draws.order, fset.lengths, cfg.batch_size, cfg.seed, draws.epoch)
     batches = one_batch_safe(batches, distributed.min_batch_rows(ranks))
@@ -491,7 +492,13 @@ def fit(
 
 
 def run_epoch(
-    state: TrainingState, data: FoldData, cfg: TrainConfig, inp: InputConfig, run: FoldRun, progress, epoch: int
+    state: TrainingState,
+    data: FoldData,
+    cfg: TrainConfig,
+    inp: InputConfig,
+    run: FoldRun,
+    progress: Progress,
+    epoch: int,
 ) -> None:
     """Draw the epoch's inputs, train, validate (rank 0; the others get its numbers) and record the epoch."""
     tic = time.perf_counter()
