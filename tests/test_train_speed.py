@@ -4,8 +4,6 @@ the helpers DDP relies on (global batches of at least one row per rank, shard we
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 import torch
 from helpers import make_recipe, run, write_conf
