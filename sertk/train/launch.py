@@ -41,6 +41,8 @@ def relaunch(nproc: int) -> None:
     command = [sys.executable, *sys.orig_argv[1:]]
     base = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
     base.update({"WORLD_SIZE": str(nproc), "LOCAL_WORLD_SIZE": str(nproc)})
+    # N processes each running a thread per core would oversubscribe the CPU N times (torchrun sets 1).
+    base.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     logs = [None] + [tempfile.TemporaryFile() for _ in range(1, nproc)]
     procs = [
         subprocess.Popen(
