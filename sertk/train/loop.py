@@ -3,7 +3,8 @@
 ``fit`` reads as the table of contents: set up (or resume) the state, then per epoch draw the epoch's
 inputs, train, validate, and record (metrics.csv, best.pt, checkpoint.pt). Everything random is seeded by
 (seed, epoch) and every state is checkpointed, so a resumed run ends with the same weights as an
-uninterrupted one (on CPU).
+uninterrupted one (on CPU). Under DDP every rank runs this loop on its share of each global batch
+(sertk.train.distributed); rank 0 validates and writes.
 """
 
 from __future__ import annotations
