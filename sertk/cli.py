@@ -349,8 +349,16 @@ def train(
     ssl_encoder: Path | None = typer.Option(
         None, help="An ssl feature YAML (checkpoint: PATH ...) run inside the model on --feat wave input."
     ),
+    nproc: int = typer.Option(
+        1, help="Data-parallel processes on this machine (one per GPU; gloo on CPU); torchrun works too."
+    ),
 ) -> None:
     """Stage 5: train one model per fold (checkpoint every epoch, exact resume; up-to-date folds are skipped)."""
+    from sertk.train.launch import in_distributed_job, relaunch
+
+    if nproc > 1 and not in_distributed_job():
+        relaunch(nproc)  # the same command line as ranks 0..nproc-1, which land in the branch below
+        return
     from sertk.train.run import TrainOptions
     from sertk.train.run import train as run_training
 
@@ -372,6 +380,7 @@ def train(
             memory_gb=memory_gb,
             overrides=_parse_overrides(set_),
             ssl_encoder=ssl_encoder,
+            nproc=nproc,
         )
     )
 

@@ -27,7 +27,15 @@ from sertk.inputs.featureset import MemoryFrames, build_feature_set
 from sertk.losses import build_loss
 from sertk.models import MODELS, SYSTEMS, build_model, count_parameters, model_config
 from sertk.train.config import load_experiment_config
-from sertk.train.loop import EpochInputs, FoldData, MetricTracker, TrainingState, build_optimizer, train_epoch
+from sertk.train.loop import (
+    EpochInputs,
+    FoldData,
+    FoldRun,
+    MetricTracker,
+    TrainingState,
+    build_optimizer,
+    train_epoch,
+)
 
 RECIPE = Path(__file__).resolve().parents[1] / "egs" / "iemocap"
 
@@ -76,7 +84,8 @@ def bench_config(config: Path, utts: int, device: torch.device, precision: str) 
     draws = EpochInputs.draw(data, train_cfg, cfg.input, 1, device)
     with Progress(transient=True) as progress:
         tic = time.perf_counter()
-        _, _, busy = train_epoch(state, data, draws, train_cfg, device, progress)
+        run = FoldRun(Path("."), device, {})  # train_epoch reads only the device and the (single) rank
+        _, _, busy = train_epoch(state, data, draws, train_cfg, run, progress)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - tic

@@ -90,13 +90,14 @@ def model_batch(
     normalizer: Normalizer | None = None,
     transform: Transform | None = None,
     augment: Sequence[Transform] = (),
+    width: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """(feats, lengths, extra model kwargs) of rows ``index``, on ``device``, as the model must see them.
 
     ``transform`` acts on raw features (VTLP), ``augment`` on normalised ones (white noise, SpecAugment),
-    both before fixed padding, so they see each row's real length.
+    both before fixed padding, so they see each row's real length. ``width``: as in ``FeatureSet.batch``.
     """
-    feats, lengths = fset.batch(index)
+    feats, lengths = fset.batch(index, width)
     feats, lengths = feats.to(device, non_blocking=True), lengths.to(device, non_blocking=True)
     extra = {k: v.to(device, non_blocking=True) for k, v in fset.word_batch(index).items()}
     if transform is not None:

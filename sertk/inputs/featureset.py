@@ -213,12 +213,15 @@ class FeatureSet:
     def row_labels(self) -> torch.Tensor:
         return self.labels[self.owner]
 
-    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rows ``index`` as (feats (B, W, D), lengths (B,)) on the store's device, padded with zeros."""
+    def batch(self, index: torch.Tensor, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows ``index`` as (feats (B, W, D), lengths (B,)) on the store's device, padded with zeros.
+
+        ``width`` (the rows' longest length, known on the host) spares reading it back from the device.
+        """
         index = index.to(self.lengths.device)
         lengths = self.lengths[index]
         owner = self.owner[index]
-        width = self.width or int(lengths.max())
+        width = width or self.width or int(lengths.max())
         feats = self.store.gather(owner, self.crop_start[owner] + self.offset[index], lengths, width)
         if self.scaling_mu > 0:
             feats = minmax_mulaw(feats, lengths, self.scaling_mu)

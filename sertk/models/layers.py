@@ -44,13 +44,15 @@ def same_padding(kernel: int) -> tuple[int, int]:
 
 
 def masked_moments(
-    x: torch.Tensor, mask: torch.Tensor, dims: tuple[int, ...]
+    x: torch.Tensor, mask: torch.Tensor, dims: tuple[int, ...], group: object | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Mean, biased variance and count of ``x`` over ``dims``, counting only the positions where mask is 1.
 
     ``mask`` (0/1, broadcastable to x) may vary only along reduced dims. Statistics are accumulated in at
     least float32 (under autocast a float16 sum over B x T steps overflows), with two passes (mean, then the
     mean of squared deviations) as ``nn.BatchNorm`` does on CPU. Mean and variance keep x's rank (keepdim).
+    With a torch.distributed ``group`` the sums and counts are summed over its ranks (differentiably), so
+    every rank gets the statistics of the whole global batch its shard belongs to.
     """
     mask = mask.to(torch.promote_types(x.dtype, torch.float32))
     # Sum first over the dims the mask does not vary along, then mask the much smaller partial sums.
@@ -62,8 +64,16 @@ def masked_moments(
         partial = values.sum(dim=inner, keepdim=True, dtype=mask.dtype) if inner else values.to(mask.dtype)
         return (partial * mask).sum(dim=outer, keepdim=True) if outer else partial * mask
 
-    mean = masked_sum(x) / count
-    var = masked_sum((x.to(mask.dtype) - mean).square_()) / count
+    if group is None:
+        mean = masked_sum(x) / count
+        return mean, masked_sum((x.to(mask.dtype) - mean).square_()) / count, count
+    from torch.distributed.nn.functional import all_reduce  # autograd-aware: gradients reach every rank
+
+    summed = masked_sum(x)
+    totals = all_reduce(torch.cat([summed.flatten(), count.reshape(1)]), group=group)
+    count = totals[-1].detach()
+    mean = totals[:-1].reshape(summed.shape) / count
+    var = all_reduce(masked_sum((x.to(mask.dtype) - mean).square_()), group=group) / count
     return mean, var, count
 
 
@@ -79,6 +89,9 @@ class MaskedBatchNorm(nn.modules.batchnorm._BatchNorm):
     """
 
     reduce_channels = False  # LayerBatchNorm: one mean and variance over channels too
+    # A torch.distributed group (set by sertk.train.distributed under DDP): training statistics over the
+    # global batch, summed over the group's ranks; None: this process's batch only.
+    process_group: object | None = None
 
     def __init__(
         self,
@@ -100,13 +113,14 @@ class MaskedBatchNorm(nn.modules.batchnorm._BatchNorm):
         """x (B, C, ...) and a mask of its valid positions (or None: all valid) -> normalised x, 0 where masked."""
         self._check_input_dim(x)
         channel_dim = self.channel_dim % x.dim()
+        group = self.process_group if self.training else None
         if mask is None:
-            if channel_dim == 1 and not self.reduce_channels:
+            if channel_dim == 1 and not self.reduce_channels and group is None:
                 return super().forward(x)
             mask = x.new_ones([1] * x.dim())
         dims = tuple(d for d in range(x.dim()) if d != channel_dim or self.reduce_channels)
         if self.training or self.running_mean is None:
-            mean, var, count = masked_moments(x, mask, dims)
+            mean, var, count = masked_moments(x, mask, dims, group)
             if self.training and self.track_running_stats:
                 self._update_running_statistics(mean, var, count)
         else:

@@ -46,9 +46,11 @@ def predict_rows(
     """
     model.eval()
     out = []
-    by_length = torch.argsort(fset.lengths.cpu(), stable=True)
+    host_lengths = fset.lengths.cpu()  # batch widths from the host: no read-back from the device per batch
+    by_length = torch.argsort(host_lengths, stable=True)
     for index in by_length.split(batch_size):
-        feats, lengths, extra = model_batch(fset, index, device, normalizer, transform)
+        width = fset.width or int(host_lengths[index].max())
+        feats, lengths, extra = model_batch(fset, index, device, normalizer, transform, width=width)
         with autocast(device, precision):
             out.append(model(feats, lengths, **extra).float())
     sorted_logits = torch.cat(out)

@@ -59,6 +59,9 @@ class TrainConfig:
     # Train a model's pretrained encoder too (ssl-pool with model.encoder): its own lr through a
     # param_groups entry with prefix "encoder."; runs on CPU (tiny checkpoints), meant for --device cuda.
     finetune: bool = False
+    # torch.compile the model for training (the first batches of each new shape pay for compiling; worth it
+    # on a GPU over many epochs, rarely on CPU); the checkpoints hold the plain model's weights either way.
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.epochs < 1:

@@ -3,7 +3,8 @@
 ``fit`` reads as the table of contents: set up (or resume) the state, then per epoch draw the epoch's
 inputs, train, validate, and record (metrics.csv, best.pt, checkpoint.pt). Everything random is seeded by
 (seed, epoch) and every state is checkpointed, so a resumed run ends with the same weights as an
-uninterrupted one (on CPU).
+uninterrupted one (on CPU). Under DDP every rank runs this loop on its share of each global batch
+(sertk.train.distributed); rank 0 validates and writes.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from sertk.inputs.featureset import FeatureSet
 from sertk.metrics import summarize
 from sertk.models.predict import autocast, predict_rows, segment_average
 from sertk.models.trained import load_checkpoint
+from sertk.train import distributed
 from sertk.train.config import TrainConfig
+from sertk.train.distributed import SINGLE, Dist
 from sertk.train.sampler import epoch_order, epoch_seed, length_batches
 from sertk.utils import atomic_path, atomic_write_text, console
 
@@ -181,6 +184,7 @@ class FoldRun:
     device: torch.device
     info: dict  # arch, model_config, classes, feat, feat_config, input_dim, norm_*, input, loss, provenance_key
     resume: bool = False
+    dist: Dist = SINGLE  # this process's rank in a data-parallel job (sertk.train.distributed)
 
 
 @dataclass
@@ -245,13 +249,14 @@ def epoch_vtlp(inp: InputConfig, seed: int, epoch: int) -> tuple[Transform | Non
     return None, None
 
 
-def one_batch_safe(batches: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Fold a batch of one row into another: batch norm cannot normalise a single row."""
-    if len(batches) > 1 and min(len(b) for b in batches) == 1:
-        single = next(i for i, b in enumerate(batches) if len(b) == 1)
-        other = single - 1 if single > 0 else 1
-        batches[other] = torch.cat([batches[other], batches[single]])
-        del batches[single]
+def one_batch_safe(batches: list[torch.Tensor], min_rows: int = 2) -> list[torch.Tensor]:
+    """Fold a batch of fewer than ``min_rows`` rows into another: batch norm cannot normalise a single row,
+    and under DDP every rank needs a row of each batch (``distributed.min_batch_rows``)."""
+    if len(batches) > 1 and min(len(b) for b in batches) < min_rows:
+        small = next(i for i, b in enumerate(batches) if len(b) < min_rows)
+        other = small - 1 if small > 0 else 1
+        batches[other] = torch.cat([batches[other], batches[small]])
+        del batches[small]
     return batches
 
 
@@ -267,6 +272,7 @@ class TrainingState:
     selector: MetricTracker
     history: list[dict] = field(default_factory=list)
     first_epoch: int = 1
+    net: torch.nn.Module | None = None  # what a training step calls: the model, DDP and/or compiled around it
 
     @classmethod
     def start(cls, model, loss_fn, cfg: TrainConfig, run: FoldRun) -> TrainingState:
@@ -323,38 +329,54 @@ def train_epoch(
     data: FoldData,
     draws: EpochInputs,
     cfg: TrainConfig,
-    device: torch.device,
+    run: FoldRun,
     progress: Progress,
 ) -> tuple[float, float, float]:
-    """One pass over the epoch's rows in length-sorted batches: (mean loss, accuracy, seconds in fwd/bwd/step)."""
-    model, fset = state.model, draws.train_set
+    """One pass over the epoch's rows in length-sorted batches: (mean loss, accuracy, seconds in fwd/bwd/step).
+
+    Nothing in the step waits for the device: batch widths come from host-side lengths, the batches' row
+    indices reach the device in one copy per epoch, and loss and hits add up in device tensors read once.
+    Under DDP each rank builds the whole global batch, then keeps its rows (``distributed.shard``).
+    """
+    model = state.model if state.net is None else state.net
+    fset, device, ranks = draws.train_set, run.device, run.dist
     model.train()
-    batches = one_batch_safe(length_batches(draws.order, fset.lengths, cfg.batch_size, cfg.seed, draws.epoch))
+    batches = length_batches(draws.order, fset.lengths, cfg.batch_size, cfg.seed, draws.epoch)
+    batches = one_batch_safe(batches, distributed.min_batch_rows(ranks))
+    host_lengths = fset.lengths.cpu()
+    widths = [fset.width or int(host_lengths[b].max()) for b in batches]
+    on_store = torch.cat(batches).to(fset.lengths.device).split([len(b) for b in batches])
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     busy = 0.0
     task = progress.add_task("train", total=len(batches))
-    for index in batches:
+    for index, width in zip(on_store, widths, strict=True):
         feats, lengths, extra = model_batch(
-            fset, index, device, data.normalizer, draws.train_transform, draws.augment
+            fset, index, device, data.normalizer, draws.train_transform, draws.augment, width
         )
-        owner = fset.owner[index.to(fset.owner.device)]
+        owner = fset.owner[index]
         labels = fset.labels[owner].to(device)
         targets = labels if fset.targets is None else fset.targets[owner].to(device)
         weights = None if fset.weights is None else fset.weights[owner].to(device)
         if draws.mixup is not None:
             soft = targets if targets.dim() == 2 else F.one_hot(targets, len(data.classes)).float()
             feats, lengths, targets = draws.mixup(feats, lengths, soft)
+        rows, share = distributed.shard(ranks, len(index))
+        if ranks.active:
+            feats, lengths, labels, targets = feats[rows], lengths[rows], labels[rows], targets[rows]
+            weights = None if weights is None else weights[rows]
+            extra = {k: v[rows] for k, v in extra.items()}
         tic = time.perf_counter()
         with autocast(device, cfg.precision):
             logits = model(feats, lengths, **extra)
         loss = state.loss_fn(logits.float(), targets, sample_weight=weights)
-        step(state, loss, cfg)
+        step(state, loss * share if ranks.active else loss, cfg)
         busy += time.perf_counter() - tic
-        loss_sum += loss.detach() * len(index)
+        loss_sum += loss.detach() * len(labels)
         correct += (logits.detach().argmax(dim=-1) == labels).sum()
         progress.advance(task)
     progress.remove_task(task)
+    distributed.all_reduce_sum(ranks, loss_sum, correct)
     return loss_sum.item() / len(draws.order), correct.item() / len(draws.order), busy
 
 
@@ -403,20 +425,37 @@ def fits_on_device(data: FoldData, device: torch.device) -> bool:
 
 
 def record_epoch(state: TrainingState, row: dict, values: dict, cfg: TrainConfig, run: FoldRun) -> None:
-    """Selection (best.pt), early stopping, metrics.csv/train.log and checkpoint.pt after one epoch."""
+    """Selection (best.pt), early stopping, metrics.csv/train.log and checkpoint.pt after one epoch.
+
+    Every rank takes the same decisions (from rank 0's broadcast metrics); rank 0 alone writes.
+    """
     epoch = row["epoch"]
     state.history.append(row)
     improved = True if cfg.select == "last" else state.selector.update(values[cfg.select_metric], epoch)
     if cfg.select == "last":
         state.selector.best_epoch = epoch
+    if cfg.patience:
+        state.stopper.update(values[cfg.early_stop_metric], epoch)
+    if not run.dist.main:
+        return
     if improved:
         best = {"model": state.model.state_dict(), "epoch": epoch, "metrics": values, **run.info}
         save_torch(best, run.fold_dir / "best.pt")
-    if cfg.patience:
-        state.stopper.update(values[cfg.early_stop_metric], epoch)
     write_metrics(run.fold_dir, state.history)
     save_torch(state.checkpoint(cfg, epoch, run.info), run.fold_dir / "checkpoint.pt")
     console.print(f"{run.fold_dir.name}: {epoch_line(row)}")
+
+
+def training_module(state: TrainingState, cfg: TrainConfig, run: FoldRun) -> torch.nn.Module:
+    """What a training step calls: the model, inside DDP under a multi-process job, compiled if asked."""
+    net = distributed.wrap(state.model, run.dist, run.device)
+    return torch.compile(net) if cfg.compile else net
+
+
+def fixed_shapes(data: FoldData) -> bool:
+    """Whether every training batch has the same width (segments, input.pad fixed): cuDNN may then pick
+    its fastest kernels once per shape."""
+    return data.train.width > 0
 
 
 def fit(
@@ -429,36 +468,61 @@ def fit(
 ) -> dict:
     """Train one fold; checkpoint.pt after every epoch, best.pt per ``cfg.select``; returns the fold summary.
 
-    ``run.info`` goes into both checkpoints so that inference needs nothing else.
+    ``run.info`` goes into both checkpoints so that inference needs nothing else. Under DDP every rank
+    runs this with the same arguments (see sertk.train.distributed).
     """
-    run.fold_dir.mkdir(parents=True, exist_ok=True)
+    if run.dist.main:
+        run.fold_dir.mkdir(parents=True, exist_ok=True)
+    model = distributed.sync_batch_norm(model, run.dist)  # before the optimiser takes the parameters
     state = TrainingState.start(model, loss_fn, cfg, run)
+    state.net = training_module(state, cfg, run)
     if fits_on_device(data, run.device):
         data = data.to(run.device)  # batches become device-side gathers: no host-to-device copy per step
+    benchmark = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = benchmark or (run.device.type == "cuda" and fixed_shapes(data))
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
-    with Progress(*columns, console=console, transient=True) as progress:
-        for epoch in range(state.first_epoch, cfg.epochs + 1):
-            if state.stopper.should_stop:
-                break
-            tic = time.perf_counter()
-            lr = set_epoch_lr(state.optimizer, cfg, epoch)
-            # Dropout draws from the global generator: seeding it per epoch makes epoch e independent of history.
-            torch.manual_seed(epoch_seed(cfg.seed, epoch))
-            draws = EpochInputs.draw(data, cfg, inp, epoch, run.device)
-            train_loss, train_acc, busy = train_epoch(state, data, draws, cfg, run.device, progress)
-            train_seconds = time.perf_counter() - tic
-            values = validate(state, data, draws, cfg, run.device)
-            row = {
-                "epoch": epoch,
-                "train_loss": round(train_loss, 6),
-                "train_acc": round(train_acc, 6),
-                **{k: round(values[k], 6) for k in ("valid_loss", "valid_wa", "valid_ua")},
-                "lr": lr,
-                "seconds": round(time.perf_counter() - tic, 3),
-                "outside_share": round(1.0 - busy / train_seconds, 4),
-            }
-            record_epoch(state, row, values, cfg, run)
+    try:
+        with Progress(*columns, console=console, transient=True, disable=not run.dist.main) as progress:
+            for epoch in range(state.first_epoch, cfg.epochs + 1):
+                if state.stopper.should_stop:
+                    break
+                run_epoch(state, data, cfg, inp, run, progress, epoch)
+    finally:
+        torch.backends.cudnn.benchmark = benchmark
     return summary(state)
+
+
+def run_epoch(
+    state: TrainingState,
+    data: FoldData,
+    cfg: TrainConfig,
+    inp: InputConfig,
+    run: FoldRun,
+    progress: Progress,
+    epoch: int,
+) -> None:
+    """Draw the epoch's inputs, train, validate (rank 0; the others get its numbers) and record the epoch."""
+    tic = time.perf_counter()
+    lr = set_epoch_lr(state.optimizer, cfg, epoch)
+    # Dropout draws from the global generator: seeding it per epoch makes epoch e independent of history.
+    # Other ranks draw for other rows, so they get other streams (rank 0's is the single-process one).
+    seed = epoch_seed(cfg.seed, epoch)
+    torch.manual_seed(seed if run.dist.main else epoch_seed(seed, run.dist.rank))
+    draws = EpochInputs.draw(data, cfg, inp, epoch, run.device)
+    train_loss, train_acc, busy = train_epoch(state, data, draws, cfg, run, progress)
+    train_seconds = time.perf_counter() - tic
+    values = validate(state, data, draws, cfg, run.device) if run.dist.main else None
+    values = distributed.broadcast(run.dist, values)
+    row = {
+        "epoch": epoch,
+        "train_loss": round(train_loss, 6),
+        "train_acc": round(train_acc, 6),
+        **{k: round(values[k], 6) for k in ("valid_loss", "valid_wa", "valid_ua")},
+        "lr": lr,
+        "seconds": round(time.perf_counter() - tic, 3),
+        "outside_share": round(1.0 - busy / train_seconds, 4),
+    }
+    record_epoch(state, row, values, cfg, run)
 
 
 def summary(state: TrainingState) -> dict:

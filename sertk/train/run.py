@@ -42,7 +42,10 @@ from sertk.models import (
     model_input_digests,
 )
 from sertk.models.trained import load_checkpoint
+from sertk.train import distributed
 from sertk.train.config import ExperimentConfig, load_experiment_config
+from sertk.train.distributed import SINGLE, Dist
+from sertk.train.launch import in_distributed_job
 from sertk.train.loop import FoldData, FoldRun, fit
 from sertk.utils import atomic_path, console, resolve_device, run_environment, write_json
 
@@ -92,6 +95,7 @@ class TrainOptions:
     memory_gb: float = 8.0
     overrides: dict[str, Any] = field(default_factory=dict)  # --set KEY=VALUE, dotted config keys
     ssl_encoder: Path | None = None  # an ssl feature YAML whose keys become model.encoder (on-the-fly SSL)
+    nproc: int = 1  # data-parallel processes (sertk train --nproc N starts them; each runs this with N)
 
 
 @dataclass
@@ -322,8 +326,13 @@ def fold_normalizer(cfg: ExperimentConfig, data: DataDir, train) -> Normalizer |
     return Normalizer(*norm_stats(train, select, scalar=mode == "global-scalar"))
 
 
-def train_fold(xp: Experiment, spec: dict, device: torch.device, resume: bool, budget_bytes: int) -> dict:
-    """Train one fold into ``EXP/<fold>`` and write its provenance record last; returns its summary."""
+def train_fold(
+    xp: Experiment, spec: dict, device: torch.device, resume: bool, budget_bytes: int, ranks: Dist = SINGLE
+) -> dict:
+    """Train one fold into ``EXP/<fold>`` and write its provenance record last; returns its summary.
+
+    Under DDP every rank loads the fold and trains its share; rank 0 alone writes.
+    """
     cfg = xp.cfg
     if not spec["valid"] and cfg.train.needs_validation:
         raise SertkError(
@@ -365,17 +374,18 @@ def train_fold(xp: Experiment, spec: dict, device: torch.device, resume: bool, b
         f"utts ({len(data.train)} rows), valid {0 if valid is None else len(valid.utts)} utts, "
         f"input dim {dim}, device {device}, {cfg.train.precision}"
     )
-    fold_dir.mkdir(parents=True, exist_ok=True)
-    write_yaml(fold_dir / "config.yaml", cfg)
-    write_json(fold_dir / "env.json", run_environment(str(device)))
+    if ranks.main:
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        write_yaml(fold_dir / "config.yaml", cfg)
+        write_json(fold_dir / "env.json", {**run_environment(str(device)), "processes": ranks.world})
     record = fold_record(xp, spec)
     info = checkpoint_info(xp, resolved, data, dim, record.key)
-    summary = {
-        "name": spec["name"],
-        **fit(model, loss_fn, data, cfg.train, cfg.input, FoldRun(fold_dir, device, info, resume)),
-    }
-    outputs = [fold_dir / n for n in ("best.pt", "checkpoint.pt", "metrics.csv")]
-    provenance.write_record(provenance.record_path(fold_dir, "train"), record, outputs, summary=summary)
+    run = FoldRun(fold_dir, device, info, resume, ranks)
+    summary = {"name": spec["name"], **fit(model, loss_fn, data, cfg.train, cfg.input, run)}
+    if ranks.main:
+        outputs = [fold_dir / n for n in ("best.pt", "checkpoint.pt", "metrics.csv")]
+        provenance.write_record(provenance.record_path(fold_dir, "train"), record, outputs, summary=summary)
+    distributed.barrier(ranks)
     return summary
 
 
@@ -450,26 +460,55 @@ def write_replay(exp: Path, args: dict, overrides: dict[str, Any]) -> None:
         tmp.chmod(0o755)
 
 
+def join_job(opts: TrainOptions) -> tuple[Dist, torch.device]:
+    """This process's rank and device: a single process, or one rank of the job torchrun / --nproc started."""
+    device = resolve_device(opts.device)
+    if not in_distributed_job():
+        if opts.nproc > 1:
+            raise SertkError(
+                f"nproc {opts.nproc}: start the processes with `sertk train --nproc {opts.nproc}` or torchrun"
+            )
+        return SINGLE, device
+    ranks, device = distributed.join(device)
+    if opts.nproc > 1 and opts.nproc != ranks.world:
+        distributed.leave(ranks)
+        raise SertkError(f"--nproc {opts.nproc}: this job has {ranks.world} processes (WORLD_SIZE)")
+    console.quiet = not ranks.main  # one voice: rank 0 prints progress and epoch lines
+    return ranks, device
+
+
 def train(opts: TrainOptions) -> list[dict]:
     """Train the selected folds of the experiment ``opts`` describes; returns per-fold summaries."""
     xp = resolve_experiment(opts)
-    device = resolve_device(opts.device)
     selected = select_folds(xp.folds, opts.fold)
-    open_experiment(xp, opts.overwrite)
-    replay = {"train_config": xp.config_path.resolve(), "data": xp.data.path.resolve(), "feats": xp.feats}
-    replay.update({"folds": xp.folds_path, "fold": opts.fold, "exp": xp.exp, "epochs": opts.epochs})
-    replay.update({"precision": opts.precision, "device": opts.device, "lexical_feats": xp.lexical_feats})
-    replay["ssl_encoder"] = None if opts.ssl_encoder is None else Path(opts.ssl_encoder).resolve()
-    write_replay(xp.exp, replay, opts.overrides)
+    ranks, device = join_job(opts)
+    try:
+        return train_folds(xp, selected, opts, ranks, device)
+    finally:
+        distributed.leave(ranks)
+
+
+def train_folds(xp: Experiment, selected: list[dict], opts: TrainOptions, ranks: Dist, device) -> list[dict]:
+    """Open the exp dir (rank 0) and train or skip each selected fold; returns per-fold summaries."""
+    if ranks.main:
+        open_experiment(xp, opts.overwrite)
+        replay = {"train_config": xp.config_path.resolve(), "data": xp.data.path.resolve(), "feats": xp.feats}
+        replay.update({"folds": xp.folds_path, "fold": opts.fold, "exp": xp.exp, "epochs": opts.epochs})
+        replay.update({"precision": opts.precision, "device": opts.device, "lexical_feats": xp.lexical_feats})
+        replay["ssl_encoder"] = None if opts.ssl_encoder is None else Path(opts.ssl_encoder).resolve()
+        replay["nproc"] = ranks.world if ranks.active else None
+        write_replay(xp.exp, replay, opts.overrides)
     budget = int(opts.memory_gb * 2**30)
     summaries = []
     for spec in selected:
-        if fold_status(xp, spec, opts) == "done":
+        # Rank 0 decides (and clears a stale fold) before the others hear its decision.
+        status = distributed.broadcast(ranks, fold_status(xp, spec, opts) if ranks.main else None)
+        if status == "done":
             record = provenance.read_record(provenance.record_path(xp.exp / spec["name"], "train"))
             summary = record.made.get("summary", {"name": spec["name"]})
             console.print(f"{spec['name']}: up to date (best epoch {summary.get('best_epoch')}), skipped")
         else:
-            summary = train_fold(xp, spec, device, opts.resume, budget)
+            summary = train_fold(xp, spec, device, opts.resume, budget, ranks)
         summaries.append(summary)
     scored = [s["valid_ua"] for s in summaries if s.get("valid_ua") is not None]
     if scored:
