@@ -12,7 +12,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from sertk.errors import SertkError
 from sertk.masking import frame_mask, zero_padding
 from sertk.models.heads import HEADS, make_head
-from sertk.models.layers import conv_output_length
+from sertk.models.layers import conv_output_length, folded_conv
 from sertk.models.pooling import POOLINGS, make_pooling
 
 
@@ -52,12 +52,8 @@ class ConvBlock(nn.Module):
         The block is memory-bound on its (B, C, F, T) maps, so each pass saved over them counts; a full batch
         (fixed padding, or equal lengths) has an all-ones mask, whose product and quotient are the identity.
         """
-        norm = self.norm
-        scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
-        bias = (self.conv.bias - norm.running_mean) * scale + norm.bias
-        x = F.relu_(
-            F.conv2d(x, self.conv.weight * scale[:, None, None, None], bias, padding=self.conv.padding)
-        )
+        weight, bias = folded_conv(self.conv, self.norm)
+        x = F.relu_(F.conv2d(x, weight, bias, padding=self.conv.padding))
         full = bool((lengths == x.shape[-1]).all())
         mask = None if full else frame_mask(lengths, x.shape[-1]).to(x.dtype)[:, None, None, :]
         if mask is not None:
