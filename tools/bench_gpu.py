@@ -108,7 +108,7 @@ class Probe:
         self._inside += time.perf_counter() - self._start
 
     def wrap_train(self, train_epoch: Callable) -> Callable:
-        def timed(state, data, draws, cfg, device, progress):
+        def timed(state, data, draws, *rest, **options):
             hooks = []
             if draws.epoch == self.instrument_epoch:
                 self._inside = 0.0
@@ -118,7 +118,7 @@ class Probe:
                 ]
             self.sync()
             tic = time.perf_counter()
-            result = train_epoch(state, data, draws, cfg, device, progress)
+            result = train_epoch(state, data, draws, *rest, **options)
             self.sync()
             seconds = time.perf_counter() - tic
             for hook in hooks:
