@@ -102,6 +102,22 @@ def test_padding_does_not_change_eval_output(pooling):
     torch.testing.assert_close(model(feats, lengths), batch, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("pooling", ["gap", "attention"])
+def test_inference_path_gives_the_layer_by_layer_eval_outputs(pooling):
+    """Full segments without autograd: batch norm folded into the convs, ReLU after pooling; same logits."""
+    model = small_model(pooling, pool_after=[0, 2]).double()
+    with torch.no_grad():
+        for norm in (m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)):
+            norm.running_mean.normal_(), norm.running_var.uniform_(0.5, 2.0)
+            norm.weight.normal_(), norm.bias.normal_()
+    model.eval()
+    feats, lengths = torch.randn(3, 41, 24, dtype=torch.float64), torch.full((3,), 41)
+    reference = model(feats, lengths)  # autograd on: the path training takes
+    with torch.inference_mode():
+        fast = model(feats, lengths)
+    torch.testing.assert_close(fast, reference.detach(), rtol=1e-10, atol=1e-10)
+
+
 def test_padding_does_not_change_training_output_or_batch_statistics():
     # Widening the batch adds padded steps to every row; batch-norm statistics must not see them.
     feats = torch.randn(2, 40, 24)

@@ -142,3 +142,17 @@ def test_window_options_are_checked(tmp_path):
 
     with pytest.raises(SertkError, match="--window and --hop"):
         infer(tmp_path / "fold1", [tmp_path / "a.wav"], None, InferOptions(window=1.0, device="cpu"))
+
+
+@pytest.mark.parametrize("arch", ["crnn-att", "attn-pool"])
+def test_length_sorted_batches_give_the_one_by_one_posteriors_in_input_order(tmp_path, arch):
+    write_checkpoint(tmp_path / "fold1", arch=arch)
+    seconds = [1.7, 0.6, 2.4, 0.9, 1.3, 2.0, 0.75]  # not sorted: chunks of 3 regroup them by length
+    paths = [tmp_path / f"f{i}.wav" for i in range(len(seconds))]
+    for i, (path, length) in enumerate(zip(paths, seconds, strict=True)):
+        write_wave(path, length, seed=i)
+    batched = infer(tmp_path / "fold1", paths, None, InferOptions(device="cpu", batch_size=3), io.StringIO())
+    alone = infer(tmp_path / "fold1", paths, None, InferOptions(device="cpu", batch_size=1), io.StringIO())
+    assert [r["utt"] for r in batched] == [p.stem for p in paths] == [r["utt"] for r in alone]
+    for one, other in zip(batched, alone, strict=True):
+        np.testing.assert_allclose(posteriors(one), posteriors(other), atol=2e-6)

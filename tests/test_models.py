@@ -145,6 +145,23 @@ def test_model_ignores_padding(options):
         assert torch.allclose(batched[b], alone[0], atol=1e-10)
 
 
+@pytest.mark.parametrize("lengths", [[37, 20, 5, 1], [37, 37, 37, 37]])
+def test_inference_path_gives_the_training_path_eval_outputs(lengths):
+    """Without autograd the conv blocks fold batch norm into the conv and skip an all-ones mask: same logits."""
+    torch.manual_seed(0)
+    model = build_model("crnn-att", {"conv_channels": [8, 8, 4], "lstm_cells": 4}, 12, 3).double()
+    with torch.no_grad():
+        for norm in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            norm.running_mean.normal_(), norm.running_var.uniform_(0.5, 2.0)
+            norm.weight.normal_(), norm.bias.normal_()
+    model.eval()
+    feats, lengths = _padded_batch(12, lengths)
+    reference = model(feats, lengths)  # autograd on: the layer-by-layer path training takes
+    with torch.inference_mode():
+        fast = model(feats, lengths)
+    torch.testing.assert_close(fast, reference.detach(), atol=1e-10, rtol=1e-10)
+
+
 def test_attention_query_is_the_blstm_final_states():
     """Luong query (§3.3): [forward h at the last valid frame, backward h at frame 0] of the BLSTM outputs."""
     torch.manual_seed(0)

@@ -24,7 +24,7 @@ from torch import nn
 from sertk.errors import SertkError
 from sertk.masking import frame_mask, masked_mean, masked_softmax, zero_padding
 from sertk.models.heads import make_head
-from sertk.models.layers import MaskedBatchNorm, conv_output_length, same_padding
+from sertk.models.layers import MaskedBatchNorm, conv_output_length, folded_conv, same_padding
 
 POOLINGS = ("gap", "bilinear", "attention")
 
@@ -120,6 +120,9 @@ class AttnPool(nn.Module):
         if padded:
             feats = zero_padding(feats, lengths)
         x = feats.transpose(1, 2).unsqueeze(1)
+        if not padded and not self.training and not torch.is_grad_enabled():
+            x, lengths = self._infer_maps(x, lengths)
+            return self._pool(x, lengths)
         mask = frame_mask(lengths, x.shape[-1])[:, None, None, :] if padded else None
         x = torch.cat([conv(x) for conv in self.first_layer], dim=1)
         x = F.relu(self.first_norm(x, mask))
@@ -129,6 +132,30 @@ class AttnPool(nn.Module):
                 x = F.max_pool2d(x, 2, ceil_mode=True)
                 lengths = conv_output_length(lengths, 2, 2, padding=0, ceil_mode=True)
                 mask = frame_mask(lengths, x.shape[-1])[:, None, None, :] if padded else None
+        return self._pool(x, lengths)
+
+    def _infer_maps(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The conv stack of ``forward`` on full segments without autograd, in fewer passes over the maps.
+
+        Batch norm folds into the convs; ReLU runs in place and after max pooling (both are monotone, so
+        max then ReLU is ReLU then max, on a quarter of the values).
+        """
+        maps, start = [], 0
+        for pad, conv in self.first_layer:
+            weight, bias = folded_conv(conv, self.first_norm, slice(start, start + conv.out_channels))
+            maps.append(F.conv2d(pad(x), weight, bias))
+            start += conv.out_channels
+        x = F.relu_(torch.cat(maps, dim=1))
+        for index, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
+            x = F.conv2d(x, *folded_conv(conv, norm), padding=conv.padding)
+            if index in self.cfg.pool_after:
+                x = F.max_pool2d(x, 2, ceil_mode=True)
+                lengths = conv_output_length(lengths, 2, 2, padding=0, ceil_mode=True)
+            x = F.relu_(x)
+        return x, lengths
+
+    def _pool(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Class logits from the last maps: attention pooling, or a pooled vector through the head."""
         if self.cfg.pooling == "attention":
             return attention_pool(self.top_down(x), self.bottom_up(x), lengths)
         pooled = (

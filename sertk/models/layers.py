@@ -43,6 +43,20 @@ def same_padding(kernel: int) -> tuple[int, int]:
     return (kernel - 1) // 2, kernel // 2
 
 
+def folded_conv(
+    conv: nn.Conv2d, norm: nn.modules.batchnorm._BatchNorm, channels: slice = slice(None)
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of ``conv`` followed by eval-mode affine ``norm`` (its ``channels``) as one conv.
+
+    Batch norm with running statistics is y = (x - mean) * g / sqrt(var + eps) + b per channel, an affine
+    map that folds into the conv before it (inference only: training normalises with batch statistics).
+    """
+    scale = (norm.weight * torch.rsqrt(norm.running_var + norm.eps))[channels]
+    shift = norm.bias[channels] - norm.running_mean[channels] * scale
+    bias = shift if conv.bias is None else conv.bias * scale + shift
+    return conv.weight * scale[:, None, None, None], bias
+
+
 def masked_moments(
     x: torch.Tensor, mask: torch.Tensor, dims: tuple[int, ...], group: object | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
