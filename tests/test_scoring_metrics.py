@@ -13,7 +13,13 @@ from test_score import wide_console  # noqa: F401  (autouse: a quiet console for
 from sertk import provenance
 from sertk.errors import SertkError
 from sertk.evaluate.compare import CompareOptions, build_comparison
-from sertk.evaluate.score import check_fold_provenance, fold_statistics, score_experiment, up_to_date
+from sertk.evaluate.score import (
+    check_fold_provenance,
+    find_folds,
+    fold_statistics,
+    score_experiment,
+    up_to_date,
+)
 
 
 def test_fold_statistics_are_the_mean_and_sample_std_over_three_folds():
@@ -70,3 +76,14 @@ def test_results_go_stale_when_a_folds_posteriors_are_remade(tmp_path):
     again = provenance.Record(stage="eval", inputs={"train": train_key}, options={"tta": "vtlp"})
     provenance.write_record(provenance.record_path(exp / "fold2", "eval"), again, [exp / "fold2" / "posteriors.tsv"])
     assert up_to_date(exp) is None
+
+
+def test_folds_are_scored_in_folds_json_order_else_in_natural_order(tmp_path):
+    exp = tmp_path / "exp"
+    for name in ("fold10", "fold2", "fold1", "notes"):
+        (exp / name).mkdir(parents=True)
+    for name in ("fold10", "fold2", "fold1"):
+        (exp / name / "metrics.csv").write_text("")
+    assert find_folds(exp, {}) == ["fold1", "fold2", "fold10"]
+    listed = {"folds": [{"name": "fold2"}, {"name": "fold10"}, {"name": "fold1"}]}
+    assert find_folds(exp, listed) == ["fold2", "fold10", "fold1"]
