@@ -64,6 +64,12 @@ def test_second_choice_skips_the_prediction():
     assert second_choice(post, post.argmax(axis=1)).tolist() == [2, 1, 0]
 
 
+def test_second_choice_is_never_the_prediction_even_when_the_rest_is_zero():
+    # A one-hot posterior on class 0: every other class ties at 0, the lowest of them (1) is second.
+    post = np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
+    assert second_choice(post, np.array([0, 2])).tolist() == [1, 0]
+
+
 def test_per_fold_and_agreement_tables(tmp_path):
     exp = make_experiment(tmp_path)
     result = analyze_experiment(exp)

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from helpers import CLASSES, make_feature_dir, make_recipe, run
 
+from sertk import provenance
 from sertk.data.datadir import write_data_dir
 from sertk.errors import SertkError
-from sertk.evaluate.cross import evaluate_cross, restrict
+from sertk.evaluate.cross import cross_record, evaluate_cross, restrict
 from sertk.evaluate.inference import EvalOptions
 from sertk.evaluate.posteriors import read_posteriors
 from sertk.metrics import summarize
@@ -68,3 +69,20 @@ def test_other_features_must_match_the_models(tmp_path):
     other = make_feature_dir(tmp_path / "mfcc", {"other00": np.zeros((3, 6), np.float32)}, feat="mfcc")
     with pytest.raises(SertkError, match="holds mfcc with another config"):
         evaluate_cross(exp, data, other, opts=EvalOptions(fold="1", device="cpu"))
+
+
+def test_cross_eval_record_changes_with_the_other_corpus_labels(tmp_path):
+    fold = tmp_path / "exp" / "fold1"
+    fold.mkdir(parents=True)
+    provenance.write_record(
+        provenance.record_path(fold, "train"), provenance.Record(stage="train", inputs={"experiment": "x"})
+    )
+    (fold / "best.pt").write_bytes(b"weights")
+    feats = make_feature_dir(tmp_path / "feats", {"a": np.zeros((3, 2), np.float32)})
+    tables = {"wav.scp": {"a": "/x", "b": "/x"}, "utt2spk": {"a": "s", "b": "s"}}
+    keys = []
+    for name, emo in (("one", ["neu", "sad"]), ("two", ["neu", "sad"]), ("three", ["sad", "neu"])):
+        data = write_data_dir(tmp_path / name, {**tables, "utt2emo": dict(zip("ab", emo, strict=True))}, {"classes": ["neu", "sad"]})
+        keys.append(cross_record(fold, data.path, feats, EvalOptions(), "none").key)
+    # Same tables, same record; other labels on the same utterances: another record (the posteriors rerun).
+    assert keys[0] == keys[1] != keys[2]

@@ -9,6 +9,7 @@ import pytest
 import soundfile as sf
 
 from sertk.data import read_data_dir, read_table, validate_data_dir, write_data_dir, write_table
+from sertk.data.datadir import data_dir_digest
 from sertk.errors import SertkError
 
 
@@ -93,3 +94,14 @@ def test_unknown_class_and_missing_dir(tmp_path: Path) -> None:
         validate_data_dir(path)
     with pytest.raises(SertkError, match="data dir not found"):
         read_data_dir(tmp_path / "nope")
+
+
+def test_data_dir_digest_follows_every_table_and_corpus_json(tmp_path: Path) -> None:
+    tables = {"wav.scp": {"u1": "/x.wav", "u2": "/y.wav"}, "utt2spk": {"u1": "a", "u2": "b"}}
+    tables["utt2emo"] = {"u1": "neu", "u2": "sad"}
+    base = data_dir_digest(write_data_dir(tmp_path / "a", tables, {"classes": ["neu", "sad"]}).path)
+    assert data_dir_digest(write_data_dir(tmp_path / "b", tables, {"classes": ["neu", "sad"]}).path) == base
+    # Another class order (other label indices) or another label: another data dir.
+    assert data_dir_digest(write_data_dir(tmp_path / "c", tables, {"classes": ["sad", "neu"]}).path) != base
+    relabelled = {**tables, "utt2emo": {"u1": "sad", "u2": "sad"}}
+    assert data_dir_digest(write_data_dir(tmp_path / "d", relabelled, {"classes": ["neu", "sad"]}).path) != base

@@ -309,3 +309,17 @@ def test_corpus_protocols_through_make_folds(tmp_path):
         assert len(speakers(data, test)) == 2 and not speakers(data, test) & speakers(data, train | valid)
     with pytest.raises(SertkError, match="no utt2session"):
         make_folds(data, "loso-session")
+
+
+def test_loso_session_validation_is_a_rounded_per_class_share_drawn_from_the_seed(tmp_path: Path) -> None:
+    # 7 utterances per speaker, classes cycling: per session neu 4, hap 4, ang 4, sad 2; the 4 training
+    # sessions hold 16, 16, 16, 8, so a 0.1 share rounds per class to 2, 2, 2, 1 (truncating: 1, 1, 1, 0).
+    data = make_data(tmp_path, per_speaker=7)
+    folds = make_folds(data, "loso-session", FoldOptions(valid_ratio=0.1, seed=0))["folds"]
+    for fold in folds:
+        assert sorted(Counter(data["utt2emo"][u] for u in fold["valid"]).values()) == [1, 2, 2, 2]
+
+    def valid_parts(seed):
+        return [f["valid"] for f in make_folds(data, "loso-session", FoldOptions(seed=seed))["folds"]]
+
+    assert valid_parts(0) == valid_parts(0) != valid_parts(1)

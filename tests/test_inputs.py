@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -65,6 +67,17 @@ def test_segments_use_the_train_or_test_shift_and_keep_lengths():
     assert len(test) == 7 + 1
 
 
+def test_segments_shorter_than_the_window_keep_their_length_in_model_batches():
+    # pad batch: a 150-frame utterance is one 200-frame row whose 50 padded frames the model masks.
+    cfg = InputConfig(segment_frames=200, segment_shift_train=100)
+    fset = fset_of([ramp(450, dim=2), ramp(150, dim=2)], cfg)
+    feats, lengths, _ = model_batch(fset, torch.arange(4), torch.device("cpu"))
+    assert feats.shape == (4, 200, 2) and lengths.tolist() == [200, 200, 200, 150]
+    # pad fixed: the model sees every row as 200 frames.
+    fixed = fset_of([ramp(450, dim=2), ramp(150, dim=2)], InputConfig(**{**vars(cfg), "pad": "fixed"}))
+    assert model_batch(fixed, torch.arange(4), torch.device("cpu"))[1].tolist() == [200] * 4
+
+
 def test_crop_modes():
     lengths = torch.tensor([10, 3])
     assert crop_starts(lengths, 4, "head", None).tolist() == [0, 0]
@@ -79,7 +92,8 @@ def test_crop_modes():
 
 def test_random_crop_is_centred_outside_training():
     cfg = InputConfig(max_frames=4, crop="random")
-    assert fset_of([ramp(10)], cfg, training=False).crop_start.tolist() == [3]
+    # Every seed: a seeded random draw may land on the centre by chance, so one seed would not tell.
+    assert [fset_of([ramp(10)], cfg, training=False, seed=s).crop_start.item() for s in range(10)] == [3] * 10
     again = [fset_of([ramp(10)], cfg, training=True, seed=s).crop_start.item() for s in range(30)]
     assert len(set(again)) > 3
 
@@ -106,6 +120,12 @@ def test_minmax_mulaw_maps_each_segment_onto_minus_one_one_then_mulaw():
     fset = fset_of([ramp(4, dim=2, offset=10)], cfg)
     batch, _ = fset.batch(torch.arange(2))
     assert batch.min() == -1 and batch.max() == 1  # each segment spans [-1, 1] on its own
+    # segment_mu reaches the rows: 3 frames 0, 1, 2 scale to -1, 0, 1; mu-law keeps those (sign(x) ln(1 +
+    # mu |x|) / ln(1 + mu) is 0 and +-1 there), so a 5-frame ramp 0..4 scaled to -1 -0.5 0 0.5 1 shows mu at 0.5.
+    cfg = InputConfig(segment_frames=5, segment_scaling="minmax-mulaw", segment_mu=15.0)
+    batch, _ = fset_of([ramp(5, dim=1)], cfg).batch(torch.arange(1))
+    half = math.log(1 + 15 * 0.5) / math.log(16)
+    np.testing.assert_allclose(batch[0, :, 0].numpy(), [-1, -half, 0, half, 1], rtol=1e-6, atol=1e-7)
 
 
 def test_streamed_frames_equal_frames_in_memory(tmp_path):
@@ -150,6 +170,10 @@ def test_norm_stats_see_only_the_kept_window():
     fset = fset_of([ramp(10, dim=1)], InputConfig(max_frames=4, crop="center"))
     mean, _ = norm_stats(fset)
     assert mean.item() == pytest.approx(np.mean([3, 4, 5, 6]))
+    # The head window's frames 0..3 (a centred ramp window has the whole ramp's mean, the head one not).
+    fset = fset_of([ramp(10, dim=1)], InputConfig(max_frames=4, crop="head"))
+    mean, std = norm_stats(fset)
+    assert mean.item() == pytest.approx(1.5) and std.item() == pytest.approx(np.std([0, 1, 2, 3]))
 
 
 def test_normalizer_and_noise_keep_padding_zero():
@@ -189,6 +213,14 @@ def test_soft_labels_reproduce_table5():
     targets, weights = soft_labels(["exc hap", ""], [1, 2], classes, class_map)
     np.testing.assert_allclose(targets, [[0, 1, 0, 0], [0, 0, 1, 0]])
     np.testing.assert_allclose(weights, [1, 1])
+
+
+def test_votes_all_outside_the_classes_keep_the_hard_label_with_weight_zero():
+    classes = ["neu", "hap", "sad", "ang"]
+    targets, weights = soft_labels(["oth fru,oth", "oth neu"], [2, 0], classes, {})
+    np.testing.assert_allclose(targets, [[0, 0, 1, 0], [1, 0, 0, 0]])
+    # Two raters, one vote inside the classes: weight 1/2.
+    np.testing.assert_allclose(weights, [0.0, 0.5])
 
 
 def test_vote_parsing_and_agreement():

@@ -105,6 +105,15 @@ def test_focal_gamma0_alpha1_is_ce_and_by_hand():
     assert focal(two, torch.tensor([1])).item() == pytest.approx(-2 * 0.25**2 * math.log(0.75), rel=1e-5)
 
 
+def test_focal_scales_each_term_by_its_class_weight():
+    # logits (0, ln 3): p = (1/4, 3/4). Target 0 with weight 4: -4 (3/4)^2 ln(1/4); target 1 with weight
+    # 0.5: -0.5 (1/4)^2 ln(3/4); plain mean over the two.
+    two = torch.tensor([[0.0, math.log(3.0)], [0.0, math.log(3.0)]])
+    focal = build_loss({"name": "focal", "gamma": 2.0}, 2, class_weights=torch.tensor([4.0, 0.5]))
+    expected = (-4 * 0.75**2 * math.log(0.25) - 0.5 * 0.25**2 * math.log(0.75)) / 2
+    assert focal(two, torch.tensor([0, 1])).item() == pytest.approx(expected, rel=1e-5)
+
+
 @pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0, 5.0])
 def test_focal_gradients_finite_as_p_goes_to_one(gamma):
     logits = torch.tensor([[60.0, -60.0, 0.0], [5.0, 0.0, 0.0]], requires_grad=True)

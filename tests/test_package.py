@@ -76,6 +76,7 @@ def test_package_round_trip_keeps_everything_inference_needs(tmp_path):
     assert set(weights) == {"model", "norm_mean", "norm_std"}
     package = read_package(tmp_path / "pkg")
     original = torch.load(ckpt, weights_only=True)
+    assert torch.equal(package.norm_mean, original["norm_mean"])
     assert torch.equal(package.norm_std, original["norm_std"])
     x, lengths = torch.randn(2, 37, 40), torch.tensor([37, 20])
     reference = build_model("crnn-att", TINY["crnn-att"], 40, 4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -27,6 +28,21 @@ def test_record_key_and_differences():
         and a.key == provenance.Record("feats", {"wav.scp": "sha256:1"}, {"config": {"bins": 40}}).key
     )
     assert provenance.differences(a, b) == ["inputs.wav.scp changed", "options.config.bins 40 -> 64"]
+
+
+def test_json_digest_is_the_sha256_of_canonical_json():
+    # Sorted keys, no whitespace: the same mapping in another order has the same digest.
+    canonical = hashlib.sha256(b'{"a":[1,2],"b":{"c":"x","d":null}}').hexdigest()
+    assert provenance.json_digest({"b": {"d": None, "c": "x"}, "a": [1, 2]}) == "sha256:" + canonical
+    assert provenance.json_digest({"a": [2, 1], "b": {"c": "x", "d": None}}) != "sha256:" + canonical
+
+
+def test_files_digest_names_each_file(tmp_path):
+    (tmp_path / "utt2emo").write_text("u1 neu\n")
+    (tmp_path / "utt2spk").write_text("u1 neu\n")
+    # The same contents under another name are another input.
+    emo = provenance.files_digest([tmp_path / "utt2emo"], base=tmp_path)
+    assert provenance.files_digest([tmp_path / "utt2spk"], base=tmp_path) != emo
 
 
 def test_check_detects_a_rewritten_output(tmp_path):
