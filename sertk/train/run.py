@@ -92,6 +92,8 @@ class TrainOptions:
     memory_gb: float = 8.0
     overrides: dict[str, Any] = field(default_factory=dict)  # --set KEY=VALUE, dotted config keys
     ssl_encoder: Path | None = None  # an ssl feature YAML whose keys become model.encoder (on-the-fly SSL)
+    plan: bool = False  # open the experiment, clear stale folds, write replay.sh; train nothing
+    planned: bool = False  # one job of a planned experiment: write nothing outside the fold dirs
 
 
 @dataclass
@@ -257,6 +259,16 @@ def open_experiment(xp: Experiment, overwrite: bool) -> None:
     write_yaml(xp.exp / "config.yaml", xp.cfg)
     write_json(xp.exp / "experiment.json", experiment_json(xp))
     provenance.write_record(record_path, xp.record)
+
+
+def check_planned(xp: Experiment) -> None:
+    """A job of a planned experiment (``sertk train --plan`` opened it) may train folds only if it still matches:
+    concurrent fold jobs then write nothing but their own fold dirs."""
+    changes = provenance.check(provenance.record_path(xp.exp, "experiment"), xp.record)
+    if changes:
+        raise SertkError(
+            f"{xp.exp}: not planned for these inputs ({'; '.join(changes[:4])}); run sertk train --plan first"
+        )
 
 
 def experiment_json(xp: Experiment) -> dict:
@@ -453,14 +465,21 @@ def write_replay(exp: Path, args: dict, overrides: dict[str, Any]) -> None:
 def train(opts: TrainOptions) -> list[dict]:
     """Train the selected folds of the experiment ``opts`` describes; returns per-fold summaries."""
     xp = resolve_experiment(opts)
-    device = resolve_device(opts.device)
     selected = select_folds(xp.folds, opts.fold)
-    open_experiment(xp, opts.overwrite)
-    replay = {"train_config": xp.config_path.resolve(), "data": xp.data.path.resolve(), "feats": xp.feats}
-    replay.update({"folds": xp.folds_path, "fold": opts.fold, "exp": xp.exp, "epochs": opts.epochs})
-    replay.update({"precision": opts.precision, "device": opts.device, "lexical_feats": xp.lexical_feats})
-    replay["ssl_encoder"] = None if opts.ssl_encoder is None else Path(opts.ssl_encoder).resolve()
-    write_replay(xp.exp, replay, opts.overrides)
+    if opts.planned:
+        check_planned(xp)
+    else:
+        open_experiment(xp, opts.overwrite)
+        replay = {"train_config": xp.config_path.resolve(), "data": xp.data.path.resolve(), "feats": xp.feats}
+        replay.update({"folds": xp.folds_path, "fold": opts.fold, "exp": xp.exp, "epochs": opts.epochs})
+        replay.update({"precision": opts.precision, "device": opts.device, "lexical_feats": xp.lexical_feats})
+        replay["ssl_encoder"] = None if opts.ssl_encoder is None else Path(opts.ssl_encoder).resolve()
+        write_replay(xp.exp, replay, opts.overrides)
+    if opts.plan:
+        todo = [spec["name"] for spec in selected if fold_status(xp, spec, opts) == "train"]
+        console.print(f"{xp.exp}: planned; {len(todo)} of {len(selected)} fold(s) to train: {' '.join(todo) or '-'}")
+        return []
+    device = resolve_device(opts.device)
     budget = int(opts.memory_gb * 2**30)
     summaries = []
     for spec in selected:
