@@ -144,7 +144,10 @@ def run_local(jobs: list[Job], nj: int, log_dir: Path) -> None:
             for slot, (proc, start, log) in list(running.items()):
                 if proc.poll() is None:
                     continue
-                log.write(f"# exit {proc.returncode} after {round(time.monotonic() - start)} s\n")
+                code = (
+                    proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
+                )  # as bash reports a signal
+                log.write(f"# exit {code} after {round(time.monotonic() - start)} s\n")
                 log.close()
                 del running[slot]
                 free.append(slot)
@@ -198,11 +201,12 @@ exit "${{code}}"
 
 
 def sbatch_command(
-    cfg: SlurmConfig, n_jobs: int, nj: int, script: Path, log_dir: Path, name: str
+    cfg: SlurmConfig, n_jobs: int, nj: int, script: Path, out_dir: Path, name: str
 ) -> list[str]:
-    """``sbatch --wait`` of one array of ``n_jobs`` tasks, at most ``nj`` running at a time."""
+    """``sbatch --wait`` of one array of ``n_jobs`` tasks, at most ``nj`` running at a time (Slurm's own
+    per-task output, which holds only what fails before the job's log opens, goes to ``out_dir``)."""
     words = ["sbatch", "--parsable", "--wait", f"--array=0-{n_jobs - 1}%{nj}", f"--job-name={name}"]
-    words += [f"--output={log_dir}/slurm-%A_%a.out", f"--chdir={Path.cwd()}"]
+    words += [f"--output={out_dir}/slurm-%A_%a.out", f"--chdir={Path.cwd()}"]
     words += [f"--cpus-per-task={cfg.cpus_per_task}", f"--time={cfg.time}"]
     if cfg.partition:
         words.append(f"--partition={cfg.partition}")
@@ -217,11 +221,13 @@ def run_slurm(jobs: list[Job], nj: int, log_dir: Path, cfg: SlurmConfig, jobs_fi
     """Submit the jobs as one array and wait for all of it (sbatch --wait)."""
     if shutil.which("sbatch") is None:
         raise SertkError("--cmd slurm: sbatch not found on PATH (is this a Slurm login node?)")
-    script = log_dir / f"{jobs_file.stem}.slurm.sh"
+    script = jobs_file.with_suffix(".slurm.sh")
     atomic_write_text(script, slurm_script(jobs, log_dir.resolve(), Path.cwd()))
     for job in jobs:  # a log from an earlier run must not pass for this run's result
         log_path(log_dir, job).unlink(missing_ok=True)
-    command = sbatch_command(cfg, len(jobs), nj, script, log_dir.resolve(), f"sertk-{jobs_file.stem}")
+    command = sbatch_command(
+        cfg, len(jobs), nj, script, jobs_file.parent.resolve(), f"sertk-{jobs_file.stem}"
+    )
     console.print(
         f"dispatch: {len(jobs)} jobs as one Slurm array, at most {nj} at a time: {shlex.join(command)}"
     )
