@@ -12,7 +12,7 @@ set -euo pipefail
 . "$(dirname "$0")/../common/grid.sh"
 grid_init "$@"
 grid_system crnn_discriminative kfold
-grid_variant - conf/crnn_discriminative.yaml
+grid_variant - -  # the baseline: conf/crnn_discriminative.yaml (on the synthetic corpus: the demo config)
 for variant in $(grid_select crnn_discriminative); do
   grid_variant "${variant}" "conf/crnn_discriminative/${variant}.yaml"
 done
