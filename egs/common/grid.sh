@@ -3,6 +3,7 @@
 # Sourced by the grid script, which then calls
 #   grid_init "$@"                          # the user's options: --grid "v1 v2" picks variants (default: all)
 #   grid_system SYSTEM PAPER_PROTOCOL       # the rows that follow run through run_SYSTEM.sh
+#   grid_select SYSTEM                      # grid_selected: the variants of conf/SYSTEM/ that --grid picks
 #   grid_variant NAME CONFIG [FEAT [lexical]]  # one row: exp/<SYSTEM>_<NAME> ("-" NAME: exp/<SYSTEM>; "-"
 #                                           # CONFIG: the script's own; FEAT: --feat; lexical: gets the
 #                                           # user's --lexical-embeddings)
@@ -58,24 +59,24 @@ grid_system() {
   if [ -n "${grid_protocol}" ] && [ "${grid_protocol}" != "$2" ]; then grid_suffix=_${grid_protocol}; fi
 }
 
-# The variants of conf/<system>/ that --grid names (a sub dir such as fig2 names all its configs), or all
-# configs directly in conf/<system>/ without --grid.
+# grid_selected: the variants of conf/<system>/ that --grid names (a sub dir such as fig2 names all its
+# configs), or all configs directly in conf/<system>/ without --grid.
 grid_select() {
-  local dir=${grid_recipe}/conf/$1 word names=()
+  local dir=${grid_recipe}/conf/$1 word f
+  grid_selected=()
   if [ -z "${grid_choice}" ]; then
-    for word in "${dir}"/*.yaml; do names+=("$(basename "${word}" .yaml)"); done
-  else
-    for word in ${grid_choice}; do
-      if [ -d "${dir}/${word}" ]; then
-        for f in "${dir}/${word}"/*.yaml; do names+=("${word}/$(basename "${f}" .yaml)"); done
-      elif [ -f "${dir}/${word}.yaml" ]; then
-        names+=("${word}")
-      else
-        grid_die "--grid: no config conf/$1/${word}.yaml"
-      fi
-    done
+    for f in "${dir}"/*.yaml; do grid_selected+=("$(basename "${f}" .yaml)"); done
+    return
   fi
-  echo "${names[@]}"
+  for word in ${grid_choice}; do
+    if [ -d "${dir}/${word}" ]; then
+      for f in "${dir}/${word}"/*.yaml; do grid_selected+=("${word}/$(basename "${f}" .yaml)"); done
+    elif [ -f "${dir}/${word}.yaml" ]; then
+      grid_selected+=("${word}")
+    else
+      grid_die "--grid: no config conf/$1/${word}.yaml"
+    fi
+  done
 }
 
 grid_variant() {

@@ -10,7 +10,8 @@ set -euo pipefail
 . "$(dirname "$0")/../common/grid.sh"
 grid_init "$@"
 grid_system attention_pooling_cnn loso-speaker-noval
-for variant in $(grid_select attention_pooling_cnn); do
+grid_select attention_pooling_cnn
+for variant in "${grid_selected[@]}"; do
   grid_variant "${variant}" "conf/attention_pooling_cnn/${variant}.yaml"
 done
 grid_run attention_pooling_cnn_table1 "attention_pooling_cnn.txt Table 1 (UA/WA %, per-class recall)"

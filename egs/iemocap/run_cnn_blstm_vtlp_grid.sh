@@ -10,7 +10,8 @@ set -euo pipefail
 . "$(dirname "$0")/../common/grid.sh"
 grid_init "$@"
 grid_system cnn_blstm_vtlp loso-speaker
-for variant in $(grid_select cnn_blstm_vtlp); do
+grid_select cnn_blstm_vtlp
+for variant in "${grid_selected[@]}"; do
   case "${variant}" in
     baseline|over|over_grdt|aug_over|aug_over_grdt) feat=spec-logpow ;;
     *) feat=spec-logpow8k ;;

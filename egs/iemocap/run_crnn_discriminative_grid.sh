@@ -13,7 +13,8 @@ set -euo pipefail
 grid_init "$@"
 grid_system crnn_discriminative kfold
 grid_variant - -  # the baseline: conf/crnn_discriminative.yaml (on the synthetic corpus: the demo config)
-for variant in $(grid_select crnn_discriminative); do
+grid_select crnn_discriminative
+for variant in "${grid_selected[@]}"; do
   grid_variant "${variant}" "conf/crnn_discriminative/${variant}.yaml"
 done
 grid_run crnn_discriminative_table2 "crnn_discriminative.txt Table 2 (UA/WA %, per-class recall)"

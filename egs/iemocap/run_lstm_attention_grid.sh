@@ -9,7 +9,8 @@ set -euo pipefail
 . "$(dirname "$0")/../common/grid.sh"
 grid_init "$@"
 grid_system lstm_attention loso-session
-for variant in $(grid_select lstm_attention); do
+grid_select lstm_attention
+for variant in "${grid_selected[@]}"; do
   grid_variant "${variant}" "conf/lstm_attention/${variant}.yaml"
 done
 grid_run lstm_attention_table1 "lstm_attention.txt Table 1 (UA/WA %, per-class recall)"

@@ -10,7 +10,8 @@ set -euo pipefail
 . "$(dirname "$0")/../common/grid.sh"
 grid_init "$@"
 grid_system rlc_gca_lstm kfold
-for variant in $(grid_select rlc_gca_lstm); do
+grid_select rlc_gca_lstm
+for variant in "${grid_selected[@]}"; do
   case "${variant}" in
     *_lexical) # without word vectors only the acoustic rows, unless --grid names a lexical one
       if [ -n "${grid_lexical}" ] || [ -n "${grid_choice}" ]; then
