@@ -134,7 +134,8 @@ def run_local(jobs: list[Job], nj: int, log_dir: Path) -> None:
         TextColumn("jobs"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console, transient=True) as bar:
+    # No refresh thread (auto_refresh off): the preexec_fn of a fork is only safe without other threads.
+    with Progress(*columns, console=console, transient=True, auto_refresh=False) as bar:
         task = bar.add_task("jobs", total=len(jobs))
         while pending or running:
             while pending and free:
@@ -144,14 +145,14 @@ def run_local(jobs: list[Job], nj: int, log_dir: Path) -> None:
             for slot, (proc, start, log) in list(running.items()):
                 if proc.poll() is None:
                     continue
-                code = (
-                    proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
-                )  # as bash reports a signal
+                # A job killed by signal S reads as exit 128 + S, as bash and Slurm's script report it.
+                code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
                 log.write(f"# exit {code} after {round(time.monotonic() - start)} s\n")
                 log.close()
                 del running[slot]
                 free.append(slot)
                 bar.advance(task)
+            bar.refresh()
 
 
 def _start(job: Job, cores: list[int], gpu: str | None, log_dir: Path) -> tuple:
