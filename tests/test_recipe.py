@@ -113,11 +113,7 @@ def test_rerun_from_stage_3_reuses_finished_work(demo_run):
 
 @pytest.mark.parametrize(
     "script",
-    [
-        r
-        for r in RECIPES
-        if r not in ("run_crnn_discriminative.sh", "run_ssl.sh")
-    ],
+    [r for r in RECIPES if r not in ("run_crnn_discriminative.sh", "run_ssl.sh")],
 )
 def test_each_system_recipe_end_to_end(demo_run, script):
     recipe, _ = demo_run
