@@ -66,7 +66,15 @@ def demo_run(recipe_copy):
         "tiny",
         *QUICK,
     )
+    # The sequential (--nj 1) fold1's posteriors, kept apart: later tests may retrain exp/crnn_discriminative.
+    shutil.copy(
+        recipe_copy / "exp" / "crnn_discriminative" / "fold1" / "posteriors.tsv", _sequential(recipe_copy)
+    )
     return recipe_copy, out
+
+
+def _sequential(recipe: Path) -> Path:
+    return recipe.parent.parent / "sequential_fold1_posteriors.tsv"
 
 
 def test_demo_run_generates_synthetic_corpus_and_scores(demo_run):
@@ -331,10 +339,10 @@ def test_augment_speed_and_specaug_train_on_copies_of_training_utterances_only(d
 
 
 def _same_posteriors(fold_dir: Path, reference: Path) -> None:
-    """Same utterances, labels and predictions, scores within 1e-4."""
+    """Same utterances, labels and predictions as the ``reference`` posteriors.tsv, scores within 1e-4."""
     rows = [
-        [line.split("\t") for line in (d / "posteriors.tsv").read_text().splitlines()[1:]]
-        for d in (fold_dir, reference)
+        [line.split("\t") for line in path.read_text().splitlines()[1:]]
+        for path in (fold_dir / "posteriors.tsv", reference)
     ]
     assert [r[:3] for r in rows[0]] == [r[:3] for r in rows[1]] and rows[0]
     scores = [np.array([[float(x) for x in r[3:]] for r in part]) for part in rows]
@@ -380,7 +388,7 @@ def test_parallel_fold_jobs_match_sequential_and_a_rerun_retries_only_the_failed
     assert not (exp / "fold2" / "best.pt").exists()
     # fold1, trained in its own job beside fold2's, gives what the sequential run of the same config gave.
     # (its scores within float tolerance: one thread per job instead of two sums in another order).
-    _same_posteriors(exp / "fold1", recipe / "exp" / "crnn_discriminative" / "fold1")
+    _same_posteriors(exp / "fold1", _sequential(recipe))
     replay = (exp / "replay.sh").read_text()
     assert "--fold '1 2'" in replay and "--planned" not in replay
     trained = {n: (exp / "fold1" / n).stat().st_mtime_ns for n in ("best.pt", "train.provenance.json")}
@@ -422,4 +430,4 @@ def test_recipe_stages_5_and_6_on_a_real_slurm_cluster(demo_run, tmp_path_factor
     assert "1 jobs as one Slurm array, at most 2 at a time" in out.stdout + out.stderr
     exp = recipe / "exp" / "crnn_discriminative_slurm"
     assert (exp / "log" / "fold1.log").read_text().splitlines()[-1].startswith("# exit 0 after")
-    _same_posteriors(exp / "fold1", recipe / "exp" / "crnn_discriminative" / "fold1")
+    _same_posteriors(exp / "fold1", _sequential(recipe))
