@@ -251,6 +251,18 @@ def folds_export(
     console.print(f"folds: exported {len(written)} {format} file(s) -> {out}")
 
 
+@folds_app.command("list", epilog="Example: sertk folds list data/all/folds.json --fold '1 3'")
+def folds_list(
+    folds: Path = typer.Argument(..., help="folds.json."),
+    fold: str = typer.Option("all", help="all, a fold number or name, or a list: '1 3'."),
+) -> None:
+    """Print the names of the selected folds, one a line (what recipes make one job per fold of)."""
+    from sertk.data.folds import read_folds, select_folds
+
+    for spec in select_folds(read_folds(folds), fold):
+        print(spec["name"])
+
+
 @app.command(
     epilog="Examples: sertk feats data/all dump/all/logmel40 --feat logmel40 --format hdf5 --nj 2\n\n"
     "sertk feats data/all dump/all/lexical --feat lexical --feat-config conf/feats/lexical.yaml\n\n"
@@ -352,11 +364,17 @@ def train(
     nproc: int = typer.Option(
         1, help="Data-parallel processes on this machine (one per GPU; gloo on CPU); torchrun works too."
     ),
+    plan: bool = typer.Option(
+        False, help="Only prepare: open EXP (--overwrite clears a changed one), clear stale folds, write replay.sh."
+    ),
+    planned: bool = typer.Option(
+        False, help="A job of a --plan'ed EXP: refuse if it changed, write nothing but the fold dirs (parallel folds)."
+    ),
 ) -> None:
     """Stage 5: train one model per fold (checkpoint every epoch, exact resume; up-to-date folds are skipped)."""
     from sertk.train.launch import in_distributed_job, relaunch
 
-    if nproc > 1 and not in_distributed_job():
+    if nproc > 1 and not plan and not in_distributed_job():
         relaunch(nproc)  # the same command line as ranks 0..nproc-1, which land in the branch below
         return
     from sertk.train.run import TrainOptions
@@ -381,6 +399,8 @@ def train(
             overrides=_parse_overrides(set_),
             ssl_encoder=ssl_encoder,
             nproc=nproc,
+            plan=plan,
+            planned=planned,
         )
     )
 
@@ -441,6 +461,25 @@ def evaluate(
         from sertk.evaluate.attention import plot_attention as run_plot
 
         run_plot(exp, plot_attention, fold=fold, device=device, checkpoint=checkpoint)
+
+
+@app.command(
+    epilog="Examples: sertk dispatch exp/crnn_discriminative/log/train_eval.jobs --cmd local --nj 2\n\n"
+    "sertk dispatch grid.jobs --cmd slurm --nj 10 --slurm-config conf/slurm.yaml --log-dir exp"
+)
+def dispatch(
+    jobs: Path = typer.Argument(..., help="Jobs file: one job a line, NAME<TAB>shell command."),
+    cmd: str = typer.Option("local", help="Engine: local (this machine) or slurm (one sbatch job array)."),
+    nj: int = typer.Option(1, help="At most this many jobs at a time (local: each gets cores/N cores, one GPU)."),
+    slurm_config: Path | None = typer.Option(
+        None, help="--cmd slurm: YAML of partition, gpus_per_job, cpus_per_task, time, mem, extra_args."
+    ),
+    log_dir: Path | None = typer.Option(None, help="Where LOG_DIR/NAME.log go (default: beside the jobs file)."),
+) -> None:
+    """Run a jobs file N jobs at a time; failed jobs are listed with their logs and the exit status is 1."""
+    from sertk.dispatch import dispatch as run_dispatch
+
+    run_dispatch(jobs, cmd, nj, log_dir, slurm_config)
 
 
 @app.command(epilog="Example: sertk score exp/crnn_discriminative")

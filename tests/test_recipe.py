@@ -7,12 +7,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import slurm
 import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPES = sorted(p.name for p in (REPO / "egs" / "iemocap").glob("run_*.sh"))
+# The one-system recipes (the grids and run_all.sh train many systems: test_crnn_grid_runs_... covers them).
+RECIPES = sorted(
+    p.name
+    for p in (REPO / "egs" / "iemocap").glob("run_*.sh")
+    if not p.name.endswith("_grid.sh") and p.name != "run_all.sh"
+)
 # One epoch of one fold on CPU: every recipe end to end in seconds.
 QUICK = ("--epochs", "1", "--folds", "1", "--nj", "1", "--device", "cpu")
 RESULT_KEYS = {"system", "protocol", "classes", "synthetic", "folds", "mean", "std", "pooled"}
@@ -27,8 +34,8 @@ def _env() -> dict:
     return env
 
 
-def _run_command(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    out = subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600)
+def _run_command(command: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    out = subprocess.run(command, cwd=cwd, env=env or _env(), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, f"{' '.join(command)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     return out
 
@@ -59,7 +66,15 @@ def demo_run(recipe_copy):
         "tiny",
         *QUICK,
     )
+    # The sequential (--nj 1) fold1's posteriors, kept apart: later tests may retrain exp/crnn_discriminative.
+    shutil.copy(
+        recipe_copy / "exp" / "crnn_discriminative" / "fold1" / "posteriors.tsv", _sequential(recipe_copy)
+    )
     return recipe_copy, out
+
+
+def _sequential(recipe: Path) -> Path:
+    return recipe.parent.parent / "sequential_fold1_posteriors.tsv"
 
 
 def test_demo_run_generates_synthetic_corpus_and_scores(demo_run):
@@ -98,18 +113,15 @@ def test_rerun_from_stage_3_reuses_finished_work(demo_run):
     )
     log = out.stdout + out.stderr
     assert "Stage 3:" in log and "Stage 2:" not in log
-    assert "up to date for this data and feature config" in log
-    assert "fold1: up to date" in log and "posteriors up to date" in log and "results.json: up to date" in log
+    assert "up to date for this data and feature config" in log and "results.json: up to date" in log
+    job_log = (recipe / "exp" / "crnn_discriminative" / "log" / "fold1.log").read_text()
+    assert "fold1: up to date" in job_log and "posteriors up to date" in job_log
     assert best.stat().st_mtime_ns == mtime
 
 
 @pytest.mark.parametrize(
     "script",
-    [
-        r
-        for r in RECIPES
-        if r not in ("run_crnn_discriminative.sh", "run_crnn_discriminative_grid.sh", "run_ssl.sh")
-    ],
+    [r for r in RECIPES if r not in ("run_crnn_discriminative.sh", "run_ssl.sh")],
 )
 def test_each_system_recipe_end_to_end(demo_run, script):
     recipe, _ = demo_run
@@ -169,27 +181,41 @@ def test_ssl_recipe_needs_a_checkpoint(recipe_copy):
 
 
 def test_crnn_grid_runs_variants_and_compares(demo_run):
+    """The grid end to end: two rows (the baseline and one variant, CPU-sized configs written here) x two
+    folds as one jobs file of four fold jobs, each logged under its exp, then the table."""
     recipe, _ = demo_run
+    demo = yaml.safe_load((recipe / "conf" / "demo" / "crnn_discriminative.yaml").read_text())
+    focal = {**demo, "loss": {"name": "focal", "gamma": 2.0}, "paper": {"ua": 0.663, "wa": 0.655}}
+    (recipe / "conf" / "crnn_discriminative" / "tiny_focal.yaml").write_text(yaml.safe_dump(focal))
     corpus = recipe / "corpus" / "iemocap"
     _run(
         recipe,
         "run_crnn_discriminative_grid.sh",
         "--grid",
-        "ams_s10_m0.4 focal_g2_a2",
+        "tiny_focal",
         "--iemocap-root",
         str(corpus),
         *QUICK,
+        "--folds",
+        "1 2",
+        "--nj",
+        "2",
         "--protocol",
         "loso-session",
     )
+    jobs = (recipe / "exp" / "crnn_discriminative_table2_loso-session.jobs").read_text().splitlines()
+    names = [line.split("\t")[0] for line in jobs]
+    rows = ("crnn_discriminative_loso-session", "crnn_discriminative_tiny_focal_loso-session")
+    assert names == [f"exp/{row}/log/fold{k}" for row in rows for k in (1, 2)]
+    for row in rows:
+        for k in (1, 2):
+            assert (recipe / "exp" / row / "log" / f"fold{k}.log").read_text().endswith(" s\n")
+        results = json.loads((recipe / "exp" / row / "results.json").read_text())
+        assert results["protocol"] == "loso-session" and len(results["folds"]) == 2
     table = (recipe / "exp" / "crnn_discriminative_table2_loso-session.md").read_text()
-    for name in ("crnn_discriminative", "ams_s10_m0.4", "focal_g2_a2"):
-        assert name in table
+    assert "| **crnn_discriminative" in table or "| crnn_discriminative |" in table
+    assert "tiny_focal" in table and "| 66.3 | 65.5 |" in table  # the paper's numbers beside sertk's
     assert (recipe / "exp" / "crnn_discriminative_table2_loso-session_confusions.png").is_file()
-    results = json.loads(
-        (recipe / "exp" / "crnn_discriminative_ams_s10_m0.4_loso-session" / "results.json").read_text()
-    )
-    assert results["protocol"] == "loso-session"
 
 
 def test_sertk_train_arch_defaults_inside_recipe_dir(demo_run):
@@ -310,3 +336,98 @@ def test_augment_speed_and_specaug_train_on_copies_of_training_utterances_only(d
     assert json.loads((exp / "results.json").read_text())["folds"][0]["n"] == len(
         original["folds"][0]["test"]
     )
+
+
+def _same_posteriors(fold_dir: Path, reference: Path) -> None:
+    """Same utterances, labels and predictions as the ``reference`` posteriors.tsv, scores within 1e-4."""
+    rows = [
+        [line.split("\t") for line in path.read_text().splitlines()[1:]]
+        for path in (fold_dir / "posteriors.tsv", reference)
+    ]
+    assert [r[:3] for r in rows[0]] == [r[:3] for r in rows[1]] and rows[0]
+    scores = [np.array([[float(x) for x in r[3:]] for r in part]) for part in rows]
+    np.testing.assert_allclose(scores[0], scores[1], atol=1e-4)
+
+
+# A `sertk` ahead of the real one on PATH whose training of fold2 dies while the file $CRASH exists: one
+# fold's job fails, as a crashed or killed job on a cluster would.
+CRASHING_SERTK = """#!/usr/bin/env bash
+if [ -e "${CRASH}" ] && [ "$1" = train ] && [[ " $* " == *" --fold fold2 "* ]]; then
+  echo "planted crash of fold2" >&2; exit 3
+fi
+exec %s "$@"
+"""
+
+
+def test_parallel_fold_jobs_match_sequential_and_a_rerun_retries_only_the_failed_fold(demo_run, tmp_path):
+    """--cmd local --nj 2: one job per fold with its own log; fold1 equals the sequential (--nj 1) run's; a
+    crashed fold2 is reported with its log, and the rerun (stage 5, then 6-7 alone) trains only fold2."""
+    recipe, _ = demo_run
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sertk").write_text(CRASHING_SERTK % (Path(sys.executable).parent / "sertk"))
+    (bin_dir / "sertk").chmod(0o755)
+    env = _env()
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    env["CRASH"] = str(tmp_path / "crash")
+    (tmp_path / "crash").touch()
+    args = ("--stage", "5", "--tag", "nj2", "--cmd", "local", *QUICK, "--folds", "1 2", "--nj", "2")
+    out = subprocess.run(
+        ["bash", str(recipe / "run.sh"), *args],
+        cwd=recipe,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    exp = recipe / "exp" / "crnn_discriminative_nj2"
+    assert out.returncode != 0
+    assert f"failed: fold2 (exit 3): see {Path('exp/crnn_discriminative_nj2/log/fold2.log')}" in out.stderr
+    assert "1 of 2 jobs failed: fold2" in out.stderr
+    assert "planted crash of fold2" in (exp / "log" / "fold2.log").read_text()
+    assert not (exp / "fold2" / "best.pt").exists()
+    # fold1, trained in its own job beside fold2's, gives what the sequential run of the same config gave.
+    # (its scores within float tolerance: one thread per job instead of two sums in another order).
+    _same_posteriors(exp / "fold1", _sequential(recipe))
+    replay = (exp / "replay.sh").read_text()
+    assert "--fold '1 2'" in replay and "--planned" not in replay
+    trained = {n: (exp / "fold1" / n).stat().st_mtime_ns for n in ("best.pt", "train.provenance.json")}
+
+    (tmp_path / "crash").unlink()
+    _run_command(["bash", str(recipe / "run.sh"), *args, "--stop-stage", "5"], recipe, env)
+    jobs = (exp / "log" / "train_eval.jobs").read_text()
+    assert "sertk train" in jobs and "sertk eval" not in jobs
+    assert "fold1: up to date" in (exp / "log" / "fold1.log").read_text()
+    assert (exp / "fold2" / "best.pt").is_file() and not (exp / "fold2" / "posteriors.tsv").exists()
+    _run_command(["bash", str(recipe / "run.sh"), *args, "--stage", "6"], recipe, env)
+    jobs = (exp / "log" / "train_eval.jobs").read_text()
+    assert "sertk train" not in jobs and "sertk eval" in jobs
+    assert {n: (exp / "fold1" / n).stat().st_mtime_ns for n in trained} == trained
+    results = json.loads((exp / "results.json").read_text())
+    assert [f["name"] for f in results["folds"]] == ["fold1", "fold2"] and results["folds"][1]["n"] > 0
+
+
+@pytest.mark.skipif(slurm.missing_reason() is not None, reason=str(slurm.missing_reason()))
+def test_recipe_stages_5_and_6_on_a_real_slurm_cluster(demo_run, tmp_path_factory):
+    recipe, _ = demo_run
+    (recipe / "conf" / "slurm_test.yaml").write_text("cpus_per_task: 1\ntime: '0:10:00'\n")
+    args = ("--stage", "5", "--stop-stage", "6", "--tag", "slurm", *QUICK, "--nj", "2")
+    with slurm.cluster(tmp_path_factory.mktemp("slurm")) as env:
+        env = {**_env(), "SLURM_CONF": env["SLURM_CONF"]}
+        out = _run_command(
+            [
+                "bash",
+                str(recipe / "run.sh"),
+                *args,
+                "--cmd",
+                "slurm",
+                "--slurm-config",
+                "conf/slurm_test.yaml",
+            ],
+            recipe,
+            env,
+        )
+    assert "1 jobs as one Slurm array, at most 2 at a time" in out.stdout + out.stderr
+    exp = recipe / "exp" / "crnn_discriminative_slurm"
+    assert (exp / "log" / "fold1.log").read_text().splitlines()[-1].startswith("# exit 0 after")
+    _same_posteriors(exp / "fold1", _sequential(recipe))

@@ -189,3 +189,24 @@ def test_set_overrides_reach_the_config_and_the_replay(tmp_path):
     assert "--set train.lr=0.02" in (exp / "replay.sh").read_text()
     with pytest.raises(SertkError, match=r"unknown key\(s\) colour"):
         run(recipe, tmp_path / "bad", overrides={"train.colour": 1})
+
+
+def test_plan_opens_the_experiment_once_and_planned_fold_jobs_write_only_their_fold(tmp_path):
+    """--plan: experiment files, replay.sh of the whole selection, stale folds cleared, nothing trained;
+    --planned fold jobs: no experiment-level write (replay.sh keeps the selection), refused once it changed."""
+    recipe = make_recipe(tmp_path)
+    exp = tmp_path / "exp"
+    run(recipe, exp, fold="1", epochs=1)
+    write_conf(recipe["conf"], train_opts={"lr": 0.02})  # another experiment in the same exp dir
+    assert run(recipe, exp, fold="all", epochs=1, plan=True, resume=True, overwrite=True) == []
+    assert not (exp / "fold1" / "best.pt").exists() and not (exp / "fold2").exists()
+    assert "--fold all" in (exp / "replay.sh").read_text()
+    planned = {n: (exp / n).stat().st_mtime_ns for n in ("replay.sh", "config.yaml", "experiment.json")}
+    summaries = run(recipe, exp, fold="2", epochs=1, resume=True, planned=True)
+    assert [s["name"] for s in summaries] == ["fold2"] and (exp / "fold2" / "best.pt").is_file()
+    assert {n: (exp / n).stat().st_mtime_ns for n in planned} == planned
+    assert not (exp / "fold1" / "best.pt").exists()
+    write_conf(recipe["conf"], train_opts={"lr": 0.03})
+    with pytest.raises(SertkError, match="not planned for these inputs .* run sertk train --plan first"):
+        run(recipe, exp, fold="1", epochs=1, resume=True, planned=True)
+    assert (exp / "fold2" / "best.pt").is_file()

@@ -37,8 +37,13 @@ test_partitions=Test1       # official protocol (MSP-Podcast): one fold per test
 folds=all                   # which folds to train/evaluate, e.g. "1 3"
 epochs=                     # empty: the config's
 precision=                  # empty: the config's (fp32 | bf16 | fp16)
-nj=2
-device=auto                 # auto | cpu | cuda
+nj=2                        # parallel jobs: stage 3's feature threads, stages 5-6's fold jobs at a time
+cmd=local                   # how stages 5-6 run their fold jobs: local | slurm (default: egs/<corpus>/cmd.sh)
+# shellcheck source=../iemocap/cmd.sh
+[ ! -f "${recipe}/cmd.sh" ] || . "${recipe}/cmd.sh"
+slurm_config=conf/slurm.yaml  # --cmd slurm: sbatch options (partition, gpus_per_job, time, mem, ...)
+jobs_out=                   # stages 5-6 append their fold jobs to this jobs file instead of running them
+device=auto                 # auto | cpu | cuda (with --cmd local each fold job gets one GPU)
 lexical_embeddings=         # word2vec text/binary file: also dump the transcripts' word vectors (lexical branch)
 augment=                    # comma list of speed, noise, rir (offline copies of training utterances, stage 4), specaug
 speeds=0.9,1.1              # --augment speed: the speed factors (Kaldi's 3-way perturbation with the originals)
@@ -53,8 +58,8 @@ root_option=${corpus//-/_}_root
 declare "${root_option}=${corpus_root}"
 if [ "${corpus}" = iemocap ]; then declare "${root_option}=${IEMOCAP:-}"; fi
 _tunables="stage stop_stage ${root_option} synth_size synth_seed system tag train_config base_config demo_config feat feat_format
- classes style protocol paper_protocol ratios repeats valid_ratio test_partitions folds epochs precision nj device lexical_embeddings
- augment speeds noise_dir snr rir_dir ssl_checkpoint ssl_builder feat_device"
+ classes style protocol paper_protocol ratios repeats valid_ratio test_partitions folds epochs precision nj cmd slurm_config
+ jobs_out device lexical_embeddings augment speeds noise_dir snr rir_dir ssl_checkpoint ssl_builder feat_device"
 
 # shellcheck source=parse_options.sh
 . "$(dirname "${BASH_SOURCE[0]}")/parse_options.sh"
@@ -75,9 +80,17 @@ ssl_checkpoint=$(absolute "${ssl_checkpoint}")
 if [ "${feat}" = ssl ] && [ -z "${ssl_checkpoint}" ]; then
   die "--feat ssl needs --ssl-checkpoint PATH (a local model dir or torchaudio weight file; nothing is downloaded)"
 fi
+case "${cmd}" in local|slurm) ;; *) die "--cmd must be local or slurm, got '${cmd}'" ;; esac
+if [ -n "${jobs_out}" ] && [ "${stop_stage}" -ge 7 ]; then
+  die "--jobs-out: stages 5-6 only write jobs then; pass --stop-stage 6 (and score once they have run)"
+fi
+jobs_out=$(absolute "${jobs_out}")
 # A config path is the caller's when it exists there, else the recipe's own (conf/...).
 if [ -n "${train_config}" ] && [ -f "${caller}/${train_config}" ] && [[ ${train_config} != /* ]]; then
   train_config=${caller}/${train_config}
+fi
+if [ -f "${caller}/${slurm_config}" ] && [[ ${slurm_config} != /* ]]; then
+  slurm_config=${caller}/${slurm_config}
 fi
 
 cd "${recipe}"
@@ -120,7 +133,7 @@ if [ -n "${augment}" ]; then
     train_folds=${train_data}/folds.json
   fi
 fi
-train_opts=(--resume --overwrite)
+train_opts=()
 case ",${augment}," in
   *,specaug,*) # Park et al. 2019's LD policy: two frequency and two time masks (widths from the config)
     train_opts+=(--set input.specaugment.freq_masks=2 --set input.specaugment.time_masks=2) ;;
@@ -204,15 +217,43 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
   fi
 fi
 
-if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
-  log "Stage 5: train: ${train_dump} -> ${exp} (${train_config}, folds: ${folds})"
-  sertk train --train-config "${train_config}" --data "${train_data}" --feats "${train_dump}" --folds "${train_folds}" \
-    --fold "${folds}" --exp "${exp}" --device "${device}" "${train_opts[@]}"
-fi
-
-if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
-  log "Stage 6: eval: ${exp} (folds: ${folds})"
-  sertk eval "${exp}" --fold "${folds}" --device "${device}"
+# Stages 5-6: one job per fold (train it, then evaluate it), run --nj at a time by sertk dispatch --cmd.
+# `sertk train --plan` first opens the experiment once (clearing a changed one's outputs, stale folds) and
+# writes replay.sh; the fold jobs (--planned) then write only their own fold dirs. Every job skips what its
+# provenance records say is done, so a rerun retries only the failed folds.
+run_train=false
+run_eval=false
+if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then run_train=true; fi
+if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then run_eval=true; fi
+if ${run_train} || ${run_eval}; then
+  train_args=(--train-config "${train_config}" --data "${train_data}" --feats "${train_dump}" --folds "${train_folds}"
+    --exp "${exp}" --device "${device}" "${train_opts[@]}")
+  if ${run_train}; then
+    log "Stage 5: train: ${train_dump} -> ${exp} (${train_config}, folds: ${folds}): plan"
+    sertk train "${train_args[@]}" --fold "${folds}" --resume --overwrite --plan
+  fi
+  if ${run_eval}; then log "Stage 6: eval: ${exp} (folds: ${folds}): each fold's job, after its training"; fi
+  jobs=${jobs_out:-${exp}/log/train_eval.jobs}
+  mkdir -p "$(dirname "${jobs}")"
+  [ -n "${jobs_out}" ] || : > "${jobs}"
+  for fold in $(sertk folds list "${train_folds}" --fold "${folds}"); do
+    steps=()
+    if ${run_train}; then steps+=("$(printf '%q ' sertk train "${train_args[@]}" --fold "${fold}" --resume --planned)"); fi
+    if ${run_eval}; then steps+=("$(printf '%q ' sertk eval "${exp}" --fold "${fold}" --device "${device}")"); fi
+    name=${fold}
+    [ -z "${jobs_out}" ] || name=${exp}/log/${fold}  # one jobs file of many experiments: logs under each
+    job=${steps[0]}
+    [ ${#steps[@]} -eq 1 ] || job="${steps[0]}&& ${steps[1]}"
+    printf '%s\t%s\n' "${name}" "${job}" >> "${jobs}"
+  done
+  if [ -n "${jobs_out}" ]; then
+    log "Stage 5-6: jobs of ${exp} appended to ${jobs_out}"
+  else
+    log "Stage 5-6: dispatch: ${jobs} (--cmd ${cmd}, --nj ${nj}; a log per fold in ${exp}/log/)"
+    dispatch_opts=(--cmd "${cmd}" --nj "${nj}")
+    if [ "${cmd}" = slurm ] && [ -f "${slurm_config}" ]; then dispatch_opts+=(--slurm-config "${slurm_config}"); fi
+    sertk dispatch "${jobs}" "${dispatch_opts[@]}"
+  fi
 fi
 
 if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then

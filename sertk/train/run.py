@@ -96,6 +96,8 @@ class TrainOptions:
     overrides: dict[str, Any] = field(default_factory=dict)  # --set KEY=VALUE, dotted config keys
     ssl_encoder: Path | None = None  # an ssl feature YAML whose keys become model.encoder (on-the-fly SSL)
     nproc: int = 1  # data-parallel processes (sertk train --nproc N starts them; each runs this with N)
+    plan: bool = False  # open the experiment, clear stale folds, write replay.sh; train nothing
+    planned: bool = False  # one job of a planned experiment: write nothing outside the fold dirs
 
 
 @dataclass
@@ -261,6 +263,16 @@ def open_experiment(xp: Experiment, overwrite: bool) -> None:
     write_yaml(xp.exp / "config.yaml", xp.cfg)
     write_json(xp.exp / "experiment.json", experiment_json(xp))
     provenance.write_record(record_path, xp.record)
+
+
+def check_planned(xp: Experiment) -> None:
+    """A job of a planned experiment (``sertk train --plan`` opened it) may train folds only if it still matches:
+    concurrent fold jobs then write nothing but their own fold dirs."""
+    changes = provenance.check(provenance.record_path(xp.exp, "experiment"), xp.record)
+    if changes:
+        raise SertkError(
+            f"{xp.exp}: not planned for these inputs ({'; '.join(changes[:4])}); run sertk train --plan first"
+        )
 
 
 def experiment_json(xp: Experiment) -> dict:
@@ -481,6 +493,11 @@ def train(opts: TrainOptions) -> list[dict]:
     """Train the selected folds of the experiment ``opts`` describes; returns per-fold summaries."""
     xp = resolve_experiment(opts)
     selected = select_folds(xp.folds, opts.fold)
+    if opts.plan:
+        open_and_replay(xp, opts, opts.nproc if opts.nproc > 1 else None)
+        todo = [spec["name"] for spec in selected if fold_status(xp, spec, opts) == "train"]
+        console.print(f"{xp.exp}: planned; {len(todo)} of {len(selected)} fold(s) to train: {' '.join(todo) or '-'}")
+        return []
     ranks, device = join_job(opts)
     try:
         return train_folds(xp, selected, opts, ranks, device)
@@ -488,16 +505,24 @@ def train(opts: TrainOptions) -> list[dict]:
         distributed.leave(ranks)
 
 
+def open_and_replay(xp: Experiment, opts: TrainOptions, nproc: int | None) -> None:
+    """Open the exp dir for this experiment and write replay.sh (a --planned job only checks its record)."""
+    if opts.planned:
+        check_planned(xp)
+        return
+    open_experiment(xp, opts.overwrite)
+    replay = {"train_config": xp.config_path.resolve(), "data": xp.data.path.resolve(), "feats": xp.feats}
+    replay.update({"folds": xp.folds_path, "fold": opts.fold, "exp": xp.exp, "epochs": opts.epochs})
+    replay.update({"precision": opts.precision, "device": opts.device, "lexical_feats": xp.lexical_feats})
+    replay["ssl_encoder"] = None if opts.ssl_encoder is None else Path(opts.ssl_encoder).resolve()
+    replay["nproc"] = nproc
+    write_replay(xp.exp, replay, opts.overrides)
+
+
 def train_folds(xp: Experiment, selected: list[dict], opts: TrainOptions, ranks: Dist, device) -> list[dict]:
     """Open the exp dir (rank 0) and train or skip each selected fold; returns per-fold summaries."""
     if ranks.main:
-        open_experiment(xp, opts.overwrite)
-        replay = {"train_config": xp.config_path.resolve(), "data": xp.data.path.resolve(), "feats": xp.feats}
-        replay.update({"folds": xp.folds_path, "fold": opts.fold, "exp": xp.exp, "epochs": opts.epochs})
-        replay.update({"precision": opts.precision, "device": opts.device, "lexical_feats": xp.lexical_feats})
-        replay["ssl_encoder"] = None if opts.ssl_encoder is None else Path(opts.ssl_encoder).resolve()
-        replay["nproc"] = ranks.world if ranks.active else None
-        write_replay(xp.exp, replay, opts.overrides)
+        open_and_replay(xp, opts, ranks.world if ranks.active else None)
     budget = int(opts.memory_gb * 2**30)
     summaries = []
     for spec in selected:
