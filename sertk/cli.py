@@ -475,11 +475,14 @@ def dispatch(
         None, help="--cmd slurm: YAML of partition, gpus_per_job, cpus_per_task, time, mem, extra_args."
     ),
     log_dir: Path | None = typer.Option(None, help="Where LOG_DIR/NAME.log go (default: beside the jobs file)."),
+    gpus_per_job: int = typer.Option(
+        1, help="--cmd local: GPUs per job when there are any (sertk train --nproc N wants N)."
+    ),
 ) -> None:
     """Run a jobs file N jobs at a time; failed jobs are listed with their logs and the exit status is 1."""
     from sertk.dispatch import dispatch as run_dispatch
 
-    run_dispatch(jobs, cmd, nj, log_dir, slurm_config)
+    run_dispatch(jobs, cmd, nj, log_dir, slurm_config, gpus_per_job)
 
 
 @app.command(epilog="Example: sertk score exp/crnn_discriminative")

@@ -119,11 +119,18 @@ def _header(job: Job) -> str:
     )
 
 
-def run_local(jobs: list[Job], nj: int, log_dir: Path) -> None:
-    """At most ``nj`` jobs at a time; job slot i is pinned to its share of the cores and, if any, one GPU."""
+def gpu_slots(gpus: list[str], nj: int, per_job: int) -> list[str | None]:
+    """Slot i's CUDA_VISIBLE_DEVICES: ``per_job`` consecutive GPUs, round robin (None: no GPU visible)."""
+    if not gpus:
+        return [None] * nj
+    return [",".join(gpus[(i * per_job + k) % len(gpus)] for k in range(per_job)) for i in range(nj)]
+
+
+def run_local(jobs: list[Job], nj: int, log_dir: Path, gpus_per_job: int = 1) -> None:
+    """At most ``nj`` jobs at a time; job slot i is pinned to its share of the cores and its GPUs, if any."""
     nj = max(1, min(nj, len(jobs)))
     slots = core_slots(sorted(os.sched_getaffinity(0)), nj)
-    gpus = visible_gpus()
+    gpus = gpu_slots(visible_gpus(), nj, gpus_per_job)
     free = list(range(nj))
     pending = list(jobs)
     running: dict[int, tuple[subprocess.Popen, float, object]] = {}
@@ -140,7 +147,7 @@ def run_local(jobs: list[Job], nj: int, log_dir: Path) -> None:
         while pending or running:
             while pending and free:
                 slot, job = free.pop(0), pending.pop(0)
-                running[slot] = _start(job, slots[slot], gpus[slot % len(gpus)] if gpus else None, log_dir)
+                running[slot] = _start(job, slots[slot], gpus[slot], log_dir)
             time.sleep(0.1)
             for slot, (proc, start, log) in list(running.items()):
                 if proc.poll() is None:
@@ -239,18 +246,25 @@ def run_slurm(jobs: list[Job], nj: int, log_dir: Path, cfg: SlurmConfig, jobs_fi
 
 
 def dispatch(
-    jobs_file: Path, engine: str, nj: int, log_dir: Path | None = None, slurm_config: Path | None = None
+    jobs_file: Path,
+    engine: str,
+    nj: int,
+    log_dir: Path | None = None,
+    slurm_config: Path | None = None,
+    gpus_per_job: int = 1,
 ) -> list[tuple[Job, Path]]:
     """Run every job of ``jobs_file``; a failure of any job is one SertkError naming each failed job's log."""
     if engine not in ENGINES:
         raise SertkError(f"--cmd {engine}: unknown engine (known: {', '.join(ENGINES)})")
     if nj < 1:
         raise SertkError(f"--nj {nj}: need at least one job at a time")
+    if gpus_per_job < 1:
+        raise SertkError(f"--gpus-per-job {gpus_per_job}: need at least one")
     jobs_file = Path(jobs_file)
     jobs = read_jobs(jobs_file)
     log_dir = Path(log_dir) if log_dir is not None else jobs_file.parent
     if engine == "local":
-        run_local(jobs, nj, log_dir)
+        run_local(jobs, nj, log_dir, gpus_per_job)
     else:
         cfg = (
             from_dict(SlurmConfig, read_yaml(slurm_config), where=str(slurm_config))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import slurm
 
-from sertk.dispatch import SlurmConfig, core_slots, dispatch, job_exit, read_jobs, sbatch_command
+from sertk.dispatch import SlurmConfig, core_slots, dispatch, gpu_slots, job_exit, read_jobs, sbatch_command
 from sertk.errors import SertkError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,6 +103,16 @@ def test_local_pins_each_job_to_its_cores_threads_and_gpu(tmp_path, monkeypatch)
     assert got == [set(cores[:share]), set(cores[share : 2 * share])]
     assert f"threads={share},{share} gpu=3" in (tmp_path / "j0.log").read_text()
     assert f"threads={share},{share} gpu=5" in (tmp_path / "j1.log").read_text()
+
+
+def test_data_parallel_jobs_get_that_many_gpus_each(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    jobs = write_jobs(tmp_path / "x.jobs", {"j0": AFFINITY_JOB, "j1": AFFINITY_JOB})
+    dispatch(jobs, "local", 2, gpus_per_job=2)
+    assert "gpu=0,1\n" in (tmp_path / "j0.log").read_text()
+    assert "gpu=2,3\n" in (tmp_path / "j1.log").read_text()
+    assert gpu_slots([], 2, 2) == [None, None]
+    assert gpu_slots(["0", "1", "2"], 2, 2) == ["0,1", "2,0"]  # more GPUs asked than there are: shared
 
 
 def test_core_slots_share_cores_evenly_or_round_robin():

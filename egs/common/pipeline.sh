@@ -44,6 +44,8 @@ cmd=local                   # how stages 5-6 run their fold jobs: local | slurm 
 slurm_config=conf/slurm.yaml  # --cmd slurm: sbatch options (partition, gpus_per_job, time, mem, ...)
 jobs_out=                   # stages 5-6 append their fold jobs to this jobs file instead of running them
 device=auto                 # auto | cpu | cuda (with --cmd local each fold job gets one GPU)
+nproc=1                     # data-parallel processes per fold job (sertk train --nproc: DDP over that many
+                            # GPUs; --cmd local gives each job as many, --cmd slurm: gpus_per_job in conf/slurm.yaml)
 lexical_embeddings=         # word2vec text/binary file: also dump the transcripts' word vectors (lexical branch)
 augment=                    # comma list of speed, noise, rir (offline copies of training utterances, stage 4), specaug
 speeds=0.9,1.1              # --augment speed: the speed factors (Kaldi's 3-way perturbation with the originals)
@@ -59,14 +61,14 @@ declare "${root_option}=${corpus_root}"
 if [ "${corpus}" = iemocap ]; then declare "${root_option}=${IEMOCAP:-}"; fi
 _tunables="stage stop_stage ${root_option} synth_size synth_seed system tag train_config base_config demo_config feat feat_format
  classes style protocol paper_protocol ratios repeats valid_ratio test_partitions folds epochs precision nj cmd slurm_config
- jobs_out device lexical_embeddings augment speeds noise_dir snr rir_dir ssl_checkpoint ssl_builder feat_device"
+ jobs_out device nproc lexical_embeddings augment speeds noise_dir snr rir_dir ssl_checkpoint ssl_builder feat_device"
 
 # shellcheck source=parse_options.sh
 . "$(dirname "${BASH_SOURCE[0]}")/parse_options.sh"
 
 die() { echo "$0: $*" >&2; exit 2; }
 log() { echo "$(date '+%H:%M:%S') $*"; }
-for name in stage stop_stage nj; do
+for name in stage stop_stage nj nproc; do
   [[ ${!name} =~ ^[0-9]+$ ]] || die "--${name//_/-} must be a non-negative integer, got '${!name}'"
 done
 [ -n "${system}" ] || die "--system is required"
@@ -139,6 +141,7 @@ case ",${augment}," in
     train_opts+=(--set input.specaugment.freq_masks=2 --set input.specaugment.time_masks=2) ;;
 esac
 [ -z "${epochs}" ] || train_opts+=(--epochs "${epochs}")
+[ "${nproc}" = 1 ] || train_opts+=(--nproc "${nproc}")
 [ -z "${precision}" ] || train_opts+=(--precision "${precision}")
 [ -z "${lexical_embeddings}" ] || train_opts+=(--lexical-feats "dump/${system}/lexical")
 # The SSL checkpoint's feature YAML (stage 3 writes it): the layers to dump, or the encoder to train with.
@@ -250,7 +253,7 @@ if ${run_train} || ${run_eval}; then
     log "Stage 5-6: jobs of ${exp} appended to ${jobs_out}"
   else
     log "Stage 5-6: dispatch: ${jobs} (--cmd ${cmd}, --nj ${nj}; a log per fold in ${exp}/log/)"
-    dispatch_opts=(--cmd "${cmd}" --nj "${nj}")
+    dispatch_opts=(--cmd "${cmd}" --nj "${nj}" --gpus-per-job "${nproc}")
     if [ "${cmd}" = slurm ] && [ -f "${slurm_config}" ]; then dispatch_opts+=(--slurm-config "${slurm_config}"); fi
     sertk dispatch "${jobs}" "${dispatch_opts[@]}"
   fi
