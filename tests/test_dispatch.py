@@ -147,7 +147,7 @@ def test_sbatch_options_come_from_the_slurm_config(tmp_path):
     cfg = SlurmConfig(partition="gpu", gpus_per_job=1, cpus_per_task=4, time="2:00:00", mem="16G")
     cfg.extra_args = ["--qos=short"]
     words = sbatch_command(cfg, 10, 3, tmp_path / "x.slurm.sh", tmp_path, "sertk-x")
-    assert words[:5] == ["sbatch", "--parsable", "--wait", "--array=0-9%3", "--job-name=sertk-x"]
+    assert words[:4] == ["sbatch", "--parsable", "--array=0-9%3", "--job-name=sertk-x"]
     for option in ("--partition=gpu", "--gres=gpu:1", "--cpus-per-task=4", "--time=2:00:00", "--mem=16G"):
         assert option in words
     assert words[-2:] == ["--qos=short", str(tmp_path / "x.slurm.sh")]
@@ -167,6 +167,11 @@ for arg in "$@"; do
 done
 echo 42
 for i in $(seq 0 "${last}"); do SLURM_ARRAY_TASK_ID=${i} bash "${script}"; done
+"""
+
+
+FAKE_SQUEUE = """#!/usr/bin/env bash
+[ "$*" = "-h -r -j 42 -o %i" ] || { echo "fake squeue: unexpected arguments $*" >&2; exit 2; }
 """
 
 
@@ -206,13 +211,15 @@ def test_slurm_engine_submits_one_array_to_sbatch(tmp_path):
     bin_dir.mkdir()
     (bin_dir / "sbatch").write_text(FAKE_SBATCH)
     (bin_dir / "sbatch").chmod(0o755)
+    (bin_dir / "squeue").write_text(FAKE_SQUEUE)  # the fake sbatch ran every task before it returned
+    (bin_dir / "squeue").chmod(0o755)
     env = dict(
         os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", FAKE_SBATCH_ARGS=str(tmp_path / "args")
     )
     out = run_slurm_jobs(tmp_path, env)
     check_slurm_run(tmp_path, out)
     args = (tmp_path / "args").read_text().splitlines()
-    assert "--array=0-2%2" in args and "--wait" in args and f"--chdir={tmp_path / 'work'}" in args
+    assert "--array=0-2%2" in args and f"--chdir={tmp_path / 'work'}" in args
     assert "--comment=sertk" in args and "--time=0:05:00" in args and args[-1] == str(tmp_path / "x.slurm.sh")
 
 
