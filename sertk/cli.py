@@ -356,7 +356,9 @@ def train(
     ),
     memory_gb: float = typer.Option(8.0, help="Features beyond this many GiB per fold stream from the dump."),
     set_: list[str] = typer.Option(
-        [], "--set", help="Override a config key: --set input.specaugment.freq_masks=2 (YAML value; repeatable)."
+        [],
+        "--set",
+        help="Override a config key: --set input.specaugment.freq_masks=2 (YAML value; repeatable).",
     ),
     ssl_encoder: Path | None = typer.Option(
         None, help="An ssl feature YAML (checkpoint: PATH ...) run inside the model on --feat wave input."
@@ -365,10 +367,12 @@ def train(
         1, help="Data-parallel processes on this machine (one per GPU; gloo on CPU); torchrun works too."
     ),
     plan: bool = typer.Option(
-        False, help="Only prepare: open EXP (--overwrite clears a changed one), clear stale folds, write replay.sh."
+        False,
+        help="Only prepare: open EXP (--overwrite clears a changed one), clear stale folds, write replay.sh.",
     ),
     planned: bool = typer.Option(
-        False, help="A job of a --plan'ed EXP: refuse if it changed, write nothing but the fold dirs (parallel folds)."
+        False,
+        help="A job of a --plan'ed EXP: refuse if it changed, write nothing but the fold dirs (parallel folds).",
     ),
 ) -> None:
     """Stage 5: train one model per fold (checkpoint every epoch, exact resume; up-to-date folds are skipped)."""
@@ -440,9 +444,15 @@ def evaluate(
         "config",
         help="Test-time augmentation: config (the config's input.tta), none, or vtlp (11 copies, vote).",
     ),
-    data: Path | None = typer.Option(None, help="Cross-corpus: score the fold models on this other data dir."),
-    feats: Path | None = typer.Option(None, help="Cross-corpus: the other data dir's features (same feature config)."),
-    out: Path | None = typer.Option(None, help="Cross-corpus output dir (default EXP/cross_<data dir name>)."),
+    data: Path | None = typer.Option(
+        None, help="Cross-corpus: score the fold models on this other data dir."
+    ),
+    feats: Path | None = typer.Option(
+        None, help="Cross-corpus: the other data dir's features (same feature config)."
+    ),
+    out: Path | None = typer.Option(
+        None, help="Cross-corpus output dir (default EXP/cross_<data dir name>)."
+    ),
 ) -> None:
     """Stage 6: posteriors and predictions for each fold's test set (posteriors.tsv; skipped when up to date)."""
     from sertk.evaluate.inference import EvalOptions
@@ -470,11 +480,15 @@ def evaluate(
 def dispatch(
     jobs: Path = typer.Argument(..., help="Jobs file: one job a line, NAME<TAB>shell command."),
     cmd: str = typer.Option("local", help="Engine: local (this machine) or slurm (one sbatch job array)."),
-    nj: int = typer.Option(1, help="At most this many jobs at a time (local: each gets cores/N cores, one GPU)."),
+    nj: int = typer.Option(
+        1, help="At most this many jobs at a time (local: each gets cores/N cores, one GPU)."
+    ),
     slurm_config: Path | None = typer.Option(
         None, help="--cmd slurm: YAML of partition, gpus_per_job, cpus_per_task, time, mem, extra_args."
     ),
-    log_dir: Path | None = typer.Option(None, help="Where LOG_DIR/NAME.log go (default: beside the jobs file)."),
+    log_dir: Path | None = typer.Option(
+        None, help="Where LOG_DIR/NAME.log go (default: beside the jobs file)."
+    ),
     gpus_per_job: int = typer.Option(
         1, help="--cmd local: GPUs per job when there are any (sertk train --nproc N wants N)."
     ),

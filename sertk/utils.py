@@ -71,7 +71,9 @@ def check_replaceable(out: str | Path, owned: Callable[[Path], bool]) -> None:
     foreign = sorted(e.name for e in out.iterdir() if not owned(e))
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        raise SertkError(f"{out}: exists and holds files sertk did not write ({shown}); choose another output path")
+        raise SertkError(
+            f"{out}: exists and holds files sertk did not write ({shown}); choose another output path"
+        )
 
 
 def fresh_tmp_dir(out: str | Path) -> Path:

@@ -198,7 +198,9 @@ def test_random_folds_never_train_on_a_copy_of_their_test_utterances(tmp_path, s
     """Random folds put one utterance in train in one fold and in test in another: its copies exist in the
     data dir, but only folds that train on it see them."""
     data = make_wav_data(tmp_path, sessions=2, per_speaker=4)
-    folds = make_folds(read_data_dir(data), "random", FoldOptions(ratios=(0.5, 0.25, 0.25), repeats=3, seed=1))
+    folds = make_folds(
+        read_data_dir(data), "random", FoldOptions(ratios=(0.5, 0.25, 0.25), repeats=3, seed=1)
+    )
     write_folds(tmp_path / "folds.json", folds, read_data_dir(data))
     augment_data_dir(data, tmp_path / "folds.json", tmp_path / "aug", speeds=(0.9,), noise=sources["musan"])
     result = read_folds(tmp_path / "aug" / "folds.json", read_data_dir(tmp_path / "aug"))

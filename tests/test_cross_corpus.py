@@ -82,7 +82,11 @@ def test_cross_eval_record_changes_with_the_other_corpus_labels(tmp_path):
     tables = {"wav.scp": {"a": "/x", "b": "/x"}, "utt2spk": {"a": "s", "b": "s"}}
     keys = []
     for name, emo in (("one", ["neu", "sad"]), ("two", ["neu", "sad"]), ("three", ["sad", "neu"])):
-        data = write_data_dir(tmp_path / name, {**tables, "utt2emo": dict(zip("ab", emo, strict=True))}, {"classes": ["neu", "sad"]})
+        data = write_data_dir(
+            tmp_path / name,
+            {**tables, "utt2emo": dict(zip("ab", emo, strict=True))},
+            {"classes": ["neu", "sad"]},
+        )
         keys.append(cross_record(fold, data.path, feats, EvalOptions(), "none").key)
     # Same tables, same record; other labels on the same utterances: another record (the posteriors rerun).
     assert keys[0] == keys[1] != keys[2]

@@ -104,4 +104,6 @@ def test_data_dir_digest_follows_every_table_and_corpus_json(tmp_path: Path) -> 
     # Another class order (other label indices) or another label: another data dir.
     assert data_dir_digest(write_data_dir(tmp_path / "c", tables, {"classes": ["sad", "neu"]}).path) != base
     relabelled = {**tables, "utt2emo": {"u1": "sad", "u2": "sad"}}
-    assert data_dir_digest(write_data_dir(tmp_path / "d", relabelled, {"classes": ["neu", "sad"]}).path) != base
+    assert (
+        data_dir_digest(write_data_dir(tmp_path / "d", relabelled, {"classes": ["neu", "sad"]}).path) != base
+    )

@@ -301,7 +301,9 @@ def test_corpus_protocols_through_make_folds(tmp_path):
     assert len(folds["folds"]) == 6
     for k, fold in enumerate(folds["folds"]):
         train, valid, test = parts_of(fold)
-        assert speakers(data, test) == {f"emodb{k:02d}"} and speakers(data, valid) == {f"emodb{(k + 1) % 6:02d}"}
+        assert speakers(data, test) == {f"emodb{k:02d}"} and speakers(data, valid) == {
+            f"emodb{(k + 1) % 6:02d}"
+        }
     groups = make_folds(data, "speaker-kfold", FoldOptions(repeats=3))
     assert Counter(u for f in groups["folds"] for u in f["test"]) == Counter(data.utts)
     for fold in groups["folds"]:

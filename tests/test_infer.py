@@ -81,7 +81,9 @@ def test_ensemble_of_folds_averages_posteriors_and_tsv_output(tmp_path):
     expected = (by_hand(tmp_path / "exp" / "fold1", wave) + by_hand(tmp_path / "exp" / "fold2", wave)) / 2
     np.testing.assert_allclose(posteriors(records[0]), expected, atol=2e-6)
     assert "error" in records[1]
-    infer(tmp_path / "exp", [tmp_path / "wav.scp"], tmp_path / "out.tsv", InferOptions(fmt="tsv", device="cpu"))
+    infer(
+        tmp_path / "exp", [tmp_path / "wav.scp"], tmp_path / "out.tsv", InferOptions(fmt="tsv", device="cpu")
+    )
     header, *rows = [line.split("\t") for line in (tmp_path / "out.tsv").read_text().splitlines()]
     assert header == ["utt", "kind", "start", "end", "label", *CLASSES, "error"]
     assert rows[0][:2] == ["utt1", "utt"] and rows[0][-1] == ""
@@ -114,7 +116,11 @@ def test_segment_models_average_their_segments_inside_each_window(tmp_path):
     write_checkpoint(tmp_path / "fold1", arch="attn-pool", segment_frames=60, segment_shift_test=20)
     wave = write_wave(tmp_path / "a.wav", 1.5, seed=6)
     record = infer(
-        tmp_path / "fold1", [tmp_path / "a.wav"], None, InferOptions(window=1.0, hop=1.0, device="cpu"), io.StringIO()
+        tmp_path / "fold1",
+        [tmp_path / "a.wav"],
+        None,
+        InferOptions(window=1.0, hop=1.0, device="cpu"),
+        io.StringIO(),
     )[0]
     # The 1 s window (100 frames) holds segments at 0, 20, 40 of 60 frames.
     segments = [by_hand(tmp_path / "fold1", wave, s, 60) for s in (0, 20, 40)]

@@ -182,7 +182,9 @@ def test_results_md_banner_only_when_synthetic(tmp_path, synthetic):
     assert "| hap | 50.0 | 50.0 |" in md
     assert "| **neu** | 2 (66.7%) | 1 (33.3%) | 0 (0.0%) | 0 (0.0%) | 66.7 |" in md
     assert "![confusion matrix](confusion.png)" in md and "(learning_curves.png)" in md
-    assert summary_line(results) == "UA 0.71 ± 0.06  WA 0.71 ± 0.06" + (" (SYNTHETIC data)" if synthetic else "")
+    assert summary_line(results) == "UA 0.71 ± 0.06  WA 0.71 ± 0.06" + (
+        " (SYNTHETIC data)" if synthetic else ""
+    )
 
 
 def test_missing_fold_warns_and_is_left_out(tmp_path, wide_console):

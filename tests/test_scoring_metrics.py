@@ -74,7 +74,9 @@ def test_results_go_stale_when_a_folds_posteriors_are_remade(tmp_path):
     # fold2 evaluated again under other options (another eval key, same training): results.json is stale.
     train_key = provenance.read_record(provenance.record_path(exp / "fold2", "train")).key
     again = provenance.Record(stage="eval", inputs={"train": train_key}, options={"tta": "vtlp"})
-    provenance.write_record(provenance.record_path(exp / "fold2", "eval"), again, [exp / "fold2" / "posteriors.tsv"])
+    provenance.write_record(
+        provenance.record_path(exp / "fold2", "eval"), again, [exp / "fold2" / "posteriors.tsv"]
+    )
     assert up_to_date(exp) is None
 
 

@@ -25,6 +25,16 @@ def test_ruff_clean():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def test_ruff_formatted():
+    out = subprocess.run(
+        [_tool("ruff"), "format", "--check", "sertk", "tests", "tools"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
 def test_shellcheck_recipes():
     scripts = sorted(str(p) for p in (REPO / "egs").rglob("*.sh")) + [str(REPO / ".ci" / "run")]
     scripts += [str(p) for p in (REPO / "tools").glob("*.sh")]

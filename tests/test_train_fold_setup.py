@@ -27,11 +27,21 @@ def test_fold_record_changes_with_each_part_of_the_fold():
 @pytest.mark.usefixtures("toy_arch")
 def test_validation_rows_keep_the_centre_window_and_the_test_segment_shift(tmp_path):
     recipe = make_recipe(tmp_path, per_class=3, max_len=30)
-    inputs = {"max_frames": 8, "crop": "random", "segment_frames": 4, "segment_shift_train": 4, "segment_shift_test": 1}
+    inputs = {
+        "max_frames": 8,
+        "crop": "random",
+        "segment_frames": 4,
+        "segment_shift_train": 4,
+        "segment_shift_test": 1,
+    }
     write_conf(recipe["conf"], input_opts=inputs)
-    xp = resolve_experiment(TrainOptions(train_config=recipe["conf"], exp=tmp_path / "exp", **{
-        k: recipe[k] for k in ("data", "feats", "folds")
-    }))
+    xp = resolve_experiment(
+        TrainOptions(
+            train_config=recipe["conf"],
+            exp=tmp_path / "exp",
+            **{k: recipe[k] for k in ("data", "feats", "folds")},
+        )
+    )
     spec = xp.folds["folds"][0]
     fold = load_fold(xp, spec, 2**30)
     lengths = fold.valid.store.lengths

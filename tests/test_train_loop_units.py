@@ -41,7 +41,9 @@ def test_validation_averages_segment_softmax_and_sums_ua_and_wa():
     fset = build_feature_set(MemoryFrames([frames]), ["u"], [1], cfg, training=False)
     state = SimpleNamespace(model=FirstFrameLogits(), loss_fn=build_loss({"name": "ce"}, 2))
     data = SimpleNamespace(valid=fset, normalizer=None)
-    out = validate(state, data, SimpleNamespace(valid_transform=None), TrainConfig(batch_size=2), torch.device("cpu"))
+    out = validate(
+        state, data, SimpleNamespace(valid_transform=None), TrainConfig(batch_size=2), torch.device("cpu")
+    )
     assert out["valid_wa"] == 1.0 and out["valid_ua"] == 1.0 and out["valid_ua_wa"] == 2.0
     # valid_loss: the mean over rows of -log softmax(z)_1.
     row_loss = [math.log(1 + math.exp(10)), math.log(1 + math.exp(-3)), math.log(1 + math.exp(-3))]

@@ -310,7 +310,11 @@ def test_specaugment_masks_reach_the_training_inputs(tmp_path, seeing):
         write_conf(recipe["conf"], input_opts={"specaugment": spec})
         run(recipe, tmp_path / name, fold="1", epochs=1)
         columns = sum(
-            int(((feats == 0) | (torch.arange(feats.shape[1])[None, :, None] >= lengths[:, None, None])).all(1).sum())
+            int(
+                ((feats == 0) | (torch.arange(feats.shape[1])[None, :, None] >= lengths[:, None, None]))
+                .all(1)
+                .sum()
+            )
             for feats, lengths in seeing
         )
         assert (columns > 0) is (name == "masked")

@@ -45,7 +45,9 @@ def child(args: argparse.Namespace) -> None:
         draws = EpochInputs.draw(fold, cfg.train, cfg.input, 1, torch.device("cpu"))
         frames = 0
         for index in length_batches(draws.order, fold.train.lengths, cfg.train.batch_size, cfg.train.seed, 1):
-            feats, _, _ = model_batch(fold.train, index, torch.device("cpu"), fold.normalizer, draws.train_transform)
+            feats, _, _ = model_batch(
+                fold.train, index, torch.device("cpu"), fold.normalizer, draws.train_transform
+            )
             frames += feats.shape[0] * feats.shape[1]
         result.update({"train_rows": len(fold.train), "padded_frames_drawn": frames})
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -69,7 +71,11 @@ def padded_bytes(args: argparse.Namespace) -> int:
         if cfg.input.max_frames:
             lengths = [min(n, cfg.input.max_frames) for n in lengths]
         width = cfg.input.segment_frames or max(lengths, default=0)
-        rows = len(lengths) if not cfg.input.segment_frames else sum(max(n - width, 0) // 100 + 1 for n in lengths)
+        rows = (
+            len(lengths)
+            if not cfg.input.segment_frames
+            else sum(max(n - width, 0) // 100 + 1 for n in lengths)
+        )
         total += rows * width * reader.dim * 4
     return total
 
@@ -86,7 +92,9 @@ def main() -> None:
         return
     rows = []
     for mode in ("import", "memory", "stream"):
-        out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--mode", mode], capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, __file__, *sys.argv[1:], "--mode", mode], capture_output=True, text=True
+        )
         if out.returncode:
             raise SystemExit(out.stderr)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -97,7 +105,9 @@ def main() -> None:
     print(f"{'import torch + sertk (reference)':<34}{base:>14.0f}{0:>14.0f}")
     for row, name in zip(rows[1:], ("frames in memory", "streamed from the dump"), strict=True):
         print(f"{name:<34}{row['peak_rss_mib']:>14.0f}{row['peak_rss_mib'] - base:>14.0f}")
-    print(f"{'old design: padded (rows, T_max, D)':<34}{'':>14}{padded:>14.0f}  (computed: train + valid tensors)")
+    print(
+        f"{'old design: padded (rows, T_max, D)':<34}{'':>14}{padded:>14.0f}  (computed: train + valid tensors)"
+    )
 
 
 if __name__ == "__main__":

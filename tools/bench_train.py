@@ -103,7 +103,9 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", type=Path, default=canonical)
     parser.add_argument("--utts", type=int, default=300, help="utterances per epoch")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="autocast dtype")
+    parser.add_argument(
+        "--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="autocast dtype"
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = parser.parse_args()
     if args.threads:

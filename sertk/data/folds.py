@@ -86,7 +86,9 @@ def _speakers(data: DataDir, utts: set[str]) -> list[str]:
 def _sessions(data: DataDir) -> list[str]:
     sessions = sorted(set(_session_of(data).values()), key=_natural)
     if len(sessions) < 3:
-        raise SertkError(f"{data.path}: a session protocol needs at least 3 sessions, the data has {len(sessions)}")
+        raise SertkError(
+            f"{data.path}: a session protocol needs at least 3 sessions, the data has {len(sessions)}"
+        )
     return sessions
 
 
@@ -110,7 +112,9 @@ def leave_one_session_out(data: DataDir, opts: FoldOptions) -> tuple[list[dict],
         rng = np.random.default_rng(opts.seed + position)
         valid = set(stratified_draw(data, rest, opts.valid_ratio, rng)) if opts.valid_ratio > 0 else set()
         folds.append(
-            _fold(_session_fold_name(session, position), data, test, valid, test_speakers=_speakers(data, test))
+            _fold(
+                _session_fold_name(session, position), data, test, valid, test_speakers=_speakers(data, test)
+            )
         )
     return folds, _session_notes(data)
 
@@ -141,7 +145,11 @@ def leave_one_session_out_next_valid(data: DataDir, opts: FoldOptions) -> tuple[
 
 def _session_notes(data: DataDir) -> list[str]:
     sessions = _sessions(data)
-    return [f"{len(sessions)} folds, for the sessions present ({', '.join(sessions)})"] if len(sessions) < 5 else []
+    return (
+        [f"{len(sessions)} folds, for the sessions present ({', '.join(sessions)})"]
+        if len(sessions) < 5
+        else []
+    )
 
 
 def _speaker_sessions(data: DataDir) -> tuple[list[str], dict[str, str]]:
@@ -167,7 +175,9 @@ def leave_one_speaker_out(data: DataDir, opts: FoldOptions) -> tuple[list[dict],
             continue
         test, valid = _utts_of(data, spk, {speaker}), _utts_of(data, spk, partners)
         folds.append(
-            _fold(f"fold{position}", data, test, valid, test_speakers=[speaker], valid_speakers=sorted(partners))
+            _fold(
+                f"fold{position}", data, test, valid, test_speakers=[speaker], valid_speakers=sorted(partners)
+            )
         )
     if not folds:
         raise SertkError(f"{data.path}: loso-speaker needs two speakers in one session, found none")
@@ -392,7 +402,9 @@ def _part_of_each_utterance(fold: dict, where: str) -> dict[str, str]:
             raise SertkError(f"{where}: {fold['name']}.{part} must be a list of utterance ids")
         for utt in utts:
             if utt in owner:
-                raise SertkError(f"{where}: {fold['name']}: utterance {utt} is in both {owner[utt]} and {part}")
+                raise SertkError(
+                    f"{where}: {fold['name']}: utterance {utt} is in both {owner[utt]} and {part}"
+                )
             owner[utt] = part
     return owner
 
@@ -408,7 +420,9 @@ def _check_speaker_independent(fold: dict, owner: dict[str, str], data: DataDir,
 def folds_record(data: DataDir, protocol: str, opts: FoldOptions) -> provenance.Record:
     """What a folds file is made from: the data dir's content and the protocol's options."""
     options = {"protocol": protocol, "ratios": list(opts.ratios), "repeats": opts.repeats}
-    options.update({"valid_ratio": opts.valid_ratio, "seed": opts.seed, "test_partitions": list(opts.test_partitions)})
+    options.update(
+        {"valid_ratio": opts.valid_ratio, "seed": opts.seed, "test_partitions": list(opts.test_partitions)}
+    )
     return provenance.Record(stage="folds", inputs={"data": data_dir_digest(data.path)}, options=options)
 
 

@@ -35,7 +35,9 @@ def shared_classes(model_classes: list[str], data: DataDir) -> list[str]:
     """The model's classes that the other corpus has, in the model's order; SertkError when none."""
     shared = [c for c in model_classes if c in data.classes]
     if not shared:
-        raise SertkError(f"{data.path}: none of its classes {data.classes} is a class of the model {model_classes}")
+        raise SertkError(
+            f"{data.path}: none of its classes {data.classes} is a class of the model {model_classes}"
+        )
     return shared
 
 
@@ -69,7 +71,9 @@ def cross_record(fold_dir: Path, data: Path, feats: Path, opts: EvalOptions, tta
     )
 
 
-def evaluate_cross(exp: Path, data: Path, feats: Path, out: Path | None = None, opts: EvalOptions | None = None) -> dict:
+def evaluate_cross(
+    exp: Path, data: Path, feats: Path, out: Path | None = None, opts: EvalOptions | None = None
+) -> dict:
     """Score each selected fold model of ``exp`` on data dir ``data`` (features ``feats``); returns results."""
     opts = opts or EvalOptions()
     exp, data, feats = Path(exp), Path(data), Path(feats)
@@ -95,8 +99,12 @@ def evaluate_cross(exp: Path, data: Path, feats: Path, out: Path | None = None, 
             post = fold_posteriors(model, fset, tta, device, opts.batch_size)
             scores = restrict(post.scores.numpy(), model.classes, shared)
             fold_out.mkdir(parents=True, exist_ok=True)
-            write_posteriors(fold_out / "posteriors.tsv", utts, labels, (scores.argmax(1), scores, None), shared)
-            provenance.write_record(provenance.record_path(fold_out, "eval"), record, [fold_out / "posteriors.tsv"])
+            write_posteriors(
+                fold_out / "posteriors.tsv", utts, labels, (scores.argmax(1), scores, None), shared
+            )
+            provenance.write_record(
+                provenance.record_path(fold_out, "eval"), record, [fold_out / "posteriors.tsv"]
+            )
         else:
             console.print(f"{fold_out}: posteriors up to date, skipped")
         names.append(spec["name"])

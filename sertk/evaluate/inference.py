@@ -45,7 +45,9 @@ def experiment_inputs(exp: Path) -> tuple[dict, DataDir, dict]:
     info = read_experiment(exp)
     missing = [k for k in ("data", "feats", "folds") if not isinstance(info.get(k), str)]
     if missing:
-        raise SertkError(f"{exp / 'experiment.json'}: missing key(s) {', '.join(missing)} (retrain with sertk train)")
+        raise SertkError(
+            f"{exp / 'experiment.json'}: missing key(s) {', '.join(missing)} (retrain with sertk train)"
+        )
     data = read_data_dir(info["data"])
     return info, data, read_folds(Path(info["folds"]), data)
 
@@ -65,7 +67,9 @@ def fold_posteriors(model: TrainedModel, fset, tta: str, device: torch.device, b
     """Utterance posteriors of one fold's test set, with the 11 VTLP copies and a vote for ``tta`` vtlp."""
     transforms = vtlp_tta_transforms(boundary=model.input.vtlp_boundary) if tta == "vtlp" else None
     network = model.build(device)
-    return utterance_posteriors(network, fset, device, batch_size, model.normalizer, transforms, vote=tta == "vtlp")
+    return utterance_posteriors(
+        network, fset, device, batch_size, model.normalizer, transforms, vote=tta == "vtlp"
+    )
 
 
 def eval_record(fold_dir: Path, checkpoint: str, tta: str) -> provenance.Record:
@@ -91,7 +95,9 @@ def evaluate(exp: Path, opts: EvalOptions | None = None) -> list[dict]:
         fold_dir = exp / spec["name"]
         model = TrainedModel.from_checkpoint(fold_dir / opts.checkpoint)
         if model.classes != data.classes:
-            raise SertkError(f"{model.source}: classes {model.classes} differ from {data.path}'s {data.classes}")
+            raise SertkError(
+                f"{model.source}: classes {model.classes} differ from {data.path}'s {data.classes}"
+            )
         tta = model.input.tta if opts.tta is None else opts.tta
         record = eval_record(fold_dir, opts.checkpoint, tta)
         if not provenance.check(provenance.record_path(fold_dir, "eval"), record):
@@ -102,9 +108,15 @@ def evaluate(exp: Path, opts: EvalOptions | None = None) -> list[dict]:
         post = fold_posteriors(model, fset, tta, device, opts.batch_size)
         preds = post.pred.numpy()
         softmax = post.softmax.numpy() if post.voted else None
-        write_posteriors(fold_dir / "posteriors.tsv", utts, labels, (preds, post.scores.numpy(), softmax), data.classes)
-        provenance.write_record(provenance.record_path(fold_dir, "eval"), record, [fold_dir / "posteriors.tsv"])
+        write_posteriors(
+            fold_dir / "posteriors.tsv", utts, labels, (preds, post.scores.numpy(), softmax), data.classes
+        )
+        provenance.write_record(
+            provenance.record_path(fold_dir, "eval"), record, [fold_dir / "posteriors.tsv"]
+        )
         scores = summarize(labels, preds, len(data.classes))
         results.append({"name": spec["name"], "n": scores["n"], "wa": scores["wa"], "ua": scores["ua"]})
-        console.print(f"{spec['name']}: {scores['n']} test utterances, WA {scores['wa']:.4f} UA {scores['ua']:.4f}")
+        console.print(
+            f"{spec['name']}: {scores['n']} test utterances, WA {scores['wa']:.4f} UA {scores['ua']:.4f}"
+        )
     return results

@@ -73,7 +73,9 @@ def read_posteriors(path: Path, classes: list[str]) -> PosteriorTable:
             raise SertkError(f"{path}: line {lineno}: expected {width} fields, got {len(fields)}")
         unknown = next((v for v in fields[1:3] if v not in index), None)
         if unknown is not None:
-            raise SertkError(f"{path}: line {lineno}: unknown class {unknown!r} (classes: {' '.join(classes)})")
+            raise SertkError(
+                f"{path}: line {lineno}: unknown class {unknown!r} (classes: {' '.join(classes)})"
+            )
         try:
             values.append([float(v) for v in fields[3:]])
         except ValueError:

@@ -164,8 +164,14 @@ def check_fold_provenance(exp: Path, experiment: dict[str, Any], folds: list[str
             )
         eval_path = provenance.record_path(fold_dir, "eval")
         record = provenance.read_record(eval_path)
-        if record is None or record.inputs.get("train") != train.key or provenance.stale_outputs(eval_path, record):
-            raise SertkError(f"{fold_dir / 'posteriors.tsv'}: not made from this fold's model: rerun stage 6 (sertk eval)")
+        if (
+            record is None
+            or record.inputs.get("train") != train.key
+            or provenance.stale_outputs(eval_path, record)
+        ):
+            raise SertkError(
+                f"{fold_dir / 'posteriors.tsv'}: not made from this fold's model: rerun stage 6 (sertk eval)"
+            )
         keys[name] = record.key
     return keys
 
@@ -305,14 +311,18 @@ def _fold_section(results: dict[str, Any]) -> list[str]:
     rows = []
     for f in results["folds"]:
         listed = f.get("test_speakers", [])
-        speakers = [listed if isinstance(listed, str) else " ".join(map(str, listed))] if with_speakers else []
+        speakers = (
+            [listed if isinstance(listed, str) else " ".join(map(str, listed))] if with_speakers else []
+        )
         rows.append([f["name"], *speakers, str(f["n"]), *(format_pct(f[m]) for m in METRICS)])
     blank = [""] if with_speakers else []
     rows.append(["**mean ± std**", *blank, "", *(format_mean_std(results, m) for m in METRICS)])
     pooled = results["pooled"]
     rows.append(["pooled", *blank, str(pooled["n"]), *(format_pct(pooled[m]) for m in METRICS)])
     std_note = (
-        "sample standard deviation over folds (ddof = 1)" if results["std_ddof"] else "0: a single fold has no spread"
+        "sample standard deviation over folds (ddof = 1)"
+        if results["std_ddof"]
+        else "0: a single fold has no spread"
     )
     return [
         "## Per fold",
@@ -377,13 +387,22 @@ def render_markdown(results: dict[str, Any]) -> str:
     if results["missing_folds"]:
         lines += [f"Missing (no posteriors.tsv, left out): {', '.join(results['missing_folds'])}.", ""]
     lines += _fold_section(results) + _paper_section(results) + _confusion_section(results)
-    lines += ["## Plots", "", "![confusion matrix](confusion.png)", "", "![learning curves](learning_curves.png)", ""]
+    lines += [
+        "## Plots",
+        "",
+        "![confusion matrix](confusion.png)",
+        "",
+        "![learning curves](learning_curves.png)",
+        "",
+    ]
     return "\n".join(lines)
 
 
 def print_results(results: dict[str, Any]) -> None:
     """A compact rich table of the per-fold, mean and pooled numbers."""
-    table = Table(title=title_line(results), title_style="bold" if results["synthetic"] is False else "bold red")
+    table = Table(
+        title=title_line(results), title_style="bold" if results["synthetic"] is False else "bold red"
+    )
     for col in ("fold", "n", "WA %", "UA %", "macro-F1 %"):
         table.add_column(col, justify="left" if col == "fold" else "right")
     for f in results["folds"]:
@@ -395,7 +414,9 @@ def print_results(results: dict[str, Any]) -> None:
 
 def score_record(results: dict[str, Any]) -> provenance.Record:
     """What a results.json is made from: the experiment and every scored fold's posteriors."""
-    return provenance.Record(stage="score", inputs={"provenance": provenance.json_digest(results["provenance"])})
+    return provenance.Record(
+        stage="score", inputs={"provenance": provenance.json_digest(results["provenance"])}
+    )
 
 
 def up_to_date(exp: Path) -> dict | None:
@@ -404,9 +425,14 @@ def up_to_date(exp: Path) -> dict | None:
     experiment = read_experiment(exp)
     if provenance.read_record(path) is None or not experiment.get("provenance_key"):
         return None
-    names = [n for n in find_folds(exp, _folds_file(exp, experiment)) if (exp / n / "posteriors.tsv").is_file()]
+    names = [
+        n for n in find_folds(exp, _folds_file(exp, experiment)) if (exp / n / "posteriors.tsv").is_file()
+    ]
     try:
-        current = {"experiment": experiment["provenance_key"], "folds": check_fold_provenance(exp, experiment, names)}
+        current = {
+            "experiment": experiment["provenance_key"],
+            "folds": check_fold_provenance(exp, experiment, names),
+        }
     except SertkError:
         return None
     if provenance.check(path, score_record({"provenance": current})):

@@ -105,7 +105,10 @@ def compute_batch(
 
 
 def compute_batches(
-    extractor: FeatureExtractor, batches: list[list[tuple[str, str]]], nj: int, device: torch.device | None = None
+    extractor: FeatureExtractor,
+    batches: list[list[tuple[str, str]]],
+    nj: int,
+    device: torch.device | None = None,
 ) -> Iterator[dict]:
     """``compute_batch`` of every batch, in order, on ``nj`` threads (the caller sets torch's thread count)."""
     if nj == 1:
@@ -170,9 +173,7 @@ def feats_record(data: Path, feat: str, extractor: FeatureExtractor, fmt: str) -
         stage="feats",
         inputs={"wav.scp": provenance.file_digest(wav_scp), "audio": provenance.stat_digest(wavs.values())},
         options={"feat": feat, "config": to_dict(extractor.cfg), "format": fmt},
-        code=provenance.code_versions(
-            extractor=f"{type(extractor).__name__}/{type(extractor).version}"
-        ),
+        code=provenance.code_versions(extractor=f"{type(extractor).__name__}/{type(extractor).version}"),
     )
 
 

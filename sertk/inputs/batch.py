@@ -46,7 +46,11 @@ def norm_stats(
         squares += np.square(frames).sum(axis=0)
         count += len(frames)
     if scalar:
-        total, squares, count = np.full(fset.dim, total.sum()), np.full(fset.dim, squares.sum()), count * fset.dim
+        total, squares, count = (
+            np.full(fset.dim, total.sum()),
+            np.full(fset.dim, squares.sum()),
+            count * fset.dim,
+        )
     mean = total / count
     std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
     std[std < 1e-8] = 1.0

@@ -125,5 +125,7 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any], where: str)
 
 def load_experiment_config(path: Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
     """Read a system's YAML, then apply ``overrides`` (dotted keys: the CLI's --set, --epochs, --precision)."""
-    data = apply_overrides(read_yaml(path), {k: v for k, v in (overrides or {}).items() if v is not None}, str(path))
+    data = apply_overrides(
+        read_yaml(path), {k: v for k, v in (overrides or {}).items() if v is not None}, str(path)
+    )
     return from_dict(ExperimentConfig, data, where=str(path))

@@ -182,7 +182,9 @@ class FoldRun:
 
     fold_dir: Path
     device: torch.device
-    info: dict  # arch, model_config, classes, feat, feat_config, input_dim, norm_*, input, loss, provenance_key
+    info: (
+        dict  # arch, model_config, classes, feat, feat_config, input_dim, norm_*, input, loss, provenance_key
+    )
     resume: bool = False
     dist: Dist = SINGLE  # this process's rank in a data-parallel job (sertk.train.distributed)
 

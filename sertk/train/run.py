@@ -496,7 +496,9 @@ def train(opts: TrainOptions) -> list[dict]:
     if opts.plan:
         open_and_replay(xp, opts, opts.nproc if opts.nproc > 1 else None)
         todo = [spec["name"] for spec in selected if fold_status(xp, spec, opts) == "train"]
-        console.print(f"{xp.exp}: planned; {len(todo)} of {len(selected)} fold(s) to train: {' '.join(todo) or '-'}")
+        console.print(
+            f"{xp.exp}: planned; {len(todo)} of {len(selected)} fold(s) to train: {' '.join(todo) or '-'}"
+        )
         return []
     ranks, device = join_job(opts)
     try:
