@@ -182,7 +182,8 @@ def test_ssl_recipe_needs_a_checkpoint(recipe_copy):
 
 def test_crnn_grid_runs_variants_and_compares(demo_run):
     """The grid end to end: two rows (the baseline and one variant, CPU-sized configs written here) x two
-    folds as one jobs file of four fold jobs, each logged under its exp, then the table."""
+    folds as one jobs file of four fold jobs, each logged under its exp, then the table; --system names
+    the grid's data, exp dirs and table (as lstm_attention's improvised set does)."""
     recipe, _ = demo_run
     demo = yaml.safe_load((recipe / "conf" / "demo" / "crnn_discriminative.yaml").read_text())
     focal = {**demo, "loss": {"name": "focal", "gamma": 2.0}, "paper": {"ua": 0.663, "wa": 0.655}}
@@ -202,20 +203,23 @@ def test_crnn_grid_runs_variants_and_compares(demo_run):
         "2",
         "--protocol",
         "loso-session",
+        "--system",
+        "crnn_grid",
     )
-    jobs = (recipe / "exp" / "crnn_discriminative_table2_loso-session.jobs").read_text().splitlines()
+    jobs = (recipe / "exp" / "crnn_grid_table2_loso-session.jobs").read_text().splitlines()
     names = [line.split("\t")[0] for line in jobs]
-    rows = ("crnn_discriminative_loso-session", "crnn_discriminative_tiny_focal_loso-session")
+    rows = ("crnn_grid_loso-session", "crnn_grid_tiny_focal_loso-session")
     assert names == [f"exp/{row}/log/fold{k}" for row in rows for k in (1, 2)]
     for row in rows:
         for k in (1, 2):
             assert (recipe / "exp" / row / "log" / f"fold{k}.log").read_text().endswith(" s\n")
         results = json.loads((recipe / "exp" / row / "results.json").read_text())
         assert results["protocol"] == "loso-session" and len(results["folds"]) == 2
-    table = (recipe / "exp" / "crnn_discriminative_table2_loso-session.md").read_text()
+    table = (recipe / "exp" / "crnn_grid_table2_loso-session.md").read_text()
     assert "| **crnn_discriminative" in table or "| crnn_discriminative |" in table
+    assert (recipe / "data" / "crnn_grid" / "folds_loso-session.json").is_file()
     assert "tiny_focal" in table and "| 66.3 | 65.5 |" in table  # the paper's numbers beside sertk's
-    assert (recipe / "exp" / "crnn_discriminative_table2_loso-session_confusions.png").is_file()
+    assert (recipe / "exp" / "crnn_grid_table2_loso-session_confusions.png").is_file()
 
 
 def test_sertk_train_arch_defaults_inside_recipe_dir(demo_run):
@@ -279,6 +283,7 @@ def test_grid_keeps_each_variants_tag_and_config(recipe_copy):
     assert "no config conf/crnn_discriminative/nope.yaml" in _fails(
         recipe_copy, "run_crnn_discriminative_grid.sh", "--grid", "nope"
     )
+    assert "--system: this grid runs several systems" in _fails(recipe_copy, "run_all.sh", "--system", "x")
 
 
 def test_relative_corpus_root_is_the_callers(demo_run, tmp_path):

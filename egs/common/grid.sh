@@ -23,6 +23,7 @@ grid_init() {
   grid_args=()
   grid_rows=()
   grid_slurm_config=""
+  grid_system_name=""         # --system NAME: the grid's one system under another name (its own data/ and exp/)
   local cmd=local
   # shellcheck source=../iemocap/cmd.sh
   [ ! -f "${grid_recipe}/cmd.sh" ] || . "${grid_recipe}/cmd.sh"
@@ -41,6 +42,7 @@ grid_init() {
       --cmd) grid_dispatch+=("$1" "$2") ;;
       --slurm-config) grid_slurm_config=$2 ;;
       --lexical-embeddings) grid_lexical=$2 ;;
+      --system) grid_system_name=$2; grid_args+=("$1" "$2") ;;
       *)
         grid_args+=("$1" "$2")
         case "$1" in
@@ -54,6 +56,9 @@ grid_init() {
 }
 
 grid_system() {
+  if [ -n "${grid_system_name}" ] && [ -n "${grid_current:-}" ] && [ "${grid_current}" != "$1" ]; then
+    grid_die "--system: this grid runs several systems, each under its own name"
+  fi
   grid_current=$1
   grid_suffix=""
   if [ -n "${grid_protocol}" ] && [ "${grid_protocol}" != "$2" ]; then grid_suffix=_${grid_protocol}; fi
@@ -92,7 +97,7 @@ grid_row() {
   local system suffix name config feat lexical
   IFS='|' read -r system suffix name config feat lexical <<< "$1"
   row_script=${grid_recipe}/run_${system}.sh
-  row_exp=exp/${system}
+  row_exp=exp/${grid_system_name:-${system}}
   row_opts=()
   row_prep=()
   if [ "${name}" != - ]; then row_exp=${row_exp}_${name//\//_}; row_opts+=(--tag "${name//\//_}"); fi
@@ -104,7 +109,10 @@ grid_row() {
 
 grid_run() {
   [ ${#grid_rows[@]} -gt 0 ] || grid_die "no variants to run"
-  local table=exp/$1${grid_suffix}${grid_aug_suffix} title=$2 row prepared=" " exps=()
+  local name=$1
+  # --system NAME: the table is named after it too (lstm_attention_table1 -> lstm_attention_impro_table1)
+  [ -z "${grid_system_name}" ] || name=${grid_system_name}${name#"${grid_current}"}
+  local table=exp/${name}${grid_suffix}${grid_aug_suffix} title=$2 row prepared=" " exps=()
   local jobs=${grid_recipe}/${table}.jobs
   for row in "${grid_rows[@]}"; do
     grid_row "${row}"

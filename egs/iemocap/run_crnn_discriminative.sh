@@ -8,6 +8,7 @@
 set -euo pipefail
 exec "$(dirname "$0")/../common/pipeline.sh" iemocap \
   --system crnn_discriminative \
+  --base-config conf/crnn_discriminative.yaml \
   --demo-config conf/demo/crnn_discriminative.yaml \
   --feat logmel40 \
   --classes neu,hap+exc,ang,sad --style all \

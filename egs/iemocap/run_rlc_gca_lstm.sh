@@ -11,6 +11,7 @@
 set -euo pipefail
 exec "$(dirname "$0")/../common/pipeline.sh" iemocap \
   --system rlc_gca_lstm \
+  --base-config conf/rlc_gca_lstm.yaml \
   --feat lld-rlc17 \
   --classes neu,hap+exc,ang,sad --style all \
   --paper-protocol kfold --ratios 0.8,0.1,0.1 --repeats 10 \
