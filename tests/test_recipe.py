@@ -364,6 +364,33 @@ exec %s "$@"
 """
 
 
+def test_nproc_reaches_every_fold_job_and_the_replay(demo_run, tmp_path):
+    """--nproc N: each fold job's sertk train runs data-parallel over N processes, and replay.sh says so."""
+    recipe, _ = demo_run
+    jobs = tmp_path / "n2.jobs"
+    out = _run(
+        recipe,
+        "run.sh",
+        "--stage",
+        "5",
+        "--stop-stage",
+        "6",
+        "--tag",
+        "n2",
+        *QUICK,
+        "--nproc",
+        "2",
+        "--jobs-out",
+        str(jobs),
+    )
+    assert "planned; 1 of 1 fold(s) to train: fold1" in " ".join((out.stdout + out.stderr).split())
+    (line,) = jobs.read_text().splitlines()
+    name, command = line.split("\t")
+    assert name == "exp/crnn_discriminative_n2/log/fold1" and "--nproc 2" in command
+    assert "--planned" in command and "sertk eval" in command
+    assert "--nproc 2" in (recipe / "exp" / "crnn_discriminative_n2" / "replay.sh").read_text()
+
+
 def test_parallel_fold_jobs_match_sequential_and_a_rerun_retries_only_the_failed_fold(demo_run, tmp_path):
     """--cmd local --nj 2: one job per fold with its own log; fold1 equals the sequential (--nj 1) run's; a
     crashed fold2 is reported with its log, and the rerun (stage 5, then 6-7 alone) trains only fold2."""
