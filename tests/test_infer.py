@@ -13,6 +13,7 @@ import torch
 from test_package import CLASSES, FEAT_CONFIG, write_checkpoint, write_wave
 from typer.testing import CliRunner
 
+from sertk.augment.vtlp import FixedVtlp
 from sertk.cli import app
 from sertk.deploy.infer import InferOptions, collect_inputs, infer
 from sertk.deploy.package import load_models
@@ -162,3 +163,21 @@ def test_length_sorted_batches_give_the_one_by_one_posteriors_in_input_order(tmp
     assert [r["utt"] for r in batched] == [p.stem for p in paths] == [r["utt"] for r in alone]
     for one, other in zip(batched, alone, strict=True):
         np.testing.assert_allclose(posteriors(one), posteriors(other), atol=2e-6)
+
+
+def test_a_model_trained_with_vtlp_voting_is_scored_by_its_vote(tmp_path):
+    """input.tta vtlp (cnn_blstm_vtlp.txt §3.4): infer scores 11 VTLP copies by majority vote, as eval does."""
+    write_checkpoint(tmp_path / "fold1", tta="vtlp")
+    wave = write_wave(tmp_path / "a.wav", 1.2, seed=4)
+    (record,) = infer(tmp_path / "fold1", [tmp_path / "a.wav"], None, CPU, stream=io.StringIO())
+    package = load_models(tmp_path / "fold1")[0]
+    feats = build_feature("logmel40", FEAT_CONFIG).compute(
+        torch.from_numpy(wave)[None], torch.tensor([len(wave)])
+    )
+    votes = np.zeros(len(CLASSES))
+    for alpha in [0.90 + 0.02 * i for i in range(11)]:
+        warped, _ = FixedVtlp(alpha, package.input.vtlp_boundary)(feats, torch.tensor([feats.shape[1]]))
+        x = (warped - package.norm_mean) / package.norm_std
+        with torch.no_grad():
+            votes[int(package.build()(x, torch.tensor([x.shape[1]])).argmax())] += 1 / 11
+    np.testing.assert_allclose(posteriors(record), votes, atol=1e-9)

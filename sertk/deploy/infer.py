@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from sertk.augment.vtlp import vtlp_tta_transforms
 from sertk.data.datadir import read_table
 from sertk.deploy.package import load_models
 from sertk.errors import SertkError
@@ -142,8 +143,11 @@ class Predictor:
         fset = build_feature_set(
             MemoryFrames(arrays), utts, [0] * len(utts), member.package.input, training=False
         )
+        # The model's test-time copies, as sertk eval scores them (cnn_blstm_vtlp.txt: 11 VTLP copies, vote).
+        vote = member.package.input.tta == "vtlp"
+        transforms = vtlp_tta_transforms(boundary=member.package.input.vtlp_boundary) if vote else None
         post = utterance_posteriors(
-            member.model, fset, self.device, self.batch_size, member.package.normalizer
+            member.model, fset, self.device, self.batch_size, member.package.normalizer, transforms, vote=vote
         )
         return post.scores.numpy()
 
