@@ -83,8 +83,10 @@ def log_path(log_dir: Path, job: Job) -> Path:
 
 def job_exit(log: Path) -> int | None:
     """The exit code in a log's trailer; None when there is none (the job never ran or was killed)."""
-    try:
-        lines = log.read_text(errors="replace").splitlines()
+    try:  # the trailer is the last line: read the tail only (the slurm engine polls every log each second)
+        with log.open("rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - 256))
+            lines = handle.read().decode(errors="replace").splitlines()
     except OSError:
         return None
     match = _TRAILER.match(lines[-1]) if lines else None
