@@ -26,19 +26,24 @@ def test_output_lengths_through_the_default_strides():
 
 
 @pytest.mark.parametrize("norm,layers", [("none", 1), ("layer-batch", 2)])
-@pytest.mark.parametrize("train", [False, True])
-def test_padding_never_changes_the_logits(norm, layers, train):
+@pytest.mark.parametrize("mode", ["train", "eval", "inference"])
+def test_padding_never_changes_the_logits(norm, layers, mode):
+    """Also without autograd, where channels-last maps, the mask skipped on full batches and the LSTM
+    unpacked when nothing is padded must give the logits of the padded, packed path."""
     torch.manual_seed(0)
     model = build_model(
         "cnn-blstm", TINY | {"recurrent_norm": norm, "lstm_layers": layers, "dropout": 0.0}, 12, 3
     )
-    model.train(train)
+    model.train(mode == "train")
     feats, lengths = torch.randn(3, 17, 12), torch.tensor([17, 9, 4])
     padded = torch.cat([feats, torch.randn(3, 8, 12)], dim=1)  # garbage past the end: must be masked too
-    torch.testing.assert_close(model(padded, lengths), model(feats, lengths), rtol=1e-5, atol=1e-6)
-    if not train:
-        alone = model(feats[2:, :4], lengths[2:])
-        torch.testing.assert_close(model(feats, lengths)[2:], alone, rtol=1e-5, atol=1e-6)
+    with torch.set_grad_enabled(mode != "inference"):
+        torch.testing.assert_close(model(padded, lengths), model(feats, lengths), rtol=1e-5, atol=1e-6)
+        if mode != "train":
+            alone = model(feats[2:, :4], lengths[2:])
+            torch.testing.assert_close(model(feats, lengths)[2:], alone, rtol=1e-5, atol=1e-6)
+            full = model(feats[:1], lengths[:1])
+            torch.testing.assert_close(model(feats, lengths)[:1], full, rtol=1e-5, atol=1e-6)
 
 
 def test_layer_batch_norm_normalises_only_the_input_projection():

@@ -17,7 +17,7 @@ from sertk.features.io import load_features
 from sertk.inputs.config import InputConfig
 from sertk.inputs.featureset import MemoryFrames, build_feature_set
 from sertk.models import build_model
-from sertk.models.predict import Posteriors, utterance_posteriors
+from sertk.models.predict import Posteriors, rows_per_batch, utterance_posteriors
 
 pytestmark = pytest.mark.usefixtures("toy_arch")
 CPU = EvalOptions(device="cpu")
@@ -105,6 +105,32 @@ def test_tta_mean_and_vote():
     votes = torch.stack([torch.nn.functional.one_hot(s.argmax(1), 3) for s in single]).float().mean(0)
     assert torch.equal(vote.scores, votes) and vote.voted
     assert torch.allclose(vote.softmax, mean.scores, atol=1e-6)
+
+
+def test_a_batch_holds_every_copy_of_its_rows_and_cpu_batches_keep_to_the_models_cap():
+    torch.manual_seed(0)
+    model = ToyModel(ToyModel.Config(dropout=0.0), DIM, 3)
+    feats = [np.random.default_rng(i).normal(size=(4 + i, DIM)).astype(np.float32) for i in range(5)]
+    fset = build_feature_set(MemoryFrames(feats), list("abcde"), [0, 1, 2, 0, 1], InputConfig(), False)
+    cpu = torch.device("cpu")
+    copies = [lambda x, n: (x, n), lambda x, n: (3 * x, n)]
+    seen = []
+    model.register_forward_hook(lambda module, args, out: seen.append(args[0].clone()))
+    free = utterance_posteriors(model, fset, cpu, 32, None, copies)
+    assert [len(x) for x in seen] == [10]  # 5 rows x 2 copies
+    model.cpu_batch_rows = 4
+    seen.clear()
+    capped = utterance_posteriors(model, fset, cpu, 32, None, copies)
+    # 4 model rows = 2 rows x 2 copies per batch, shortest rows first; each batch: the rows, then 3x them.
+    assert [len(x) for x in seen] == [4, 4, 2]
+    assert [x.shape[1] for x in seen] == [5, 7, 8]
+    for x in seen:
+        half = len(x) // 2
+        torch.testing.assert_close(x[half:], 3 * x[:half])
+    torch.testing.assert_close(capped.scores, free.scores)
+    # The cap is a CPU one; on a GPU the batch size alone counts.
+    assert rows_per_batch(model, torch.device("cuda"), 32, 2) == 16
+    assert rows_per_batch(model, cpu, 32, 2) == 2 and rows_per_batch(model, cpu, 32, 11) == 1
 
 
 def test_vote_ties_are_broken_by_the_mean_softmax():

@@ -12,7 +12,7 @@ from torch import nn
 from sertk.config import read_yaml
 from sertk.errors import SertkError
 from sertk.models import MODELS, SYSTEMS, build_model, count_parameters
-from sertk.models.rlc import ResidualBlock, Rlc
+from sertk.models.rlc import ResidualBlock, Rlc, masked_self_attention
 
 CONF = Path(__file__).resolve().parents[1] / "egs" / "iemocap" / "conf"
 
@@ -155,7 +155,11 @@ def test_self_attention_is_torch_multihead_attention_masked_like_the_lone_sequen
     for grad in (True, False):  # with no grad and in eval mode, MultiheadAttention takes its fast path
         attention.train(grad)
         with torch.set_grad_enabled(grad):
-            got, _ = attention(x, x, x, key_padding_mask=~valid, need_weights=False)
+            # What the block computes (one fused kernel) is the module's masked attention ...
+            got = masked_self_attention(attention, x, valid)
+            module, _ = attention(x, x, x, key_padding_mask=~valid, need_weights=False)
+            torch.testing.assert_close(got * valid[..., None], module * valid[..., None], rtol=0, atol=1e-10)
+            # ... and each sequence's as if it were alone.
             for b, length in enumerate((6, 4)):
                 lone = x[b, :length]  # unbatched (L, C): nothing to mask
                 expected, _ = attention(lone, lone, lone, need_weights=False)

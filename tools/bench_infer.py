@@ -8,14 +8,14 @@ with vibrato plus noise) and, per arch, a randomly initialised full-size model o
 best.pt. Then, per arch, in one run:
   * FLOPs per audio second: the model's forward (matmuls, convs, LSTMs; ``torch.utils.flop_counter``) on
     ``--count-files`` of the files one at a time, inputs cut as inference cuts them (crops, fixed padding,
-    attn-pool's 2 s segments every 0.4 s), over their duration;
+    attn-pool's 2 s segments every 0.4 s, each of cnn-blstm's 11 VTLP test-time copies), over their duration;
   * sustained GFLOP/s of these cores, measured just before: a float32 matmul and a 3x3 conv of the models'
     layer sizes with ``torch.get_num_threads()`` threads; the better one sets the limit;
   * the limit: real-time factor floor = FLOPs per audio second / sustained FLOP/s;
   * achieved: ``run_inference`` (what ``sertk infer`` runs: length-sorted chunks, features batched) with the
-    model loaded once, median of ``--repeats``; start-up (model load) reported apart; references in the same
-    process on ``--naive-files`` files: one file at a time, and naive (the model reloaded per file); all
-    must give the same posteriors;
+    model loaded once, median of ``--repeats``, and the feature half of it alone (the rest is the model);
+    start-up (model load) reported apart; references in the same process on ``--naive-files`` files: one
+    file at a time, and naive (the model reloaded per file); all must give the same posteriors;
   * ``--whole-process``: ``sertk infer`` as a subprocess over all files and over one file (start-up:
     interpreter, imports, model load), median of ``--repeats``.
 """
@@ -35,8 +35,9 @@ import soundfile
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from sertk.augment.vtlp import TTA_ALPHAS
 from sertk.config import to_dict
-from sertk.deploy.infer import Predictor, collect_inputs, run_inference
+from sertk.deploy.infer import Predictor, collect_inputs, run_inference, sort_by_length
 from sertk.deploy.package import load_models
 from sertk.features import build_feature
 from sertk.features.audio import audio_info
@@ -113,6 +114,8 @@ def flops_per_audio_second(predictor: Predictor, items: list[tuple[str, str]]) -
     member = members[0]
     member.model.eval()
     flops, seconds = 0, 0.0
+    # Test-time copies (cnn-blstm's 11 VTLP warps) keep the shapes: each costs one forward of the row.
+    copies = len(TTA_ALPHAS) if member.package.input.tta == "vtlp" else 1
     for item in items:
         feats = compute_batch(extractor, [item], predictor.device)["feats"][0][1]
         fset = build_feature_set(MemoryFrames([feats]), ["u"], [0], member.package.input, training=False)
@@ -120,7 +123,8 @@ def flops_per_audio_second(predictor: Predictor, items: list[tuple[str, str]]) -
             x, lengths, extra = model_batch(
                 fset, torch.tensor([row]), predictor.device, member.package.normalizer
             )
-            flops += count_flops(lambda x=x, lengths=lengths, extra=extra: member.model(x, lengths, **extra))
+            forward = count_flops(lambda x=x, lengths=lengths, extra=extra: member.model(x, lengths, **extra))
+            flops += copies * forward
         seconds += audio_info(item[1], RATE).target_samples / RATE
     return flops / seconds
 
@@ -144,6 +148,18 @@ def sustained_gflops(seconds: float = 0.4) -> dict[str, float]:
                 count += 1
             rates[name] = flops * count / (time.perf_counter() - tic) / 1e9
     return rates
+
+
+def features_seconds(predictor: Predictor, items: list[tuple[str, str]]) -> float:
+    """Wall seconds of the feature half of ``run_inference`` alone: the same length-sorted chunks."""
+    extractor = next(iter(predictor.groups.values()))[0]
+    order, _ = sort_by_length(items, predictor.sample_rate)
+    tic = time.perf_counter()
+    for first in range(0, len(order), predictor.batch_size):
+        compute_batch(
+            extractor, [items[i] for i in order[first : first + predictor.batch_size]], predictor.device
+        )
+    return time.perf_counter() - tic
 
 
 def matrix(records: list[dict]) -> np.ndarray:
@@ -193,11 +209,17 @@ def bench_arch(arch: str, args, items: list[tuple[str, str]], seconds: float) ->
         records, wall = timed(lambda: run_inference(predictor, items, progress=False))
         walls.append(wall)
     achieved = statistics.median(walls) / seconds
+    features = statistics.median(features_seconds(predictor, items) for _ in range(args.repeats)) / seconds
     print(
         f"{arch:10s} {per_audio_s / 1e9:7.3f} GFLOP/audio-s | sustained matmul {rates['matmul']:6.1f}, "
         f"conv {rates['conv']:6.1f} GFLOP/s | RTF limit {limit:.4f} | achieved RTF {achieved:.4f} "
         f"(median of {args.repeats}, {len(items) / statistics.median(walls):.1f} utt/s) | "
         f"achieved/limit {achieved / limit:.2f}x | start-up: model load {load_s + build_s:.2f} s",
+        flush=True,
+    )
+    print(
+        f"{'':10s} of which features (read, resample, extract) RTF {features:.4f}; the model and the rest "
+        f"RTF {achieved - features:.4f} = {(achieved - features) / limit:.2f}x the limit",
         flush=True,
     )
     naive_items = items[: args.naive_files]

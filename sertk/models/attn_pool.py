@@ -72,6 +72,10 @@ def attention_pool(top_down: torch.Tensor, bottom_up: torch.Tensor, lengths: tor
 class AttnPool(nn.Module):
     """Li et al. 2018 CNN_TF_{GAP, Bilinear, Att.pooling}: time/frequency Conv1, four 3×3 convs, pooling."""
 
+    # Most model rows per batch at CPU inference (sertk.models.predict.rows_per_batch): batches of 2 s
+    # segments run 1.5-2x slower than one at a time, their maps spill from the cache (tools/bench_infer.py).
+    cpu_batch_rows = 1
+
     @dataclass
     class Config:
         # Conv1 groups as [freq, time, filters]; their outputs are concatenated along channels (§2.3).

@@ -46,9 +46,14 @@ class RecurrentLayer(nn.Module):
         """x (B, T, D), lengths (B,) -> outputs (B, T, 2H) zero past each length, final states (B, 2H)."""
         if self.proj is not None:
             x = self.norm(self.proj(x), frame_mask(lengths.to(x.device), x.shape[1])[..., None])
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, (final, _) = self.lstm(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        host_lengths = lengths.cpu()
+        if bool((host_lengths == x.shape[1]).all()):
+            # Nothing padded: the same recurrence without packing, which runs as one fused kernel on CPU.
+            out, (final, _) = self.lstm(x)
+        else:
+            packed = pack_padded_sequence(x, host_lengths, batch_first=True, enforce_sorted=False)
+            out, (final, _) = self.lstm(packed)
+            out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
         # Forward state at each sequence's last valid step, backward state at step 0.
         return out, torch.cat([final[0], final[1]], dim=-1)
 
@@ -69,6 +74,10 @@ class CnnBlstm(nn.Module):
     per utterance): time stride 2 in the first two convs (128 ms per BiLSTM step), frequency stride 2 in
     all four (256 bins -> 16, 512 -> 32).
     """
+
+    # Most model rows per batch at CPU inference (sertk.models.predict.rows_per_batch): an utterance's 11
+    # VTLP copies go as one batch; larger batches spill the conv maps from the cache (tools/bench_infer.py).
+    cpu_batch_rows = 8
 
     @dataclass
     class Config:
@@ -148,10 +157,17 @@ class CnnBlstm(nn.Module):
             )
         # (B, T, D) -> (B, 1, D, T): frequency as image height, time as width; padded frames zeroed.
         x = zero_padding(feats, lengths).transpose(1, 2)[:, None]
+        inference = not torch.is_grad_enabled()
+        if inference:
+            # Channels-last maps, on which oneDNN's convs run 1.5-4x faster (tools/bench_infer.py).
+            x = x.to(memory_format=torch.channels_last)
         for conv, stride in zip(self.convs, self.cfg.time_strides, strict=True):
-            x = F.relu(conv(x))
+            x = F.relu_(conv(x))
             lengths = conv_output_length(lengths, self.cfg.kernel, stride)
-            x = self.dropout(x * frame_mask(lengths, x.shape[-1]).to(x.dtype)[:, None, None, :])
+            # Without autograd a batch with nothing padded skips the (all-ones) mask: one pass less.
+            if not (inference and bool((lengths == x.shape[-1]).all())):
+                x = x * frame_mask(lengths, x.shape[-1]).to(x.dtype)[:, None, None, :]
+            x = self.dropout(x)
         batch, channels, freq, steps = x.shape
         x = x.permute(0, 3, 1, 2).reshape(batch, steps, channels * freq)
         for layer in self.rnn:

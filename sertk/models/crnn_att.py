@@ -85,6 +85,10 @@ class CrnnAtt(nn.Module):
     64 BLSTM inputs, T/64 frames) the counts are 363,908 (32 cells) and 417,924 (64 cells).
     """
 
+    # Most model rows per batch at CPU inference (sertk.models.predict.rows_per_batch): one 7.5 s conv map of
+    # 128 channels x 40 bins is 15 MB, and batching spills it from the cache (tools/bench_infer.py).
+    cpu_batch_rows = 1
+
     @dataclass
     class Config:
         """The ``model`` section for arch crnn-att."""

@@ -50,11 +50,15 @@ def folded_conv(
 
     Batch norm with running statistics is y = (x - mean) * g / sqrt(var + eps) + b per channel, an affine
     map that folds into the conv before it (inference only: training normalises with batch statistics).
+    The weight is channels-last, so the conv's output is too, and so is everything element-wise or pooled
+    after it: on CPU, oneDNN convs run 1.5-4x and 2x2 pools 10x faster on channels-last maps than on NCHW
+    ones (``tools/bench_infer.py``).
     """
     scale = (norm.weight * torch.rsqrt(norm.running_var + norm.eps))[channels]
     shift = norm.bias[channels] - norm.running_mean[channels] * scale
     bias = shift if conv.bias is None else conv.bias * scale + shift
-    return conv.weight * scale[:, None, None, None], bias
+    weight = conv.weight * scale[:, None, None, None]
+    return weight.to(memory_format=torch.channels_last), bias
 
 
 def masked_moments(

@@ -30,6 +30,17 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device.type, dtype=dtype)
 
 
+def rows_per_batch(model: torch.nn.Module, device: torch.device, batch_size: int, copies: int) -> int:
+    """Rows per model batch: ``batch_size`` model rows shared by each row's ``copies``, capped on CPU.
+
+    A model may set ``cpu_batch_rows``: the most model rows per batch worth running on a CPU. Conv stacks
+    whose maps outgrow the cores' caches run fastest a row at a time (``tools/bench_infer.py``).
+    """
+    cap = getattr(model, "cpu_batch_rows", None) if device.type == "cpu" else None
+    rows = batch_size if cap is None else min(batch_size, cap)
+    return max(1, rows // copies)
+
+
 @torch.no_grad()
 def predict_rows(
     model: torch.nn.Module,
@@ -37,25 +48,29 @@ def predict_rows(
     device: torch.device,
     batch_size: int,
     normalizer: Normalizer | None = None,
-    transform: Transform | None = None,
+    transforms: Sequence[Transform | None] = (None,),
     precision: str = "fp32",
 ) -> torch.Tensor:
-    """Logits (rows, C) of every row of ``fset``, in row order, on ``device``.
+    """Logits (copies, rows, C) of every row of ``fset`` under each of ``transforms``, in row order, on ``device``.
 
-    Rows go through the model sorted by length, so each batch pads only to its own longest row.
+    Rows go through the model sorted by length, so each batch pads only to its own longest row, and a
+    batch holds every copy of its rows (a row's copies share its length: they pad nothing).
     """
     model.eval()
     out = []
     host_lengths = fset.lengths.cpu()  # batch widths from the host: no read-back from the device per batch
     by_length = torch.argsort(host_lengths, stable=True)
-    for index in by_length.split(batch_size):
+    for index in by_length.split(rows_per_batch(model, device, batch_size, len(transforms))):
         width = fset.width or int(host_lengths[index].max())
-        feats, lengths, extra = model_batch(fset, index, device, normalizer, transform, width=width)
+        parts = [model_batch(fset, index, device, normalizer, t, width=width) for t in transforms]
+        feats, lengths = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        extra = {key: torch.cat([p[2][key] for p in parts]) for key in parts[0][2]}
         with autocast(device, precision):
-            out.append(model(feats, lengths, **extra).float())
-    sorted_logits = torch.cat(out)
+            logits = model(feats, lengths, **extra).float()
+        out.append(logits.view(len(transforms), len(index), -1))
+    sorted_logits = torch.cat(out, dim=1)
     logits = torch.empty_like(sorted_logits)
-    logits[by_length.to(logits.device)] = sorted_logits
+    logits[:, by_length.to(logits.device)] = sorted_logits
     return logits
 
 
@@ -107,10 +122,8 @@ def utterance_posteriors(
     No transforms = the identity alone. Always in fp32: test scores do not depend on training precision.
     """
     num_utts = len(fset.utts)
-    copies = []
-    for transform in transforms or [None]:
-        rows = predict_rows(model, fset, device, batch_size, normalizer, transform).softmax(-1)
-        copies.append(segment_average(rows, fset.owner, num_utts))
+    rows = predict_rows(model, fset, device, batch_size, normalizer, transforms or [None]).softmax(-1)
+    copies = [segment_average(copy, fset.owner, num_utts) for copy in rows]
     softmax = torch.stack(copies).mean(dim=0).cpu()
     if not vote:
         return Posteriors(softmax, softmax, voted=False)

@@ -402,8 +402,8 @@ def validate(
     if fset is None:
         return dict.fromkeys(("valid_loss", "valid_wa", "valid_ua", "valid_ua_wa"), math.nan)
     logits = predict_rows(
-        state.model, fset, device, cfg.batch_size, data.normalizer, draws.valid_transform, cfg.precision
-    )
+        state.model, fset, device, cfg.batch_size, data.normalizer, [draws.valid_transform], cfg.precision
+    )[0]
     owner = fset.owner.to(device)
     targets = fset.labels.to(device)[owner] if fset.targets is None else fset.targets.to(device)[owner]
     weights = None if fset.weights is None else fset.weights.to(device)[owner]
