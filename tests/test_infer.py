@@ -13,6 +13,7 @@ import torch
 from test_package import CLASSES, FEAT_CONFIG, write_checkpoint, write_wave
 from typer.testing import CliRunner
 
+import sertk.deploy.infer as infer_module
 from sertk.augment.vtlp import FixedVtlp
 from sertk.cli import app
 from sertk.deploy.infer import InferOptions, collect_inputs, infer
@@ -163,6 +164,23 @@ def test_length_sorted_batches_give_the_one_by_one_posteriors_in_input_order(tmp
     assert [r["utt"] for r in batched] == [p.stem for p in paths] == [r["utt"] for r in alone]
     for one, other in zip(batched, alone, strict=True):
         np.testing.assert_allclose(posteriors(one), posteriors(other), atol=2e-6)
+
+
+def test_infer_passes_the_models_own_vtlp_copies_and_boundary(tmp_path, monkeypatch):
+    write_checkpoint(tmp_path / "fold1", tta="vtlp", vtlp_boundary=0.8)
+    write_wave(tmp_path / "a.wav", 1.2, seed=4)
+    seen = []
+    real = infer_module.utterance_posteriors
+
+    def spy(model, fset, device, batch_size, normalizer, transforms, vote):
+        seen.append(([t.alpha for t in transforms], {t.boundary for t in transforms}, vote))
+        return real(model, fset, device, batch_size, normalizer, transforms, vote=vote)
+
+    monkeypatch.setattr(infer_module, "utterance_posteriors", spy)
+    infer(tmp_path / "fold1", [tmp_path / "a.wav"], None, CPU, stream=io.StringIO())
+    ((alphas, boundaries, vote),) = seen
+    np.testing.assert_allclose(alphas, [0.90 + 0.02 * i for i in range(11)])
+    assert boundaries == {0.8} and vote
 
 
 def test_a_model_trained_with_vtlp_voting_is_scored_by_its_vote(tmp_path):

@@ -13,6 +13,7 @@ from sertk.augment.vtlp import (
     TTA_ALPHAS,
     FixedVtlp,
     RandomVtlp,
+    tta_copies,
     vtlp_tta_transforms,
     vtlp_warp,
     warp_spectrogram,
@@ -74,6 +75,12 @@ def test_random_vtlp_is_seeded_and_in_range(monkeypatch):
     RandomVtlp(torch.Generator().manual_seed(5))(feats, lengths)
     assert torch.equal(drawn[0], drawn[1]) and drawn[0].min() >= 0.9 and drawn[0].max() <= 1.1
     assert drawn[0].std() > 0.03  # one alpha per spectrogram, not one per batch
+
+
+def test_an_input_configs_tta_names_its_copies():
+    assert tta_copies("none") is None
+    copies = tta_copies("vtlp", boundary=0.8)
+    assert [t.alpha for t in copies] == list(TTA_ALPHAS) and {t.boundary for t in copies} == {0.8}
 
 
 def test_tta_copies_and_majority_vote():

@@ -36,9 +36,9 @@ import soundfile
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from sertk.augment.vtlp import TTA_ALPHAS
+from sertk.augment.vtlp import tta_copies
 from sertk.config import to_dict
-from sertk.deploy.infer import Predictor, collect_inputs, run_inference, sort_by_length
+from sertk.deploy.infer import Predictor, collect_inputs, length_chunks, run_inference
 from sertk.deploy.package import load_models
 from sertk.features import build_feature
 from sertk.features.audio import audio_info
@@ -116,7 +116,7 @@ def flops_per_audio_second(predictor: Predictor, items: list[tuple[str, str]]) -
     member.model.eval()
     flops, seconds = 0, 0.0
     # Test-time copies (cnn-blstm's 11 VTLP warps) keep the shapes: each costs one forward of the row.
-    copies = len(TTA_ALPHAS) if member.package.input.tta == "vtlp" else 1
+    copies = len(tta_copies(member.package.input.tta) or [None])
     for item in items:
         feats = compute_batch(extractor, [item], predictor.device)["feats"][0][1]
         fset = build_feature_set(MemoryFrames([feats]), ["u"], [0], member.package.input, training=False)
@@ -159,12 +159,10 @@ def sustained_gflops(seconds: float = 0.4, windows: int = 3) -> dict[str, float]
 def features_seconds(predictor: Predictor, items: list[tuple[str, str]]) -> float:
     """Wall seconds of the feature half of ``run_inference`` alone: the same length-sorted chunks."""
     extractor = next(iter(predictor.groups.values()))[0]
-    order, _ = sort_by_length(items, predictor.sample_rate)
+    chunks, _ = length_chunks(items, predictor.sample_rate, predictor.batch_size)
     tic = time.perf_counter()
-    for first in range(0, len(order), predictor.batch_size):
-        compute_batch(
-            extractor, [items[i] for i in order[first : first + predictor.batch_size]], predictor.device
-        )
+    for chunk in chunks:
+        compute_batch(extractor, [items[i] for i in chunk], predictor.device)
     return time.perf_counter() - tic
 
 

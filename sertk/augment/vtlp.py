@@ -80,3 +80,8 @@ class FixedVtlp:
 def vtlp_tta_transforms(alphas: tuple[float, ...] = TTA_ALPHAS, boundary: float = 0.9) -> list[FixedVtlp]:
     """One transform per test-time copy (cnn_blstm_vtlp.txt §2: 11 copies, α = 0.90 ... 1.10, majority vote)."""
     return [FixedVtlp(alpha, boundary) for alpha in alphas]
+
+
+def tta_copies(tta: str, boundary: float = 0.9) -> list[FixedVtlp] | None:
+    """The test-time copies an input config's ``tta`` asks for: None for none, the 11 VTLP warps for vtlp."""
+    return vtlp_tta_transforms(boundary=boundary) if tta == "vtlp" else None

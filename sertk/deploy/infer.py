@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from sertk.augment.vtlp import vtlp_tta_transforms
+from sertk.augment.vtlp import tta_copies
 from sertk.data.datadir import read_table
 from sertk.deploy.package import load_models
 from sertk.errors import SertkError
@@ -145,7 +145,7 @@ class Predictor:
         )
         # The model's test-time copies, as sertk eval scores them (cnn_blstm_vtlp.txt: 11 VTLP copies, vote).
         vote = member.package.input.tta == "vtlp"
-        transforms = vtlp_tta_transforms(boundary=member.package.input.vtlp_boundary) if vote else None
+        transforms = tta_copies(member.package.input.tta, member.package.input.vtlp_boundary)
         post = utterance_posteriors(
             member.model, fset, self.device, self.batch_size, member.package.normalizer, transforms, vote=vote
         )
@@ -223,15 +223,19 @@ class Predictor:
         }
 
 
-def sort_by_length(items: list[tuple[str, str]], sample_rate: int) -> tuple[list[int], dict[int, str]]:
-    """Item indices from shortest to longest (so a chunk pads little) and header errors by index."""
+def length_chunks(
+    items: list[tuple[str, str]], sample_rate: int, size: int
+) -> tuple[list[list[int]], dict[int, str]]:
+    """Item indices from shortest to longest in chunks of ``size`` (so a chunk pads little), and header
+    errors by index."""
     lengths, errors = {}, {}
     for index, (_, path) in enumerate(items):
         try:
             lengths[index] = audio_info(path, sample_rate).target_samples
         except SertkError as err:
             errors[index] = str(err)
-    return sorted(lengths, key=lengths.get), errors
+    order = sorted(lengths, key=lengths.get)
+    return [order[first : first + size] for first in range(0, len(order), size)], errors
 
 
 def format_record(record: dict, fmt: str, classes: list[str]) -> list[str]:
@@ -256,7 +260,7 @@ def tsv_header(classes: list[str]) -> str:
 
 def run_inference(predictor: Predictor, items: list[tuple[str, str]], progress: bool = True) -> list[dict]:
     """Records for ``items`` (input order) in length-sorted chunks of ``predictor.batch_size`` files."""
-    order, header_errors = sort_by_length(items, predictor.sample_rate)
+    chunks, header_errors = length_chunks(items, predictor.sample_rate, predictor.batch_size)
     records: list[dict | None] = [None] * len(items)
     for index, message in header_errors.items():
         records[index] = {"utt": items[index][0], "path": items[index][1], "error": message}
@@ -264,8 +268,7 @@ def run_inference(predictor: Predictor, items: list[tuple[str, str]], progress: 
     with Progress(*columns, console=console, disable=not progress, transient=True) as bar:
         task = bar.add_task("infer", total=len(items))
         bar.advance(task, len(header_errors))
-        for first in range(0, len(order), predictor.batch_size):
-            chunk = order[first : first + predictor.batch_size]
+        for chunk in chunks:
             for index, record in zip(chunk, predictor.predict([items[i] for i in chunk]), strict=True):
                 records[index] = record
             bar.advance(task, len(chunk))

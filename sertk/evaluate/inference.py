@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from sertk import provenance
-from sertk.augment.vtlp import vtlp_tta_transforms
+from sertk.augment.vtlp import tta_copies
 from sertk.data.datadir import DataDir, read_data_dir
 from sertk.data.folds import read_folds, select_folds
 from sertk.errors import SertkError
@@ -65,7 +65,7 @@ def test_set(model: TrainedModel, info: dict, spec: dict, data: DataDir, budget:
 
 def fold_posteriors(model: TrainedModel, fset, tta: str, device: torch.device, batch_size: int) -> Posteriors:
     """Utterance posteriors of one fold's test set, with the 11 VTLP copies and a vote for ``tta`` vtlp."""
-    transforms = vtlp_tta_transforms(boundary=model.input.vtlp_boundary) if tta == "vtlp" else None
+    transforms = tta_copies(tta, model.input.vtlp_boundary)
     network = model.build(device)
     return utterance_posteriors(
         network, fset, device, batch_size, model.normalizer, transforms, vote=tta == "vtlp"
