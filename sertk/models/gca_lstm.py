@@ -74,23 +74,24 @@ class GcaLstm(nn.Module):
         U_c h_{n-1} + b_c) ∘ r_n (Eq. 11); output o ∘ tanh(c_n) (Eq. 8). Padded steps leave the state as is.
         """
         batch, steps, _ = encoded.shape
-        projected = self.cell_input(encoded)  # W h_n + b for every step at once
-        state = encoded.new_zeros(batch, self.hidden)
-        cell = encoded.new_zeros(batch, self.hidden)
-        valid = frame_mask(lengths, steps)
-        gate = gate.to(encoded.dtype)
+        hidden = self.hidden
+        # W h_n + b for every step at once, step-major: each step reads one contiguous (B, 4H) block.
+        projected = self.cell_input(encoded).transpose(0, 1).contiguous()
+        recurrent = self.cell_recurrent.weight.t().contiguous()  # U as (H, 4H): one addmm a step
+        r = gate.to(encoded.dtype).t()[:, :, None]  # (N, B, 1)
+        # Eq. 11 scales i by r_n and f by 1 − r_n: both scales side by side, as i and f are in the gates.
+        scales = torch.cat([r.expand(-1, -1, hidden), (1 - r).expand(-1, -1, hidden)], dim=-1)
+        valid = frame_mask(lengths, steps).t()[:, :, None]
+        state = encoded.new_zeros(batch, hidden)
+        cell = encoded.new_zeros(batch, hidden)
         for n in range(steps):
-            pre = projected[:, n] + self.cell_recurrent(state)
-            in_gate, forget_gate, candidate, out_gate = pre.chunk(4, dim=-1)
-            r = gate[:, n, None]
-            new_cell = (
-                torch.sigmoid(forget_gate) * cell * (1 - r)
-                + torch.sigmoid(in_gate) * torch.tanh(candidate) * r
-            )
-            new_state = torch.sigmoid(out_gate) * torch.tanh(new_cell)
+            pre = torch.addmm(projected[n], state, recurrent)
+            gates = torch.sigmoid(pre)  # i, f and o (the candidate's block is not used)
+            scaled = gates[:, : 2 * hidden] * scales[n]  # i ∘ r_n, f ∘ (1 − r_n)
+            candidate = torch.tanh(pre[:, 2 * hidden : 3 * hidden])
             # Padding is a suffix: once a row's state is frozen it never reads its cell again.
-            cell = new_cell
-            state = torch.where(valid[:, n, None], new_state, state)
+            cell = torch.addcmul(scaled[:, hidden:] * cell, scaled[:, :hidden], candidate)
+            state = torch.where(valid[n], gates[:, 3 * hidden :] * torch.tanh(cell), state)
         return state
 
     def forward(self, steps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
