@@ -24,6 +24,7 @@ best.pt. Then, per arch, in one run:
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -47,6 +48,7 @@ from sertk.inputs.batch import model_batch
 from sertk.inputs.featureset import MemoryFrames, build_feature_set
 from sertk.models import SYSTEMS, build_model
 from sertk.train.config import load_experiment_config
+from sertk.utils import reuse_freed_memory
 
 RATE = 16000
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,7 +195,8 @@ def whole_process(model: Path, wavs: list[str], out: Path, repeats: int) -> floa
     walls = []
     for _ in range(repeats):
         tic = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True, env={"PYTHONPATH": str(ROOT), "PATH": ""})
+        env = {"PYTHONPATH": str(ROOT), "PATH": "", "SERTK_MALLOC": os.environ.get("SERTK_MALLOC", "glibc")}
+        subprocess.run(command, check=True, capture_output=True, env=env)
         walls.append(time.perf_counter() - tic)
     return statistics.median(walls)
 
@@ -267,10 +270,11 @@ def main() -> None:
     parser.add_argument("--whole-process", action="store_true", help="also time `sertk infer` as a process")
     parser.add_argument("--work", type=Path, default=Path("/tmp/sertk_bench_infer"))
     args = parser.parse_args()
+    malloc = "SERTK_MALLOC=reuse" if reuse_freed_memory() else "glibc malloc"  # as sertk infer
     seconds = write_files(args.work / "wavs", args.files)
     items = collect_inputs([args.work / "wavs"])
     print(
-        f"{len(items)} files, {seconds / 60:.1f} min of audio, {torch.get_num_threads()} torch threads; "
+        f"{len(items)} files, {seconds / 60:.1f} min of audio, {torch.get_num_threads()} torch threads, {malloc}; "
         "RTF = wall seconds per audio second",
         flush=True,
     )

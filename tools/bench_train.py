@@ -36,6 +36,7 @@ from sertk.train.loop import (
     build_optimizer,
     train_epoch,
 )
+from sertk.utils import reuse_freed_memory
 
 RECIPE = Path(__file__).resolve().parents[1] / "egs" / "iemocap"
 
@@ -111,9 +112,11 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    malloc = "SERTK_MALLOC=reuse" if reuse_freed_memory() else "glibc malloc"  # as sertk train
     console = Console(width=150)
     table = Table(
-        title=f"one training epoch, {args.utts} IEMOCAP-like utterances, {device}, threads {torch.get_num_threads()}"
+        title=f"one training epoch, {args.utts} IEMOCAP-like utterances, {device}, "
+        f"threads {torch.get_num_threads()}, {malloc}"
     )
     for column in ("config", "arch", "params", "rows", "epoch s", "rows/s", "outside fwd/bwd/step"):
         table.add_column(column, justify="right")
