@@ -209,13 +209,14 @@ def resolve_device(device: str):
     return torch.device(device)
 
 
-# mallopt(3) parameter numbers (glibc's malloc.h).
+# mallopt(3) parameter numbers (glibc's malloc.h); blocks below KEEP_BELOW bytes stay in the heap.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+KEEP_BELOW = 1 << 30
 
 
-def reuse_freed_memory(limit: int = 1 << 30) -> bool:
-    """With ``SERTK_MALLOC=reuse`` in the environment, make glibc's malloc keep freed blocks below ``limit``
-    bytes for reuse instead of unmapping them (mallopt(3) M_MMAP_THRESHOLD and M_TRIM_THRESHOLD).
+def reuse_freed_memory() -> bool:
+    """With ``SERTK_MALLOC=reuse`` in the environment, make glibc's malloc keep freed blocks below 1 GiB
+    for reuse instead of unmapping them (mallopt(3) M_MMAP_THRESHOLD and M_TRIM_THRESHOLD).
 
     PyTorch takes every CPU tensor from malloc. By default glibc serves a large block with a fresh mmap
     (above a threshold it raises to at most 32 MiB) and hands the heap's free top back to the kernel, so
@@ -236,10 +237,9 @@ def reuse_freed_memory(limit: int = 1 << 30) -> bool:
     if mode == "glibc" or any(f"MALLOC_{name}_THRESHOLD_" in os.environ for name in ("MMAP", "TRIM")):
         return False
     try:
-        glibc = os.confstr("CS_GNU_LIBC_VERSION")  # None, or ValueError, off glibc
-    except (ValueError, OSError):
-        glibc = None
-    if glibc is None:
+        if os.confstr("CS_GNU_LIBC_VERSION") is None:
+            return False
+    except ValueError:  # the name is unknown off glibc
         return False
     mallopt = ctypes.CDLL(None).mallopt  # the process's own C library
-    return bool(mallopt(_M_MMAP_THRESHOLD, limit)) and bool(mallopt(_M_TRIM_THRESHOLD, limit))
+    return bool(mallopt(_M_MMAP_THRESHOLD, KEEP_BELOW)) and bool(mallopt(_M_TRIM_THRESHOLD, KEEP_BELOW))
