@@ -13,6 +13,7 @@ from sertk.deploy.export import export_model
 from sertk.deploy.package import load_models
 from sertk.errors import SertkError
 from sertk.features import build_feature
+from sertk.models.gca_lstm import GcaLstm
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
 
@@ -77,6 +78,29 @@ def test_waveform_torchscript_includes_the_feature_transform(tmp_path):
     )
     np.testing.assert_allclose(net(waves, lengths).detach().numpy(), expected, atol=1e-5)
     assert json.loads((tmp_path / "wave.pt.json").read_text())["inputs"]["waves"] == ["batch", "samples"]
+
+
+def test_rlc_exports_with_stacked_lstm_and_refuses_gca_lstm(tmp_path):
+    write_checkpoint(tmp_path / "lstm", arch="rlc", model_opts={"recurrent": "lstm"})
+    assert export_model(tmp_path / "lstm", tmp_path / "lstm.pt") < 1e-4
+    write_checkpoint(tmp_path / "gca", arch="rlc")
+    with pytest.raises(SertkError, match="rlc: does not export: its GcaLstm loops over the steps"):
+        export_model(tmp_path / "gca", tmp_path / "gca.pt")
+    assert not (tmp_path / "gca.pt").exists()
+
+
+def test_parity_check_catches_a_loop_traced_at_a_fixed_length(tmp_path, monkeypatch):
+    """Without the refusal, GCA-LSTM's step loop is unrolled to the traced length: the shorter check batch fails.
+
+    (The longer one alone passes this untrained model, whose posteriors are all about 1/4.)
+    """
+    monkeypatch.setattr(GcaLstm, "traceable", True)
+    write_checkpoint(tmp_path / "gca", arch="rlc")
+    with pytest.raises(
+        SertkError, match=r"rlc: does not export to torchscript \(RuntimeError: .*out of range"
+    ):
+        export_model(tmp_path / "gca", tmp_path / "gca.pt")
+    assert not (tmp_path / "gca.pt").exists()
 
 
 def test_unexportable_requests_are_one_line_errors(tmp_path):

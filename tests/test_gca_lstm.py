@@ -51,7 +51,9 @@ def test_gated_cell_matches_eq11_step_by_step():
     encoded = torch.randn(1, 4, 2, generator=gen, dtype=torch.float64)
     gate = [0.0, 1.0, 0.3, 0.7]
     expected = _eq11_by_hand(module, encoded[0].tolist(), gate)
-    got = module.gated_lstm(encoded, torch.tensor([gate], dtype=torch.float64), torch.tensor([4]))
+    got = module.gated_lstm(
+        module.step_terms(encoded)[1], torch.tensor([gate], dtype=torch.float64), torch.tensor([4])
+    )
     assert got[0].tolist() == pytest.approx(expected, abs=1e-12)
 
 
@@ -59,7 +61,9 @@ def test_gate_zero_everywhere_imports_nothing():
     # r = 0: c_n = f c_{n-1} from c_0 = 0 stays 0, so h_n = o tanh(0) = 0 whatever the input.
     module = _gca()
     encoded = torch.randn(2, 5, 2, dtype=torch.float64)
-    got = module.gated_lstm(encoded, torch.zeros(2, 5, dtype=torch.float64), torch.tensor([5, 3]))
+    got = module.gated_lstm(
+        module.step_terms(encoded)[1], torch.zeros(2, 5, dtype=torch.float64), torch.tensor([5, 3])
+    )
     assert torch.equal(got, torch.zeros(2, 2, dtype=torch.float64))
 
 
@@ -89,7 +93,7 @@ def test_informativeness_is_eq9_softmax_then_minmax():
     probs = [math.exp(e) / total for e in scores]  # Eq. 10
     low, high = min(probs), max(probs)
     expected = [(p - low) / (high - low) for p in probs] + [0.0]
-    got = module.informativeness(encoded, context, torch.tensor([length]))
+    got = module.informativeness(module.step_terms(encoded)[0], context, torch.tensor([length]))
     assert got[0].tolist() == pytest.approx(expected, abs=1e-9)
 
 
@@ -118,7 +122,7 @@ def test_context_initialised_from_last_valid_step_and_refined_by_eq12():
     assert torch.allclose(context, alone[:, -1], atol=1e-12)
     assert torch.equal(encoded[:, 3:], torch.zeros_like(encoded[:, 3:]))
     # One iteration: F(1) = ReLU(W_F [h_N(1); F(0)]) with h_N(1) from the r-gated second LSTM.
-    gate = module.informativeness(encoded, context, lengths)
+    gate = module.informativeness(module.step_terms(encoded)[0], context, lengths)
     attended = torch.tensor([_eq11_by_hand(module, encoded[0, :3].tolist(), gate[0, :3].tolist())])
     w_f, b_f = module.refine.weight, module.refine.bias
     expected = torch.relu(torch.cat([attended.double(), context], dim=-1) @ w_f.T + b_f)

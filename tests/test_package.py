@@ -21,13 +21,26 @@ FEAT_CONFIG = {"num_mel_bins": 40}
 TINY = {
     "crnn-att": {"conv_channels": [4, 4], "lstm_cells": 4, "dropout": 0.0},
     "attn-pool": {"first_layer": [[3, 2, 2], [2, 3, 2]], "channels": [4, 4], "pool_after": [0]},
+    "rlc": {
+        "first_conv": [3, 4],
+        "groups": [[3, 4]],
+        "blocks": 1,
+        "heads": 0,
+        "lstm_units": 4,
+        "iterations": 2,
+        "dense": [4],
+        "dropout": 0.0,
+    },
 }
 
 
-def write_checkpoint(fold_dir: Path, arch: str = "crnn-att", seed: int = 0, **input_opts) -> Path:
+def write_checkpoint(
+    fold_dir: Path, arch: str = "crnn-att", seed: int = 0, model_opts: dict | None = None, **input_opts
+) -> Path:
     """A best.pt as ``sertk train`` writes it, for a tiny randomly initialised model on logmel40."""
     torch.manual_seed(seed)
-    model = build_model(arch, TINY[arch], 40, len(CLASSES))
+    model_config = {**TINY[arch], **(model_opts or {})}
+    model = build_model(arch, model_config, 40, len(CLASSES))
     # Non-trivial batch-norm statistics so that eval mode is really exercised.
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
@@ -38,7 +51,7 @@ def write_checkpoint(fold_dir: Path, arch: str = "crnn-att", seed: int = 0, **in
         "model": model.state_dict(),
         "epoch": 3,
         "arch": arch,
-        "model_config": TINY[arch],
+        "model_config": model_config,
         "classes": CLASSES,
         "feat": "logmel40",
         "feat_config": FEAT_CONFIG,

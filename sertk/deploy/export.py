@@ -37,6 +37,9 @@ from sertk.utils import atomic_path, console, write_json
 EXPORT_FORMATS = ("torchscript", "onnx")
 ONNX_OPSET = 17
 TOLERANCE = 1e-4
+# (rows, frames) of the traced batch and of the parity checks: one larger, one smaller in both.
+TRACE_SIZE = (3, 120)
+CHECK_SIZES = ((5, 173), (2, 61))
 
 
 class FeaturesToPosteriors(nn.Module):
@@ -153,7 +156,9 @@ def run_exported(
         raise SertkError(
             "--format onnx: the parity check needs onnxruntime (pip install 'sertk[onnx]')"
         ) from None
-    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 4  # a failing node is reported once, in sertk's error, not also in ORT's log
+    session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     return session.run(None, {name: x.numpy() for name, x in zip(names, batch, strict=True)})[0]
 
 
@@ -163,6 +168,12 @@ def build_network(
     """The network to export (features or waveform -> posteriors), its input names and feature extractor."""
     extractor = build_feature(package.feat, package.feat_config)
     net: nn.Module = FeaturesToPosteriors(package.build("cpu"), package).eval()
+    for module in net.modules():
+        if not getattr(module, "traceable", True):
+            raise SertkError(
+                f"{package.arch}: does not export: its {type(module).__name__} loops over the steps in Python, "
+                "which a trace would unroll to the traced length"
+            )
     if not from_waveform:
         return net, ["feats", "lengths"], extractor
     try:
@@ -173,22 +184,33 @@ def build_network(
 
 def traced_with_parity(
     package: TrainedModel, net: nn.Module, names: list[str], extractor: FeatureExtractor, fmt: str, seed: int
-) -> tuple[bytes, float, tuple[int, ...]]:
-    """(exported bytes, max |Δ| against PyTorch, checked batch shape) on a batch of another size than traced."""
+) -> tuple[bytes, float, list[tuple[int, ...]]]:
+    """(exported bytes, max |Δ| against PyTorch, checked batch shapes), traced at TRACE_SIZE.
+
+    The check batches have more and fewer rows and frames than the traced one: a batch or time size baked
+    into the graph (a Python loop over the frames, unrolled by the tracer) fails one of them.
+    """
     waveform = names[0] == "waves"
+    checks = [
+        example_batch(package, extractor, waveform, seed + 1 + i, size) for i, size in enumerate(CHECK_SIZES)
+    ]
     try:
-        data = trace(net, example_batch(package, extractor, waveform, seed, (3, 120)), fmt, names)
-        check = example_batch(package, extractor, waveform, seed + 1, (5, 173))
-        got = run_exported(data, fmt, names, check)
+        data = trace(net, example_batch(package, extractor, waveform, seed, TRACE_SIZE), fmt, names)
+        got = [run_exported(data, fmt, names, check) for check in checks]
     except SertkError:
         raise
     except Exception as err:  # tracing and exporters raise many types for an unsupported operation
         what = f"{package.feat} + {package.arch}" if waveform else package.arch
-        reason = str(err).strip().splitlines()[0][:200]
+        lines = [line for line in str(err).splitlines() if line.strip()]
+        # The TorchScript interpreter puts its traceback between a generic first line and the cause.
+        generic = lines and lines[0].startswith("The following operation failed")
+        reason = (lines[-1] if generic else lines[0] if lines else "").strip()[:200]
         raise SertkError(f"{what}: does not export to {fmt} ({type(err).__name__}: {reason})") from None
     with torch.inference_mode():
-        expected = net(*check).numpy()
-    return data, float(np.abs(got - expected).max()), tuple(check[0].shape)
+        delta = max(
+            float(np.abs(g - net(*check).numpy()).max()) for g, check in zip(got, checks, strict=True)
+        )
+    return data, delta, [tuple(check[0].shape) for check in checks]
 
 
 def export_model(
@@ -196,8 +218,8 @@ def export_model(
 ) -> float:
     """Export ``model`` (one package, best.pt or fold dir) to ``out``; return the parity check's max |Δ|.
 
-    The parity check runs PyTorch and the exported network on a random padded batch of another size than
-    the one traced (so a baked-in batch or time size fails it); above 1e-4 nothing is written.
+    The parity check runs PyTorch and the exported network on random padded batches larger and smaller
+    than the one traced (so a baked-in batch or time size fails it); above 1e-4 nothing is written.
     """
     if fmt not in EXPORT_FORMATS:
         raise SertkError(f"--format {fmt}: expected one of {', '.join(EXPORT_FORMATS)}")
@@ -217,8 +239,10 @@ def export_model(
             "on dumped features (train on --feat ssl to export one)"
         )
     net, names, extractor = build_network(package, from_waveform)
-    data, delta, shape = traced_with_parity(package, net, names, extractor, fmt, seed)
-    console.print(f"export: parity check on a random batch {shape}: max |Δ| = {delta:.3g}")
+    data, delta, shapes = traced_with_parity(package, net, names, extractor, fmt, seed)
+    console.print(
+        f"export: parity check on random batches {' and '.join(map(str, shapes))}: max |Δ| = {delta:.3g}"
+    )
     if not delta < TOLERANCE:
         raise SertkError(
             f"{model}: exported {fmt} network differs from PyTorch by {delta:.3g} (> {TOLERANCE})"

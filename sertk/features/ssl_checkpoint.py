@@ -18,6 +18,7 @@ convention (no extra final LayerNorm: in transformers 5 and torchaudio the last 
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import json
 import os
@@ -80,8 +81,8 @@ def conv_frames(num_samples: int, conv: list[tuple[int, int]]) -> int:
     return n
 
 
-class Backend(nn.Module):
-    """A loaded encoder. Subclasses set the attributes below and implement ``forward``.
+class Backend(nn.Module, abc.ABC):
+    """A loaded encoder. Subclasses set the attributes below and implement ``num_frames`` and ``forward``.
 
     ``frame_stride``: samples per output frame; frames are shift-equivariant on that grid (a chunk starting
     at sample m * frame_stride gives frames m, m + 1, ... of the whole). ``window``: the fixed input length
@@ -104,11 +105,13 @@ class Backend(nn.Module):
     normalize_default: bool = False
     normalize_eps: float = 1e-7
 
+    @abc.abstractmethod
     def num_frames(self, num_samples: int) -> int:
-        raise NotImplementedError
+        """Output frames for an input of ``num_samples`` samples."""
 
+    @abc.abstractmethod
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
-        raise NotImplementedError
+        """(B, S) waves, lengths (B,) -> num_hidden states (the layers' input, then each layer's output), (B, T, D)."""
 
 
 class HfWav2Vec2Family(Backend):

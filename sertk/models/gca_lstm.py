@@ -36,6 +36,9 @@ def minmax_over_valid(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 class GcaLstm(nn.Module):
     """Global context-aware attention LSTM: (B, N, D) steps + lengths -> F⁽ᴵ⁾ (B, hidden) (Eq. 4-12)."""
 
+    # The gated recursion is a Python loop over the steps: a trace would fix its length (sertk export).
+    traceable = False
+
     def __init__(self, input_dim: int, hidden: int, iterations: int = 3):
         super().__init__()
         if hidden < 1 or iterations < 1:
@@ -57,33 +60,47 @@ class GcaLstm(nn.Module):
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=steps.shape[1])
         return out, last[-1]
 
+    def step_terms(self, encoded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The terms of Eq. 9 and 11 that depend on h_n alone, computed once for all I iterations.
+
+        Returns the keys (B, N, H): W_e2's half that multiplies h_n, applied to h_n, plus b_e2; and the
+        second LSTM's input projection W h_n + b, step-major (N, B, 4H): a step reads one contiguous block.
+        """
+        keys = nn.functional.linear(
+            encoded, self.score_hidden.weight[:, : self.hidden], self.score_hidden.bias
+        )
+        return keys, self.cell_input(encoded).transpose(0, 1).contiguous()
+
     def informativeness(
-        self, encoded: torch.Tensor, context: torch.Tensor, lengths: torch.Tensor
+        self, keys: torch.Tensor, context: torch.Tensor, lengths: torch.Tensor
     ) -> torch.Tensor:
-        """Informativeness gate r (B, N): Eq. 9 scores, Eq. 10 softmax over valid steps, min-max to [0, 1]."""
-        pairs = torch.cat([encoded, context[:, None, :].expand_as(encoded)], dim=-1)
-        scores = self.score_out(torch.tanh(self.score_hidden(pairs))).squeeze(-1)
+        """Informativeness gate r (B, N): Eq. 9 scores, Eq. 10 softmax over valid steps, min-max to [0, 1].
+
+        W_e2 [h_n; F] + b_e2 is the step's key (from `step_terms`) plus W_e2's F half applied to F.
+        """
+        query = nn.functional.linear(context, self.score_hidden.weight[:, self.hidden :])
+        scores = self.score_out(torch.tanh(keys + query[:, None, :])).squeeze(-1)
         # Softmax and normalisation in float32: under autocast, float16 would flatten small score gaps.
         probs = masked_softmax(scores.to(torch.promote_types(scores.dtype, torch.float32)), lengths)
-        return minmax_over_valid(probs, frame_mask(lengths.to(probs.device), encoded.shape[1]))
+        return minmax_over_valid(probs, frame_mask(lengths.to(probs.device), keys.shape[1]))
 
-    def gated_lstm(self, encoded: torch.Tensor, gate: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def gated_lstm(self, projected: torch.Tensor, gate: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Second LSTM over h with the r-gated cell of Eq. 11; returns its last valid output h_N⁽ⁱ⁾ (B, H).
 
-        i, f, o as Eq. 4-6 (input h_n instead of m_n); c_n = f ∘ c_{n-1} ∘ (1 − r_n) + i ∘ tanh(W_c h_n +
-        U_c h_{n-1} + b_c) ∘ r_n (Eq. 11); output o ∘ tanh(c_n) (Eq. 8). Padded steps leave the state as is.
+        `projected` is W h_n + b, step-major (N, B, 4H), from `step_terms`. i, f, o as Eq. 4-6 (input h_n
+        instead of m_n); c_n = f ∘ c_{n-1} ∘ (1 − r_n) + i ∘ tanh(W_c h_n + U_c h_{n-1} + b_c) ∘ r_n
+        (Eq. 11); output o ∘ tanh(c_n) (Eq. 8). Padded steps leave the state as is.
         """
-        batch, steps, _ = encoded.shape
+        steps, batch, _ = projected.shape
         hidden = self.hidden
-        # W h_n + b for every step at once, step-major: each step reads one contiguous (B, 4H) block.
-        projected = self.cell_input(encoded).transpose(0, 1).contiguous()
         recurrent = self.cell_recurrent.weight.t().contiguous()  # U as (H, 4H): one addmm a step
-        r = gate.to(encoded.dtype).t()[:, :, None]  # (N, B, 1)
+        r = gate.to(projected.dtype).t()[:, :, None]  # (N, B, 1)
         # Eq. 11 scales i by r_n and f by 1 − r_n: both scales side by side, as i and f are in the gates.
         scales = torch.cat([r.expand(-1, -1, hidden), (1 - r).expand(-1, -1, hidden)], dim=-1)
         valid = frame_mask(lengths, steps).t()[:, :, None]
-        state = encoded.new_zeros(batch, hidden)
-        cell = encoded.new_zeros(batch, hidden)
+        every_row = int(lengths.min())  # the steps before this one are valid in every row
+        state = projected.new_zeros(batch, hidden)
+        cell = projected.new_zeros(batch, hidden)
         for n in range(steps):
             pre = torch.addmm(projected[n], state, recurrent)
             gates = torch.sigmoid(pre)  # i, f and o (the candidate's block is not used)
@@ -91,14 +108,16 @@ class GcaLstm(nn.Module):
             candidate = torch.tanh(pre[:, 2 * hidden : 3 * hidden])
             # Padding is a suffix: once a row's state is frozen it never reads its cell again.
             cell = torch.addcmul(scaled[:, hidden:] * cell, scaled[:, :hidden], candidate)
-            state = torch.where(valid[n], gates[:, 3 * hidden :] * torch.tanh(cell), state)
+            output = gates[:, 3 * hidden :] * torch.tanh(cell)
+            state = output if n < every_row else torch.where(valid[n], output, state)
         return state
 
     def forward(self, steps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, N, D) steps, lengths (B,) -> the refined global context F⁽ᴵ⁾ (B, hidden)."""
         encoded, context = self.encode(steps, lengths)
+        keys, projected = self.step_terms(encoded)
         for _ in range(self.iterations):
-            gate = self.informativeness(encoded, context, lengths)
-            attended = self.gated_lstm(encoded, gate, lengths)
+            gate = self.informativeness(keys, context, lengths)
+            attended = self.gated_lstm(projected, gate, lengths)
             context = torch.relu(self.refine(torch.cat([attended, context], dim=-1)))
         return context
