@@ -52,7 +52,7 @@ def test_gated_cell_matches_eq11_step_by_step():
     gate = [0.0, 1.0, 0.3, 0.7]
     expected = _eq11_by_hand(module, encoded[0].tolist(), gate)
     got = module.gated_lstm(
-        module.step_terms(encoded)[1], torch.tensor([gate], dtype=torch.float64), torch.tensor([4])
+        module.step_terms(encoded)[1], torch.tensor([gate], dtype=torch.float64), torch.tensor([4]), 4
     )
     assert got[0].tolist() == pytest.approx(expected, abs=1e-12)
 
@@ -62,7 +62,7 @@ def test_gate_zero_everywhere_imports_nothing():
     module = _gca()
     encoded = torch.randn(2, 5, 2, dtype=torch.float64)
     got = module.gated_lstm(
-        module.step_terms(encoded)[1], torch.zeros(2, 5, dtype=torch.float64), torch.tensor([5, 3])
+        module.step_terms(encoded)[1], torch.zeros(2, 5, dtype=torch.float64), torch.tensor([5, 3]), 3
     )
     assert torch.equal(got, torch.zeros(2, 2, dtype=torch.float64))
 
@@ -113,6 +113,8 @@ def test_padding_does_not_change_output():
 
 def test_context_initialised_from_last_valid_step_and_refined_by_eq12():
     module = _gca(input_dim=3, hidden=2, iterations=1)
+    with torch.no_grad():
+        module.refine.bias.fill_(2.0)  # W_F's ReLU active, so F(1) shows what went in (not clipped to 0)
     gen = torch.Generator().manual_seed(4)
     steps = torch.randn(1, 5, 3, generator=gen, dtype=torch.float64)
     lengths = torch.tensor([3])
@@ -126,6 +128,7 @@ def test_context_initialised_from_last_valid_step_and_refined_by_eq12():
     attended = torch.tensor([_eq11_by_hand(module, encoded[0, :3].tolist(), gate[0, :3].tolist())])
     w_f, b_f = module.refine.weight, module.refine.bias
     expected = torch.relu(torch.cat([attended.double(), context], dim=-1) @ w_f.T + b_f)
+    assert (expected > 0).all()
     assert torch.allclose(module(steps, lengths), expected, atol=1e-12)
 
 

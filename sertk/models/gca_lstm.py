@@ -84,12 +84,15 @@ class GcaLstm(nn.Module):
         probs = masked_softmax(scores.to(torch.promote_types(scores.dtype, torch.float32)), lengths)
         return minmax_over_valid(probs, frame_mask(lengths.to(probs.device), keys.shape[1]))
 
-    def gated_lstm(self, projected: torch.Tensor, gate: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def gated_lstm(
+        self, projected: torch.Tensor, gate: torch.Tensor, lengths: torch.Tensor, every_row: int
+    ) -> torch.Tensor:
         """Second LSTM over h with the r-gated cell of Eq. 11; returns its last valid output h_N⁽ⁱ⁾ (B, H).
 
         `projected` is W h_n + b, step-major (N, B, 4H), from `step_terms`. i, f, o as Eq. 4-6 (input h_n
         instead of m_n); c_n = f ∘ c_{n-1} ∘ (1 − r_n) + i ∘ tanh(W_c h_n + U_c h_{n-1} + b_c) ∘ r_n
-        (Eq. 11); output o ∘ tanh(c_n) (Eq. 8). Padded steps leave the state as is.
+        (Eq. 11); output o ∘ tanh(c_n) (Eq. 8). Padded steps leave the state as is; the steps before
+        ``every_row`` (at most the shortest length) are valid in every row and skip that select.
         """
         steps, batch, _ = projected.shape
         hidden = self.hidden
@@ -98,7 +101,6 @@ class GcaLstm(nn.Module):
         # Eq. 11 scales i by r_n and f by 1 − r_n: both scales side by side, as i and f are in the gates.
         scales = torch.cat([r.expand(-1, -1, hidden), (1 - r).expand(-1, -1, hidden)], dim=-1)
         valid = frame_mask(lengths, steps).t()[:, :, None]
-        every_row = int(lengths.min())  # the steps before this one are valid in every row
         state = projected.new_zeros(batch, hidden)
         cell = projected.new_zeros(batch, hidden)
         for n in range(steps):
@@ -114,10 +116,12 @@ class GcaLstm(nn.Module):
 
     def forward(self, steps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, N, D) steps, lengths (B,) -> the refined global context F⁽ᴵ⁾ (B, hidden)."""
-        encoded, context = self.encode(steps, lengths)
+        host_lengths = lengths.cpu()  # the one copy to the host (a sync on a GPU): packing, shortest length
+        encoded, context = self.encode(steps, host_lengths)
         keys, projected = self.step_terms(encoded)
+        shortest = int(host_lengths.min())
         for _ in range(self.iterations):
             gate = self.informativeness(keys, context, lengths)
-            attended = self.gated_lstm(projected, gate, lengths)
+            attended = self.gated_lstm(projected, gate, lengths, shortest)
             context = torch.relu(self.refine(torch.cat([attended, context], dim=-1)))
         return context
