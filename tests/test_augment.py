@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+import torch
+import torchaudio
 
 import sertk.augment.copies as copies
 from sertk.augment.offline import (
@@ -21,8 +23,8 @@ from sertk.augment.offline import (
     parse_snr,
     parse_speeds,
 )
-from sertk.augment.sources import find_noise_files, find_rir_files, load_sources, read_source
-from sertk.augment.synthetic import write_musan_like, write_rirs_like
+from sertk.augment.sources import SourceFile, find_noise_files, find_rir_files, load_sources, read_source
+from sertk.augment.synthetic import coloured_noise, impulse_response, write_musan_like, write_rirs_like
 from sertk.data import read_data_dir, validate_data_dir, write_data_dir
 from sertk.data.folds import FoldOptions, make_folds, read_folds, write_folds
 from sertk.errors import SertkError
@@ -437,6 +439,7 @@ def test_layouts_of_musan_and_rirs_noises(tmp_path):
 def test_bad_options(tmp_path, augmented):
     assert parse_speeds("0.9,1.0,1.1") == (0.9, 1.1)
     assert parse_speeds("") == ()
+    assert parse_speeds("0.5,2") == (0.5, 2.0)  # the bounds of [0.5, 2] are allowed
     assert parse_snr("0:15") == (0.0, 15.0) and parse_snr("10") == (10.0, 10.0)
     with pytest.raises(SertkError, match="--speed 'fast'"):
         parse_speeds("fast")
@@ -474,3 +477,149 @@ def test_cli_augment_help_and_one_line_errors(tmp_path):
     assert [line for line in out.stderr.splitlines() if line.strip()] == [
         f"error: {tmp_path / 'nodata'}: data dir not found"
     ]
+
+
+def write_pcm(path: Path, samples: np.ndarray, rate: int = RATE) -> Path:
+    """Integer samples as a 16-bit wav (read back exactly as samples / 32768)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(str(path), samples.astype(np.int16), rate, subtype="PCM_16")
+    return path
+
+
+def test_only_utterances_that_train_in_some_fold_get_copies(tmp_path):
+    """An utterance that is only ever valid or test gets no copy at all, not even an unused one."""
+    data = make_wav_data(tmp_path, sessions=1, per_speaker=2)
+    utts = sorted(read_data_dir(data).utts)  # F000 F001 M000 M001
+    fold = {"name": "fold1", "train": [utts[0], utts[2]], "valid": [utts[1]], "test": [utts[3]]}
+    write_folds(tmp_path / "f.json", {"protocol": "random", "folds": [fold]}, read_data_dir(data))
+    summary = augment_data_dir(data, tmp_path / "f.json", tmp_path / "aug", speeds=(0.9,))
+    assert summary["sources"] == 2 and summary["copies"]["speed"] == 2
+    assert sorted(read_data_dir(tmp_path / "aug").utts) == sorted(
+        [*utts, f"sp0.9-{utts[0]}", f"sp0.9-{utts[2]}"]
+    )
+    assert sorted(p.name for p in (tmp_path / "aug" / "wav").iterdir()) == [
+        f"sp0.9-{utts[0]}.wav",
+        f"sp0.9-{utts[2]}.wav",
+    ]
+
+
+def test_check_augmented_folds_refuses_a_copy_listed_twice():
+    folds = {"protocol": "random", "folds": [{"name": "fold1", "train": ["a"], "valid": [], "test": ["c"]}]}
+    twice = {
+        "protocol": "random",
+        "folds": [{"name": "fold1", "train": ["a", "sp0.9-a", "sp0.9-a"], "valid": [], "test": ["c"]}],
+    }
+    with pytest.raises(RuntimeError, match="fold1.train is wrong"):
+        check_augmented_folds(folds, twice, {"sp0.9-a": "a"})
+
+
+def test_a_reverberated_copy_is_aligned_on_the_direct_path_of_its_rir(tmp_path):
+    """A RIR that is one impulse after 120 samples of silence only delays the sound: the copy, aligned on
+    that direct path and kept at the input's energy, is the original sample for sample (within 1 LSB)."""
+    dry = np.round(9000 * np.sin(2 * np.pi * 230 * np.arange(3000) / RATE))
+    wav = write_pcm(tmp_path / "utt.wav", dry)
+    rir = np.zeros(400)
+    rir[120] = 16000
+    write_pcm(tmp_path / "rirs" / "delayed.wav", rir)
+    rirs, _ = load_sources(tmp_path / "rirs", "rir")
+    options = copies.AugmentOptions(rir=tmp_path / "rirs")
+    (tmp_path / "out").mkdir()
+    result = copies.CopyMaker(options, [], rirs, tmp_path / "out").make((RATE, [("utt", str(wav))]))
+    assert [c["detail"] for c in result["copies"]] == ["rir=delayed.wav delay=120"]
+    wet = soundfile.read(str(tmp_path / "out" / "rir-utt.wav"), dtype="int16")[0].astype(int)
+    assert len(wet) == len(dry) and np.abs(wet - dry).max() <= 1
+
+
+def test_a_noise_segment_starts_at_its_recorded_offset(tmp_path):
+    """A noise longer than the utterance gives samples [offset, offset + n); a shorter one is repeated
+    from its offset: sample k of the segment is sample (offset + k) mod N of the file."""
+    ramp = np.arange(1, 101) * 100  # 100 distinct samples
+    write_pcm(tmp_path / "noise" / "ramp.wav", ramp)
+    noise, _ = load_sources(tmp_path / "noise", "noise")
+    maker = copies.CopyMaker(copies.AugmentOptions(noise=tmp_path / "noise"), noise, [], tmp_path)
+    offsets = set()
+    for seed in range(6):
+        for n in (40, 250):
+            segment, detail = maker._pick_noise(np.random.default_rng(seed), n, RATE, {"bad_sources": {}})
+            offset = int(detail.split("offset=")[1])
+            offsets.add(offset)
+            expected = ramp[offset : offset + n] if n <= 100 else ramp[(offset + np.arange(n)) % 100]
+            np.testing.assert_array_equal(np.round(segment * 32768), expected)
+    assert len(offsets) > 3  # the offsets do vary
+
+
+def test_a_copy_louder_than_16_bits_is_scaled_down_as_a_whole(tmp_path):
+    """Row [0.3, -2, 0.8] peaks at 2: scaled by (32767/32768) / 2 it is [4915.05, -32767, 13106.8] / 32768,
+    written as [4915, -32767, 13107], not clipped or wrapped; a row within 16 bits is written as it is."""
+    result = {"copies": [], "scaled": 0}
+    out = torch.tensor([[0.3, -2.0, 0.8], [0.5, -0.25, 0.0]])
+    rows = [(0, "loud"), (1, "quiet")]
+    copies.CopyMaker(copies.AugmentOptions(), [], [], tmp_path)._write_rows(
+        result, "noise", "noise", ["a", "b"], rows, out, torch.tensor([3, 2]), RATE
+    )
+    assert result["scaled"] == 1
+    loud = soundfile.read(str(tmp_path / "noise-a.wav"), dtype="int16")[0]
+    quiet = soundfile.read(str(tmp_path / "noise-b.wav"), dtype="int16")[0]
+    assert loud.tolist() == [4915, -32767, 13107] and quiet.tolist() == [16384, -8192]
+
+
+def test_each_batch_holds_one_sample_rate(tmp_path):
+    """Utterances at 8 and 16 kHz never share a batch, so each copy is made and written at its source's rate."""
+    wavs = {
+        "a": str(write_pcm(tmp_path / "a.wav", np.ones(100), 8000)),
+        "b": str(write_pcm(tmp_path / "b.wav", np.ones(120), RATE)),
+        "c": str(write_pcm(tmp_path / "c.wav", np.ones(90), 8000)),
+    }
+    batches, errors = copies.plan_batches(wavs, 10**6)
+    assert not errors
+    assert batches == [(8000, [("c", wavs["c"]), ("a", wavs["a"])]), (RATE, [("b", wavs["b"])])]
+
+
+def test_a_musan_root_needs_all_three_parts_and_other_rates_read_like_torchaudio(tmp_path):
+    """A dir holding speech/ (but not noise/ and music/) is no MUSAN root: all its files count. A source at
+    another rate has torchaudio's resampled length, ceil(N · new / old), and is cut after resampling."""
+    write_pcm(tmp_path / "mine" / "speech" / "s.wav", np.ones(50))
+    write_pcm(tmp_path / "mine" / "other" / "o.wav", np.ones(50))
+    assert [p.name for p in find_noise_files(tmp_path / "mine")] == ["o.wav", "s.wav"]
+    for frames, rate in ((100, 44100), (333, 22050), (8000, 8000)):
+        resampled = torchaudio.functional.resample(torch.zeros(frames), rate, RATE)
+        assert SourceFile(Path("x.wav"), "x.wav", frames, rate).frames_at(RATE) == len(resampled)
+    wave = np.round(8000 * np.sin(2 * np.pi * 300 * np.arange(800) / 8000))
+    source = SourceFile(write_pcm(tmp_path / "n8k.wav", wave, 8000), "n8k.wav", 800, 8000)
+    whole = read_source(source, RATE)
+    np.testing.assert_array_equal(read_source(source, RATE, start=500), whole[500:])
+
+
+def test_synthetic_rirs_decay_60_db_over_their_rt60():
+    """Schroeder backward integration (ISO 3382): the energy decay curve falls from -5 to -25 dB in a third of
+    the reverberation time, so 3x that time is the RT60 the response was made with."""
+    for rt60 in (0.2, 0.5):
+        h = impulse_response(rt60, 40, np.random.default_rng(0))
+        assert len(h) == 40 + int(rt60 * RATE) and np.argmax(np.abs(h)) == 40 and not np.any(h[:40])
+        decay = np.cumsum(h[41:][::-1] ** 2)[::-1]
+        db = 10 * np.log10(decay / decay[0])
+        t5, t25 = np.argmax(db <= -5) / RATE, np.argmax(db <= -25) / RATE
+        assert 3 * (t25 - t5) == pytest.approx(rt60, rel=0.1)
+
+
+def test_synthetic_noise_has_the_power_spectrum_slope_of_its_colour():
+    """Power ∝ 1 / f^e: the log-log slope of the averaged periodogram is -e (0 white, 1 pink, 2 brown)."""
+    for exponent in (0.0, 1.0, 2.0):
+        wave = coloured_noise(2**15, exponent, np.random.default_rng(1))
+        assert np.mean(wave**2) == pytest.approx(1.0)
+        power = np.abs(np.fft.rfft(wave)) ** 2
+        edges = np.unique(np.geomspace(8, len(power) - 1, 25).astype(int))
+        centres = np.sqrt(edges[:-1] * edges[1:])
+        bands = [power[lo:hi].mean() for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+        slope = np.polyfit(np.log10(centres), np.log10(bands), 1)[0]
+        assert slope == pytest.approx(-exponent, abs=0.15)
+
+
+def test_a_copy_id_already_in_the_data_dir_is_refused(tmp_path):
+    """Speed copies of a dir that already holds ``sp0.9-<utt>`` would overwrite it with another sound."""
+    data = make_wav_data(tmp_path, sessions=3, per_speaker=1)
+    write_folds(tmp_path / "f.json", make_folds(read_data_dir(data), "loso-session"), read_data_dir(data))
+    augment_data_dir(data, tmp_path / "f.json", tmp_path / "sp", speeds=(0.9,))
+    with pytest.raises(SertkError, match="already holds sp0.9-Ses0"):
+        augment_data_dir(tmp_path / "sp", tmp_path / "sp" / "folds.json", tmp_path / "sp2", speeds=(0.9,))
+    assert not (tmp_path / "sp2").exists()

@@ -88,3 +88,32 @@ def test_mixup_transform_probability_and_config():
         from_dict(MixupConfig, {"alpha": -1})
     with pytest.raises(SertkError, match="expected feats"):
         mix(feats[:, :, 0], lengths, targets, 0.5, torch.tensor([0, 1, 2]))
+
+
+def batch_lambda(targets: torch.Tensor) -> float | None:
+    """λ of a batch mixed from one-hot targets eye(B): a row with a partner other than itself holds λ on its
+    own class; None when the permutation left every row alone."""
+    moved = [i for i in range(len(targets)) if float(targets[i, i]) < 1.0]
+    return float(targets[moved[0], moved[0]]) if moved else None
+
+
+def test_mixup_transform_mixes_the_share_prob_of_batches():
+    """prob 0.25: about a quarter of the batches are mixed (Binomial(400, 0.25): 100 ± 9), the rest unchanged."""
+    feats, lengths, targets = torch.randn(8, 3, 2), torch.full((8,), 3), torch.eye(8)
+    transform = Mixup(MixupConfig(alpha=0.4, prob=0.25), torch.Generator().manual_seed(7))
+    results = [transform(feats, lengths, targets) for _ in range(400)]
+    mixed = [not torch.equal(out_targets, targets) for _, _, out_targets in results]
+    assert 70 < sum(mixed) < 130
+    assert all(out[0] is feats for out, was_mixed in zip(results, mixed, strict=True) if not was_mixed)
+
+
+def test_each_batch_draws_its_own_lambda_from_the_generator():
+    """One λ per batch, a fresh one at every batch: over 300 batches of one generator the λs spread as
+    Beta(0.4, 0.4) (mean 1/2, variance 1 / (4 · 1.8) = 0.139)."""
+    gen = torch.Generator().manual_seed(8)
+    feats, lengths, targets = torch.zeros(6, 2, 1), torch.full((6,), 2), torch.eye(6)
+    lams = [batch_lambda(mixup(feats, lengths, targets, 0.4, gen)[2]) for _ in range(300)]
+    lams = np.array([lam for lam in lams if lam is not None])
+    assert len(lams) > 290 and len(np.unique(lams.round(6))) > 280
+    assert lams.mean() == pytest.approx(0.5, abs=0.05)
+    assert lams.var() == pytest.approx(1 / (4 * 1.8), abs=0.02)

@@ -160,3 +160,19 @@ def test_fast_fft_length_is_the_next_5_smooth_number():
         best = fast_fft_length(n)
         assert best >= n and smooth(best) and not any(smooth(m) for m in range(n, best)), n
     assert fast_fft_length(27331) == 27648  # 2^10 · 3^3
+
+
+def test_noise_silent_in_any_one_row_or_only_loud_in_its_padding_is_refused():
+    """Every row needs noise energy on its real samples: one silent row among loud ones, or a row whose noise
+    is non-zero only past the row's length, has no gain that reaches the SNR."""
+    batch = torch.zeros(2, 400)
+    batch[0], batch[1, :200] = tone(200, 400), tone(300, 200)
+    lengths, snr = torch.tensor([400, 200]), torch.tensor([5.0, 5.0])
+    one_silent = torch.ones(2, 400)
+    one_silent[1] = 0
+    with pytest.raises(SertkError, match="silent"):
+        add_noise_at_snr(batch, one_silent, lengths, snr)
+    padding_only = torch.ones(2, 400)
+    padding_only[1, :200] = 0
+    with pytest.raises(SertkError, match="silent"):
+        add_noise_at_snr(batch, padding_only, lengths, snr)

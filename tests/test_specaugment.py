@@ -146,3 +146,45 @@ def test_configs_embed_in_an_input_config_as_yaml_mappings():
     assert to_dict(cfg)["specaugment"]["time_width"] == 100
     with pytest.raises(SertkError, match="input.specaugment.fill: expected one of"):
         from_dict(Input, {"specaugment": {"fill": "noise"}}, where="input")
+
+
+def test_a_mask_starts_anywhere_it_fits_up_to_the_last_column_and_frame():
+    """f₀ ~ U{0, ..., ν − f} and t₀ ~ U{0, ..., τ − t}: a width-2 mask of 5 columns starts at 0, 1, 2 or 3
+    (each about 1/4 of the time), so the last column is masked too; likewise the last real frame."""
+    feats, lengths = padded_ones([6] * 6000, dim=5)
+    out, _ = spec_augment(
+        feats, lengths, SpecAugmentConfig(freq_masks=1, freq_width=2), torch.Generator().manual_seed(4)
+    )
+    columns = masked_columns(out, lengths)
+    width_two = columns[columns.sum(dim=1) == 2]
+    starts = Counter(width_two.long().argmax(dim=1).tolist())
+    assert sorted(starts) == [0, 1, 2, 3]
+    assert all(abs(n / len(width_two) - 1 / 4) < 0.04 for n in starts.values())
+    lengths = torch.tensor([5, 8] * 3000)
+    feats, _ = padded_ones(lengths.tolist(), dim=2)
+    cfg = SpecAugmentConfig(time_masks=1, time_width=3)
+    frames = masked_frames(spec_augment(feats, lengths, cfg, torch.Generator().manual_seed(5))[0], lengths)
+    for row, n in ((0, 5), (1, 8)):
+        width_three = frames[row::2][frames[row::2].sum(dim=1) == 3]
+        # t₀ ∈ {0, ..., n − 3}, each about 1/(n − 2) of the width-3 masks.
+        starts = Counter(width_three.long().argmax(dim=1).tolist())
+        assert sorted(starts) == list(range(n - 2))
+        assert all(abs(k / len(width_three) - 1 / (n - 2)) < 0.05 for k in starts.values())
+
+
+def test_a_frequency_width_above_the_feature_dim_is_capped_at_the_dim():
+    """F = min(freq_width, ν): freq_width 10 on 4 columns gives f ~ U{0, ..., 4}, each width 1/5 of the rows."""
+    feats, lengths = padded_ones([3] * 5000, dim=4)
+    cfg = SpecAugmentConfig(freq_masks=1, freq_width=10)
+    out, _ = spec_augment(feats, lengths, cfg, torch.Generator().manual_seed(6))
+    widths = Counter(masked_columns(out, lengths).sum(dim=1).tolist())
+    assert sorted(widths) == [0, 1, 2, 3, 4]
+    assert all(800 < n < 1200 for n in widths.values())
+
+
+def test_either_kind_of_mask_alone_enables_specaugment():
+    assert SpecAugmentConfig(freq_masks=1).enabled and SpecAugmentConfig(time_masks=1).enabled
+    assert not SpecAugmentConfig(freq_masks=1, freq_width=0).enabled
+    assert not SpecAugmentConfig(time_masks=1, time_width=0).enabled
+    with pytest.raises(ValueError, match="time_ratio"):
+        SpecAugmentConfig(time_ratio=0.0)  # p = 0 would allow no time mask at all

@@ -144,3 +144,43 @@ def test_training_with_vtlp_resumes_exactly(tmp_path, monkeypatch):
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
     assert a["input"]["tta"] == "vtlp"
+
+
+def kaldi_style_reference(feats: np.ndarray, alpha: float, boundary: float) -> np.ndarray:
+    """Eq. 4 by hand in bin units (f_max = D): G(f) = αf up to f₀ = boundary·D, then the line through
+    (f₀, αf₀) and (D, D); each column j reads the row at G(j + 1) by linear interpolation (np.interp)."""
+    num_bins = feats.shape[-1]
+    freqs = np.arange(1, num_bins + 1, dtype=np.float64)
+    f0 = boundary * num_bins
+    slope = (num_bins - alpha * f0) / (num_bins - f0)
+    warped = np.where(freqs <= f0, alpha * freqs, alpha * f0 + slope * (freqs - f0))
+    return np.stack([np.interp(warped, freqs, row) for row in feats.reshape(-1, num_bins)]).reshape(
+        feats.shape
+    )
+
+
+def test_fixed_and_random_vtlp_warp_at_their_boundary():
+    """The boundary f₀ / f_max a transform is built with is the one its warp uses (0.8 here, not the default 0.9)."""
+    feats = torch.randn(2, 3, 20, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    lengths = torch.full((2,), 3)
+    expected = kaldi_style_reference(feats.numpy(), 1.1, 0.8)
+    assert not np.allclose(expected, kaldi_style_reference(feats.numpy(), 1.1, 0.9))
+    fixed = FixedVtlp(1.1, boundary=0.8)(feats, lengths)[0]
+    # Positions are computed in float32: agreement to 1e-5.
+    np.testing.assert_allclose(fixed.numpy(), expected, rtol=1e-5, atol=1e-5)
+    # low = high pins the random draw, so only the boundary decides the warp.
+    random = RandomVtlp(torch.Generator().manual_seed(0), 1.1, 1.1, boundary=0.8)(feats, lengths)[0]
+    np.testing.assert_allclose(random.numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_random_vtlp_draws_alpha_uniformly_over_the_papers_range(monkeypatch):
+    """cnn_blstm_vtlp.txt §2: α ~ U(0.9, 1.1) by default: mean 1, variance 0.2² / 12, both ends reached."""
+    drawn = []
+    monkeypatch.setattr(
+        "sertk.augment.vtlp.warp_spectrogram", lambda feats, alpha, boundary: drawn.append(alpha) or feats
+    )
+    RandomVtlp(torch.Generator().manual_seed(2))(torch.zeros(4000, 1, 4), torch.ones(4000, dtype=torch.long))
+    alpha = drawn[0].double()
+    assert 0.9 <= float(alpha.min()) < 0.902 and 1.098 < float(alpha.max()) <= 1.1
+    assert float(alpha.mean()) == pytest.approx(1.0, abs=0.003)
+    assert float(alpha.var()) == pytest.approx(0.04 / 12, rel=0.08)
