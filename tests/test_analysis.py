@@ -135,3 +135,24 @@ def test_second_choice_ranks_by_the_mean_softmax_when_predictions_were_votes(tmp
     result = analyze_experiment(exp)
     hap = result["subsets"]["all"]["classes"]["hap"]
     assert hap["first"] == 0.0 and hap["second"] == 0.0  # by votes it would have been 1.0
+
+
+def test_fold_rows_keep_wa_and_ua_apart(tmp_path, monkeypatch):
+    # A second right sad utterance in fold2: neu 0/1, sad 2/2, ang 1/1 -> WA 3/4, UA (0 + 1 + 1) / 3 = 2/3.
+    monkeypatch.setitem(UTTS, "Ses01M_u8", ("Ses01M", "sad", "sad sad sad", [0.0, 0.0, 1.0, 0.0]))
+    result = analyze_experiment(make_experiment(tmp_path))
+    fold2 = result["folds"][1]
+    assert (fold2["n"], fold2["wa"], fold2["ua"]) == (4, pytest.approx(3 / 4), pytest.approx(2 / 3))
+    # Total is the mean over folds (fold1: WA = UA = 1/2).
+    assert result["mean"] == {
+        "wa": pytest.approx((1 / 2 + 3 / 4) / 2),
+        "ua": pytest.approx((1 / 2 + 2 / 3) / 2),
+    }
+
+
+def test_folds_are_listed_in_natural_order(tmp_path):
+    exp = make_experiment(tmp_path)
+    (exp / "fold1").rename(exp / "fold9")
+    (exp / "fold2").rename(exp / "fold10")
+    folds = analyze_experiment(exp)["folds"]
+    assert [(f["name"], f["speakers"]) for f in folds] == [("fold9", ["Ses01F"]), ("fold10", ["Ses01M"])]
