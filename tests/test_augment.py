@@ -602,6 +602,13 @@ def test_synthetic_rirs_decay_60_db_over_their_rt60():
         assert 3 * (t25 - t5) == pytest.approx(rt60, rel=0.1)
 
 
+def test_synthetic_rirs_peak_at_their_direct_path():
+    """The direct path h[delay] = 1 is the largest |h| of every response, so copies are aligned on it."""
+    for seed in range(200):
+        rt60 = (0.2, 0.4, 0.7)[seed % 3]
+        assert np.argmax(np.abs(impulse_response(rt60, 30, np.random.default_rng(seed)))) == 30, seed
+
+
 def test_synthetic_noise_has_the_power_spectrum_slope_of_its_colour():
     """Power ∝ 1 / f^e: the log-log slope of the averaged periodogram is -e (0 white, 1 pink, 2 brown)."""
     for exponent in (0.0, 1.0, 2.0):
