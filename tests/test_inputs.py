@@ -272,3 +272,60 @@ def test_input_config_checks():
         InputConfig(pad="fixed")
     with pytest.raises(ValueError, match="segment_scaling needs"):
         InputConfig(segment_scaling="minmax-mulaw")
+    with pytest.raises(ValueError, match="white_noise_std must be >= 0"):
+        InputConfig(white_noise_std=-0.1)
+
+
+def test_model_batch_warps_raw_frames_then_normalises_then_augments():
+    # transform (VTLP's place) doubles raw frames, the normaliser maps x -> (x - 1) / 2, then the
+    # augmentation (white noise's place) adds 1: a frame x becomes (2x - 1) / 2 + 1.
+    fset = fset_of([ramp(3, dim=2)])
+    norm = Normalizer(torch.tensor([1.0, 1.0]), torch.tensor([2.0, 2.0]))
+    feats, _, _ = model_batch(
+        fset, torch.arange(1), torch.device("cpu"), norm, lambda f, n: (2 * f, n), [lambda f, n: (f + 1, n)]
+    )
+    x = np.arange(3.0)[:, None] + np.zeros((1, 2))
+    np.testing.assert_allclose(feats[0].numpy(), (2 * x - 1) / 2 + 1)
+
+
+def test_white_noise_is_added_to_normalised_frames():
+    fset = fset_of([ramp(4, dim=2, offset=10)])
+    norm = Normalizer(torch.tensor([11.0, 11.0]), torch.tensor([4.0, 4.0]))
+    noise = WhiteNoise(0.5, torch.Generator().manual_seed(7))
+    feats, _, _ = model_batch(fset, torch.arange(1), torch.device("cpu"), norm, augment=[noise])
+    drawn = torch.randn((1, 4, 2), generator=torch.Generator().manual_seed(7))
+    x = 10 + np.arange(4.0)[:, None] + np.zeros((1, 2))
+    np.testing.assert_allclose(feats[0].numpy(), (x - 11) / 4 + 0.5 * drawn[0].numpy(), rtol=1e-6)
+
+
+def test_a_constant_dimension_gets_std_one_and_normalises_to_zero():
+    frames = np.stack([np.arange(5.0), np.full(5, 3.0)], axis=1).astype(np.float32)
+    fset = fset_of([frames])
+    mean, std = norm_stats(fset)
+    np.testing.assert_allclose(mean.numpy(), [2.0, 3.0])
+    np.testing.assert_allclose(std.numpy(), [np.std(np.arange(5.0)), 1.0], rtol=1e-6)
+    out = Normalizer(mean, std)(torch.from_numpy(frames)[None], torch.tensor([5]))
+    assert torch.all(out[0, :, 1] == 0)
+
+
+def test_batches_come_in_a_seeded_random_order_that_changes_every_epoch():
+    # One pool holds every row: within it batches are consecutive runs of the length-sorted rows, so an
+    # unshuffled list would come out in increasing length.
+    lengths = torch.arange(1, 33)
+    orders = [epoch_order(torch.zeros(32, dtype=torch.long), seed=0, epoch=e) for e in (1, 2)]
+    first, second = (
+        length_batches(o, lengths, 2, seed=0, epoch=e) for e, o in zip((1, 2), orders, strict=True)
+    )
+    assert [sorted(b.tolist()) for b in first] != [[i, i + 1] for i in range(0, 32, 2)]
+    assert sorted(sorted(b.tolist()) for b in first) == [[i, i + 1] for i in range(0, 32, 2)]
+    assert [b.tolist() for b in first] != [b.tolist() for b in second]
+    again = length_batches(orders[0], lengths, 2, seed=0, epoch=1)
+    assert [b.tolist() for b in first] == [b.tolist() for b in again]
+
+
+def test_fixed_padding_comes_after_the_augmentations_so_noise_stays_off_the_padded_zeros():
+    fset = fset_of([ramp(3, dim=2), ramp(6, dim=2)], InputConfig(max_frames=6, pad="fixed"))
+    noise = WhiteNoise(1.0, torch.Generator().manual_seed(0))
+    feats, lengths, _ = model_batch(fset, torch.arange(2), torch.device("cpu"), augment=[noise])
+    assert lengths.tolist() == [6, 6]
+    assert torch.all(feats[0, 3:] == 0) and torch.all(feats[0, :3] != torch.from_numpy(ramp(3, dim=2)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import torch
 import yaml
 from helpers import CLASSES, DIM, ToyModel, crash_in_epoch, make_recipe, run, write_conf
 
+import sertk.train.run as run_module
 from sertk.errors import SertkError
 from sertk.train.config import ParamGroup, TrainConfig
 from sertk.train.loop import MetricTracker, build_optimizer, set_epoch_lr
@@ -121,6 +123,20 @@ def test_early_stopping_tracker():
     assert loss.update(1.0, 1) and loss.update(0.9, 2) and not loss.update(0.95, 3)
 
 
+@pytest.mark.parametrize("metric", ["valid_loss", "valid_ua"])
+def test_a_diverged_epoch_never_holds_the_selection(metric):
+    """NaN is worse than any number: a NaN first epoch is replaced by the first finite one, a later NaN is bad."""
+    tracker = MetricTracker(metric, patience=2)
+    assert tracker.update(math.nan, 1)  # something must be selected (best.pt) even if it diverged
+    assert tracker.update(0.7, 2) and (tracker.best, tracker.best_epoch, tracker.bad_epochs) == (0.7, 2, 0)
+    assert not tracker.update(math.nan, 3) and tracker.best == 0.7 and tracker.bad_epochs == 1
+    nan_only = MetricTracker(metric, patience=2)
+    assert (
+        nan_only.update(math.nan, 1) and not nan_only.update(math.nan, 2) and not nan_only.update(math.nan, 3)
+    )
+    assert nan_only.best_epoch == 1 and nan_only.should_stop
+
+
 def test_early_stopping_ends_training_after_patience_bad_epochs(tmp_path):
     recipe = make_recipe(tmp_path)
     # An lr this small leaves the predictions, hence valid_wa, unchanged: every epoch after the first is bad.
@@ -210,3 +226,38 @@ def test_plan_opens_the_experiment_once_and_planned_fold_jobs_write_only_their_f
     with pytest.raises(SertkError, match="not planned for these inputs .* run sertk train --plan first"):
         run(recipe, exp, fold="1", epochs=1, resume=True, planned=True)
     assert (exp / "fold2" / "best.pt").is_file()
+
+
+def test_resume_keeps_the_selected_epoch_and_the_early_stopping_count(tmp_path, monkeypatch):
+    recipe = make_recipe(tmp_path)
+    # At this lr valid_wa never changes: epoch 1 stays the best (a tie is no improvement), epochs 2, 3, 4
+    # are bad, and patience 3 stops training after epoch 4, with or without a crash in epoch 3.
+    write_conf(recipe["conf"], {"lr": 1e-12, "patience": 3, "epochs": 6}, {"white_noise_std": 0.0})
+    straight = run(recipe, tmp_path / "straight", fold="1")[0]
+    with monkeypatch.context() as patch:
+        crash_in_epoch(patch, 3)
+        with pytest.raises(KeyboardInterrupt):
+            run(recipe, tmp_path / "resumed", fold="1")
+    resumed = run(recipe, tmp_path / "resumed", fold="1", resume=True)[0]
+    assert straight["best_epoch"] == resumed["best_epoch"] == 1
+    assert straight["epochs"] == resumed["epochs"] == 4 and resumed["stopped_early"]
+    best = torch.load(tmp_path / "resumed" / "fold1" / "best.pt", weights_only=True)
+    assert best["epoch"] == 1
+
+
+def test_dropout_is_reseeded_every_epoch_so_draws_before_training_change_nothing(tmp_path, monkeypatch):
+    recipe = make_recipe(tmp_path, per_class=4)
+    run(recipe, tmp_path / "plain", fold="1", epochs=2)
+    real = run_module.build_model
+
+    def build_and_draw(*args, **kwargs):
+        model = real(*args, **kwargs)
+        torch.rand(7)  # e.g. a backend drawing from the global generator while setting up
+        return model
+
+    monkeypatch.setattr(run_module, "build_model", build_and_draw)
+    run(recipe, tmp_path / "drawn", fold="1", epochs=2)
+    a = torch.load(tmp_path / "plain" / "fold1" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "drawn" / "fold1" / "checkpoint.pt", weights_only=True)["model"]
+    for name, tensor in a.items():
+        assert torch.equal(tensor, b[name]), name

@@ -250,6 +250,9 @@ def test_select_metric_picks_the_best_epoch_of_that_metric(tmp_path):
         ]
         best = int(np.argmin(values) if metric == "valid_loss" else np.argmax(values)) + 1
         assert summary["best_epoch"] == best, metric
+        # The summary reports the selected epoch's validation numbers, not the last epoch's.
+        for key in ("valid_loss", "valid_wa", "valid_ua"):
+            assert summary[key] == float(rows[best - 1][key]), (metric, key)
         ckpt = torch.load(tmp_path / metric / "fold1" / "best.pt", weights_only=True)
         assert ckpt["epoch"] == best
 

@@ -84,9 +84,11 @@ class MetricTracker:
     bad_epochs: int = 0
 
     def update(self, value: float, epoch: int) -> bool:
-        better = self.best is None or (
-            value < self.best if self.metric == "valid_loss" else value > self.best
-        )
+        """Record epoch's value; True when it is the new best. NaN (a diverged epoch) is worse than any number."""
+        if self.best is None or math.isnan(self.best):
+            better = self.best is None or not math.isnan(value)
+        else:
+            better = value < self.best if self.metric == "valid_loss" else value > self.best
         if better:
             self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
         else:
