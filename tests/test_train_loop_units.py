@@ -95,14 +95,7 @@ def test_train_epoch_reports_the_mean_loss_and_accuracy_over_rows_and_never_a_on
     fset = build_feature_set(MemoryFrames(frames), [f"u{i}" for i in range(5)], labels, InputConfig(), True)
     model = FirstFrameWithBias(2)
     cfg = TrainConfig(optimizer="sgd", momentum=0.0, lr=1e-12, batch_size=2)
-    state = TrainingState(
-        model,
-        build_loss({"name": "ce"}, 2),
-        build_optimizer(model, cfg),
-        torch.amp.GradScaler("cuda", enabled=False),
-        MetricTracker("valid_wa"),
-        MetricTracker("valid_wa"),
-    )
+    state = tiny_state(model, cfg)
     draws = SimpleNamespace(
         train_set=fset, order=torch.arange(5), epoch=1, train_transform=None, augment=[], mixup=None
     )
