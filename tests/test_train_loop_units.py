@@ -72,6 +72,20 @@ def test_validation_averages_segment_softmax_and_sums_ua_and_wa():
     assert out["valid_loss"] == pytest.approx(np.mean(row_loss), rel=1e-5)
 
 
+CPU_RUN = SimpleNamespace(device=torch.device("cpu"), dist=SINGLE)
+
+
+def tiny_state(model, cfg):
+    return TrainingState(
+        model,
+        build_loss({"name": "ce"}, 2),
+        build_optimizer(model, cfg),
+        torch.amp.GradScaler("cuda", enabled=False),
+        MetricTracker("valid_wa"),
+        MetricTracker("valid_wa"),
+    )
+
+
 class FirstFrameWithBias(FirstFrameLogits):
     """FirstFrameLogits plus a trainable bias (the optimiser needs a parameter); records its batch sizes."""
 
@@ -100,9 +114,8 @@ def test_train_epoch_reports_the_mean_loss_and_accuracy_over_rows_and_never_a_on
         train_set=fset, order=torch.arange(5), epoch=1, train_transform=None, augment=[], mixup=None
     )
     data = SimpleNamespace(normalizer=None, classes=["a", "b"])
-    run = SimpleNamespace(device=torch.device("cpu"), dist=SINGLE)
     with Progress(disable=True) as progress:
-        loss, acc, _ = train_epoch(state, data, draws, cfg, run, progress)
+        loss, acc, _ = train_epoch(state, data, draws, cfg, CPU_RUN, progress)
     logits = np.array([f[0] for f in frames], dtype=np.float64)
     log_softmax = logits - np.log(np.exp(logits).sum(1, keepdims=True))
     assert loss == pytest.approx(-np.mean(log_softmax[np.arange(5), labels]), rel=1e-5)
@@ -236,17 +249,6 @@ class SeeingFirstFrame(FirstFrameWithBias):
         return super().forward(feats, lengths)
 
 
-def tiny_state(model, cfg):
-    return TrainingState(
-        model,
-        build_loss({"name": "ce"}, 2),
-        build_optimizer(model, cfg),
-        torch.amp.GradScaler("cuda", enabled=False),
-        MetricTracker("valid_wa"),
-        MetricTracker("valid_wa"),
-    )
-
-
 def test_training_rows_are_transformed_then_normalised_then_augmented():
     # Raw frame x -> training transform (VTLP's place) 2x -> normaliser (2x - 1) / 2 -> augmentation
     # (white noise's place) + 1.
@@ -271,7 +273,7 @@ def test_training_rows_are_transformed_then_normalised_then_augmented():
             data,
             draws,
             cfg,
-            SimpleNamespace(device=torch.device("cpu"), dist=SINGLE),
+            CPU_RUN,
             progress,
         )
     ((seen, lengths),) = model.seen
@@ -324,9 +326,7 @@ def test_each_epoch_trains_on_the_batches_the_sampler_draws_for_that_seed_and_ep
         )
         model.seen.clear()
         with Progress(disable=True) as progress:
-            train_epoch(
-                state, data, draws, cfg, SimpleNamespace(device=torch.device("cpu"), dist=SINGLE), progress
-            )
+            train_epoch(state, data, draws, cfg, CPU_RUN, progress)
         seen[epoch] = [feats[:, 0, 0].long().tolist() for feats, _ in model.seen]
         expected = one_batch_safe(length_batches(order, fset.lengths, 2, cfg.seed, epoch))
         assert seen[epoch] == [b.tolist() for b in expected], epoch

@@ -201,11 +201,10 @@ def traced_with_parity(
         raise
     except Exception as err:  # tracing and exporters raise many types for an unsupported operation
         what = f"{package.feat} + {package.arch}" if waveform else package.arch
-        lines = [line for line in str(err).splitlines() if line.strip()]
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [""]
         # The TorchScript interpreter puts its traceback between a generic first line and the cause.
-        generic = lines and lines[0].startswith("The following operation failed")
-        reason = (lines[-1] if generic else lines[0] if lines else "").strip()[:200]
-        raise SertkError(f"{what}: does not export to {fmt} ({type(err).__name__}: {reason})") from None
+        reason = lines[-1] if lines[0].startswith("The following operation failed") else lines[0]
+        raise SertkError(f"{what}: does not export to {fmt} ({type(err).__name__}: {reason[:200]})") from None
     with torch.inference_mode():
         delta = max(
             float(np.abs(g - net(*check).numpy()).max()) for g, check in zip(got, checks, strict=True)

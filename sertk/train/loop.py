@@ -85,8 +85,10 @@ class MetricTracker:
 
     def update(self, value: float, epoch: int) -> bool:
         """Record epoch's value; True when it is the new best. NaN (a diverged epoch) is worse than any number."""
-        if self.best is None or math.isnan(self.best):
-            better = self.best is None or not math.isnan(value)
+        if self.best is None:
+            better = True
+        elif math.isnan(self.best):
+            better = not math.isnan(value)
         else:
             better = value < self.best if self.metric == "valid_loss" else value > self.best
         if better:
