@@ -144,7 +144,8 @@ class FocalLoss(_ClassificationLoss):
 
 
 def balanced_class_weights(labels: list[int], num_classes: int) -> torch.Tensor:
-    """N_total / (N_classes * N_c) per class (lstm_attention.txt §4.1); an absent class gets weight 0."""
+    """N_total / (N_classes * N_c) per class over the loss's samples (lstm_attention.txt §4.1: "we weight each
+    sample of the class c in the loss function"); an absent class gets weight 0."""
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).astype(np.float64)
     weights = np.where(counts > 0, counts.sum() / (num_classes * np.maximum(counts, 1)), 0.0)
     return torch.tensor(weights, dtype=torch.float32)

@@ -119,6 +119,26 @@ def test_balanced_class_weights_reach_the_loss(tmp_path, monkeypatch):
     np.testing.assert_allclose(recorder.class_weights.numpy(), counts.sum() / (4 * counts), rtol=1e-6)
 
 
+def test_balanced_class_weights_count_a_segment_trained_loss_s_segments(tmp_path, monkeypatch):
+    """lstm_attention.txt §4.1 weights "each sample of the class c in the loss": for 8-frame segments every
+    4 frames the samples are the 1 + max(L - 8, 0) // 4 segments of each utterance, not the utterances."""
+    recipe = make_recipe(tmp_path)
+    write_conf(
+        recipe["conf"],
+        {"class_weights": "balanced"},
+        {"segment_frames": 8, "segment_shift_train": 4, "segment_shift_test": 4},
+    )
+    recorder = Recorder().install(monkeypatch)
+    run(recipe, tmp_path / "exp", fold="1", epochs=1)
+    spec, arrays = train_arrays(recipe)
+    emo = read_data_dir(recipe["data"])["utt2emo"]
+    segments = {u: 1 + max(len(arrays[u]) - 8, 0) // 4 for u in spec["train"]}
+    counts = np.array([sum(n for u, n in segments.items() if emo[u] == c) for c in CLASSES], dtype=float)
+    utt_counts = np.array([sum(emo[u] == c for u in spec["train"]) for c in CLASSES], dtype=float)
+    assert not np.allclose(counts / counts.sum(), utt_counts / utt_counts.sum())  # the two counts differ
+    np.testing.assert_allclose(recorder.class_weights.numpy(), counts.sum() / (4 * counts), rtol=1e-6)
+
+
 def test_no_class_weights_by_default(tmp_path, monkeypatch):
     recipe = make_recipe(tmp_path)
     recorder = Recorder().install(monkeypatch)

@@ -52,6 +52,7 @@ class TrainConfig:
     seed: int = 0
     # Papers train in fp32; bf16 autocast runs on CPU and CUDA, fp16 (with loss scaling) on CUDA only.
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # balanced: w_c = N / (C N_c) over the loss's samples (segments of a segment-trained model).
     class_weights: Literal["none", "balanced"] = "none"
     oversample: dict[str, float] = field(default_factory=dict)
     param_groups: list[ParamGroup] = field(default_factory=list)

@@ -367,7 +367,8 @@ def train_fold(
             )
     weights = None
     if cfg.train.class_weights == "balanced":
-        weights = balanced_class_weights(data.train.labels.tolist(), len(xp.data.classes))
+        # Counted over the loss's samples: a segment-trained model's rows, not its utterances.
+        weights = balanced_class_weights(data.train.row_labels.tolist(), len(xp.data.classes))
     loss_fn = build_loss(
         cfg.loss,
         len(xp.data.classes),
