@@ -250,6 +250,14 @@ def markdown(results: list[dict], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_results(out: Path, title: str, results: list[dict], complete: bool) -> None:
+    """bench_gpu.md and bench_gpu.json in ``out``; an unfinished run says so in both."""
+    if not complete:
+        title += " (unfinished: the rows so far)"
+    atomic_write_text(out / "bench_gpu.md", markdown(results, title))
+    write_json(out / "bench_gpu.json", {"title": title, "complete": complete, "results": results})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", help="cuda or cpu")
@@ -274,7 +282,6 @@ def main() -> None:
     console.print(
         f"stages 0-3 ({size} corpus, {len(args.systems)} systems): {time.perf_counter() - tic:.1f} s"
     )
-    results = [bench_system(s, paths[s], work, args, p) for s in args.systems for p in PRECISIONS]
     name = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"
@@ -285,6 +292,13 @@ def main() -> None:
         f"{time.strftime('%Y-%m-%d')}"
         + (" (dry run: 1 s utterances, the extrapolation means nothing)" if args.tiny else "")
     )
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for system in args.systems:
+        for precision in PRECISIONS:
+            results.append(bench_system(system, paths[system], work, args, precision))
+            # Written after every run, so a run cut short by its time limit keeps the rows it finished.
+            write_results(args.out, title, results, complete=False)
     table = Table(title=title)
     for column in (
         "system",
@@ -314,9 +328,7 @@ def main() -> None:
     console.print(
         f"five paper protocols together, bf16: {total:.2f} h; benchmark: {time.perf_counter() - tic:.0f} s"
     )
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / "bench_gpu.md", markdown(results, title))
-    write_json(args.out / "bench_gpu.json", {"title": title, "results": results})
+    write_results(args.out, title, results, complete=True)
 
 
 if __name__ == "__main__":
