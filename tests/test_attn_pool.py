@@ -102,6 +102,16 @@ def test_padding_does_not_change_eval_output(pooling):
     torch.testing.assert_close(model(feats, lengths), batch, rtol=1e-4, atol=1e-5)
 
 
+def test_lengths_past_the_width_or_zero_are_clamped_to_one_and_t():
+    """A length beyond the segment counts as the segment and a length 0 as one frame: no NaN, no over-count."""
+    model = small_model("gap").eval()
+    feats = torch.randn(2, 12, 24)
+    with torch.no_grad():
+        out = model(feats, torch.tensor([15, 0]))
+        assert torch.isfinite(out).all()
+        torch.testing.assert_close(out, model(feats, torch.tensor([12, 1])), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("pooling", ["gap", "attention"])
 def test_inference_path_gives_the_layer_by_layer_eval_outputs(pooling):
     """Full segments without autograd: batch norm folded into the convs, ReLU after pooling; same logits."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 
 from sertk.config import read_yaml
 from sertk.models import build_model, count_parameters
+from sertk.models.cnn_blstm import RecurrentLayer
 from sertk.train.config import load_experiment_config
 from sertk.train.loop import build_optimizer
 
@@ -130,3 +132,23 @@ def test_learns_a_toy_task():
     with torch.no_grad():
         accuracy = (model(feats, lengths).argmax(dim=1) == labels).float().mean().item()
     assert accuracy == 1.0 and loss.item() < 0.1
+
+
+def test_each_direction_reads_its_own_half_of_the_normalised_projection():
+    """Eq. 12 per direction: forward gates get rows 0..4H of BN(W_x x), backward gates rows 4H..8H."""
+    torch.manual_seed(3)
+    cells, dim = 3, 5
+    layer = RecurrentLayer(dim, cells, norm=True).double().eval()
+    # Fresh running statistics (mean 0, variance 1) and unit affine: BN(y) = y / sqrt(1 + eps).
+    w = layer.proj.weight / math.sqrt(1.0 + layer.norm.eps)
+    reference = torch.nn.LSTM(dim, cells, batch_first=True, bidirectional=True).double()
+    with torch.no_grad():
+        for suffix, rows in (("", slice(0, 4 * cells)), ("_reverse", slice(4 * cells, 8 * cells))):
+            getattr(reference, f"weight_ih_l0{suffix}").copy_(w[rows])
+            for name in ("weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+                getattr(reference, name + suffix).copy_(getattr(layer.lstm, name + suffix))
+        x = torch.randn(2, 4, dim, dtype=torch.float64)
+        out, final = layer(x, torch.tensor([4, 4]))
+        expected, (h, _) = reference(x)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(final, torch.cat([h[0], h[1]], dim=-1))

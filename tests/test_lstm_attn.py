@@ -212,3 +212,13 @@ def test_bilstm_matches_torch_packed_bidirectional_lstm():
     expected, _ = pad_packed_sequence(reference(packed)[0], batch_first=True, total_length=6)
     with torch.no_grad():
         assert torch.allclose(ours(feats, lengths), expected, atol=1e-12)
+
+
+def test_lengths_past_the_width_or_zero_are_clamped_to_one_and_t():
+    """A length beyond the batch width counts as the width and a length 0 as one frame: no index error, no NaN."""
+    model = tiny("zhou")
+    feats, _ = padded_batch([5, 5])
+    with torch.no_grad():
+        out = model(feats, torch.tensor([8, 0]))
+        assert torch.isfinite(out).all()
+        assert torch.equal(out, model(feats, torch.tensor([5, 1])))

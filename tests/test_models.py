@@ -226,3 +226,9 @@ def test_crnn_att_learns_a_frequency_band_task(one_thread):
             loss_fn(model(feats[batch], lengths[batch]), labels[batch]).backward()
             optimizer.step()
     assert train_accuracy() > 0.9
+
+
+@pytest.mark.parametrize("scale", [0.0, -30.0])
+def test_cosine_head_refuses_a_scale_that_is_not_positive(scale):
+    with pytest.raises(SertkError, match="model.head_scale: must be positive"):
+        make_head("cosine", 4, 2, scale)
