@@ -68,10 +68,6 @@ class _ClassificationLoss(nn.Module):
         """
         if targets.dim() == 1 and targets.dtype.is_floating_point:
             raise SertkError(f"loss {self.cfg.name}: class-index targets must be integers")
-        if targets.dim() == 2 and not self.soft_targets:
-            raise SertkError(
-                f"loss {self.cfg.name}: needs class-index targets (B,); use loss.name ce for soft labels"
-            )
         return F.cross_entropy(
             logits.float(),
             targets if targets.dim() == 1 else targets.float(),
