@@ -191,3 +191,16 @@ def test_pcm16_read_equals_soundfile_float(tmp_path):
     assert downmixed and not resampled
     assert np.array_equal(wave, expected)
     assert np.array_equal(wave, samples.astype(np.float32).mean(axis=1, dtype=np.float32) / 32768)
+
+
+@pytest.mark.parametrize(
+    "options,match",
+    [
+        ({"low_freq": 4000.0, "high_freq": 4000.0}, "need 0 <= low_freq < high_freq"),
+        ({"frame_length_ms": 10.0, "frame_shift_ms": 25.0}, "frame_shift_ms <= frame_length_ms"),
+        ({"dither": -0.5}, "dither must be >= 0"),
+    ],
+)
+def test_fbank_rejects_an_empty_band_gaps_between_frames_and_negative_dither(options, match):
+    with pytest.raises(SertkError, match=match):
+        build_feature("logmel40", options)

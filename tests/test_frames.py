@@ -115,3 +115,13 @@ def test_dct_matrix_is_htk_eq_5_14_with_the_eq_5_12_lifter():
     i = np.arange(1, 13)
     np.testing.assert_allclose(lifter_weights(12, 22.0).numpy(), 1 + 11 * np.sin(np.pi * i / 22))
     assert lifter_weights(3, 0.0).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_frame_sums_of_floats_are_float64_accurate_on_long_signals():
+    # Values near 1 over 200 k samples: a float32 running sum is ~2e5 there, where its steps are 0.016, so
+    # differencing it would miss each 400-sample sum by ~1e-4 of itself; the float64 one does not.
+    generator = torch.Generator().manual_seed(0)
+    x = 1.0 + 1e-3 * torch.randn(1, 200_000, generator=generator)
+    starts = torch.arange(0, 200_000 - 400 + 1, 160)
+    direct = x.double().unfold(1, 400, 160).sum(-1)
+    torch.testing.assert_close(frame_sums(x, starts, 400).double(), direct, rtol=1e-6, atol=0)

@@ -3,6 +3,7 @@
 import math
 from pathlib import Path
 
+import feature_reference as reference
 import numpy as np
 import pytest
 import torch
@@ -152,3 +153,30 @@ def test_registry_builds_both_from_repo_yaml():
     for name in ("lld-is09", "lld-rlc17"):
         ext = build_feature(name, REPO / "egs/iemocap/conf/feats" / f"{name}.yaml")
         assert ext.dim == {"lld-is09": 32, "lld-rlc17": 17}[name]
+
+
+def test_mfcc_floors_mel_magnitudes_at_1e_8():
+    # A 1 kHz tone of amplitude 1e-8: its own Mel bands lie between 1e-8 and 1e-6, the others below both.
+    wave = 1e-8 * np.sin(2 * np.pi * 1000 * np.arange(800) / SR)
+    out = Is09Lld(Is09Config(smooth_window=1)).compute(
+        torch.from_numpy(wave).float()[None], torch.tensor([800])
+    )
+    want = reference.lld_front_end(wave, SR, 25.0, 10.0, 0.97, 26, 0.0, 8000.0, 12, 22.0)["mfcc"]
+    assert np.abs(want).max() > 1.0
+    np.testing.assert_allclose(out[0, :, 4:16].double().numpy(), want, atol=2e-3)
+
+
+def test_rlc17_log_f0_smoothing_leaves_unvoiced_frames_out():
+    # A 200 Hz voice, then silence: next to the silence the 3-frame average is over voiced frames only.
+    wave = torch.cat([synthetic_voice(torch.full((4000,), 200.0), SR), torch.zeros(4000)])[None]
+    lengths = torch.tensor([8000])
+    raw = Rlc17Lld(Rlc17Config(smooth_window=1)).compute(wave, lengths)[0, :, 15].double().numpy()
+    smooth = Rlc17Lld(Rlc17Config()).compute(wave, lengths)[0, :, 15].double().numpy()
+    voiced = raw != 0
+    padded, flags = np.pad(raw, 1, mode="edge"), np.pad(voiced, 1, mode="edge")
+    want = [
+        (padded[t : t + 3] * flags[t : t + 3]).sum() / flags[t : t + 3].sum() if voiced[t] else 0.0
+        for t in range(len(raw))
+    ]
+    assert voiced[:10].all() and not voiced[-10:].any()
+    np.testing.assert_allclose(smooth, want, rtol=1e-5, atol=1e-5)
