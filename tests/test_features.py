@@ -193,14 +193,28 @@ def test_pcm16_read_equals_soundfile_float(tmp_path):
     assert np.array_equal(wave, samples.astype(np.float32).mean(axis=1, dtype=np.float32) / 32768)
 
 
+def test_fbank_reads_waves_on_kaldis_int16_scale():
+    # Kaldi's energies are of int16 sample values, x * 32768 for waves in [-1, 1]: a scale of 32767 would
+    # shift every log energy by 2 ln(32768 / 32767) = 6.1e-5, six times the float32 rounding seen here.
+    t = torch.arange(4000) / 16000
+    wave = 0.3 * torch.sin(2 * torch.pi * 220 * t) + 0.05 * torch.randn(
+        4000, generator=torch.Generator().manual_seed(0)
+    )
+    ours = build_feature("logmel40").compute(wave[None], torch.tensor([4000]))[0].double()
+    reference = kaldi.fbank(wave[None].double() * 32768, num_mel_bins=40, dither=0.0)
+    assert (ours - reference).mean().abs().item() < 1e-5
+
+
 @pytest.mark.parametrize(
     "options,match",
     [
         ({"low_freq": 4000.0, "high_freq": 4000.0}, "need 0 <= low_freq < high_freq"),
         ({"frame_length_ms": 10.0, "frame_shift_ms": 25.0}, "frame_shift_ms <= frame_length_ms"),
         ({"dither": -0.5}, "dither must be >= 0"),
+        ({"preemphasis": 1.5}, "preemphasis must be in"),
+        ({"round_to_power_of_two": False, "frame_length_ms": 25.0625}, "FFT size 401 is odd"),
     ],
 )
-def test_fbank_rejects_an_empty_band_gaps_between_frames_and_negative_dither(options, match):
+def test_fbank_option_ranges_are_checked(options, match):
     with pytest.raises(SertkError, match=match):
         build_feature("logmel40", options)

@@ -124,3 +124,24 @@ def test_hnr_and_log_f0_conventions():
     assert voiced[:, 14].min().item() > 20.0  # a clean periodic signal: r near 1, high HNR
     assert (out[1, :, 15] == 0).all()  # unvoiced log F0 is 0
     assert (out[1, :, 14] == ext.cfg.hnr_min_db).all()
+
+
+def test_cepstral_peak_band_threshold_and_strictness_by_hand():
+    # sample_rate 16, f0 in [1, 4] Hz: q0 = 3; the max runs over q >= 4, peaks from q = 5; threshold
+    # 0.6 (max + mean |c|). Each row's clear peak is q = 9 (F0 16 / 9); the distractors must not win.
+    def cepstrum(values):
+        c = torch.zeros(12)
+        for q, v in values.items():
+            c[q] = v
+        return c
+
+    rows = torch.stack(
+        [
+            cepstrum({0: 10.0, 9: 2.0, 4: 1.99}),  # q = 4 < q0 + 2 is no candidate
+            cepstrum({0: 10.0, 9: 2.0, 3: 3.0}),  # q0 itself stays out of the max (else threshold 2.55)
+            cepstrum({0: 10.0, 9: 2.0, 6: 1.7}),  # below 0.6 (2 + 13.7 / 12) = 1.885 (0.5 would take it)
+            cepstrum({0: 5.0, 9: 2.0, 6: 1.95, 7: 1.95}),  # a plateau is no strict local maximum
+            cepstrum({0: 4.0, 2: -4.0, 9: 2.0, 6: 1.5}),  # mean |c|, not mean c: threshold 1.775 > 1.5
+        ]
+    )
+    assert cepstral_peak_f0(rows, 16, 1.0, 4.0).tolist() == pytest.approx([16 / 9] * 5)
