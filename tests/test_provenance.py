@@ -30,6 +30,23 @@ def test_record_key_and_differences():
     assert provenance.differences(a, b) == ["inputs.wav.scp changed", "options.config.bins 40 -> 64"]
 
 
+def test_the_key_covers_stage_inputs_options_and_code_and_nothing_informative():
+    base = provenance.Record(
+        "feats", {"wav.scp": "sha256:1"}, {"bins": 40}, {"sertk": "1", "extractor": "a/1"}
+    )
+    changed = [
+        provenance.Record("eval", base.inputs, base.options, base.code),
+        provenance.Record("feats", {"wav.scp": "sha256:2"}, base.options, base.code),
+        provenance.Record("feats", base.inputs, {"bins": 64}, base.code),
+        provenance.Record("feats", base.inputs, base.options, {"sertk": "1", "extractor": "a/2"}),
+    ]
+    assert all(other.key != base.key for other in changed)
+    informative = provenance.Record(
+        "feats", base.inputs, base.options, base.code, outputs={"x": "stat:1:2"}, made={"time": "now"}
+    )
+    assert informative.key == base.key
+
+
 def test_json_digest_is_the_sha256_of_canonical_json():
     # Sorted keys, no whitespace: the same mapping in another order has the same digest.
     canonical = hashlib.sha256(b'{"a":[1,2],"b":{"c":"x","d":null}}').hexdigest()
@@ -66,6 +83,10 @@ def test_stat_digest_sees_size_and_mtime(tmp_path):
     before = provenance.stat_digest([wav])
     os.utime(wav, ns=(1, 1))
     assert provenance.stat_digest([wav]) != before
+    stamped = provenance.stat_digest([wav])
+    wav.write_bytes(b"12345")  # a copy that kept the old mtime (cp -p, rsync -t): only the size tells
+    os.utime(wav, ns=(1, 1))
+    assert provenance.stat_digest([wav]) != stamped
 
 
 def test_changed_config_stops_train_unless_overwrite(tmp_path):
@@ -202,6 +223,17 @@ def test_feats_redone_when_audio_changes_under_the_same_wav_scp(tmp_path):
     assert not dump_features(data, out)["reused"]
     assert dump_features(data, out)["reused"]
     soundfile.write(wavs["u1"], np.zeros(9000), 16000)  # regenerated corpus: same ids and paths
+    assert not dump_features(data, out)["reused"]
+
+
+def test_feats_redone_when_the_extractor_version_changes(tmp_path, monkeypatch):
+    from sertk.features.dump import dump_features
+    from sertk.features.fbank import KaldiFbank
+
+    data, _ = _tiny_data(tmp_path)
+    out = tmp_path / "dump"
+    assert not dump_features(data, out)["reused"]
+    monkeypatch.setattr(KaldiFbank, "version", KaldiFbank.version + 1)  # the numbers it makes changed
     assert not dump_features(data, out)["reused"]
 
 
