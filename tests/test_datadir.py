@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from sertk.data import read_data_dir, read_table, validate_data_dir, write_data_dir, write_table
-from sertk.data.datadir import data_dir_digest
+from sertk.data.datadir import DATA_FILES, data_dir_digest
 from sertk.errors import SertkError
 
 
@@ -107,3 +107,28 @@ def test_data_dir_digest_follows_every_table_and_corpus_json(tmp_path: Path) -> 
     assert (
         data_dir_digest(write_data_dir(tmp_path / "d", relabelled, {"classes": ["neu", "sad"]}).path) != base
     )
+    # Every other table too: a change in any one value is another data dir (soft labels, VAD, text...).
+    values = {
+        "wav.scp": ("/z.wav", "/w.wav"),
+        "utt2spk": ("c", "d"),
+        "utt2votes": ("neu neu sad", "neu sad sad"),
+        "utt2vad": ("0.10 1.20", "0.20 1.20"),
+        "utt2session": ("Session1", "Session2"),
+        "utt2gender": ("F", "M"),
+        "utt2style": ("impro", "script"),
+        "utt2dur": ("1.50", "1.60"),
+        "text": ("hello there", "hello here"),
+    }
+    assert set(values) == set(DATA_FILES) - {"utt2emo"}
+    for name, (first, second) in values.items():
+        digests = [
+            data_dir_digest(
+                write_data_dir(
+                    tmp_path / f"{name}{i}",
+                    {**tables, name: {**tables.get(name, {"u2": first}), "u1": value}},
+                    {"classes": ["neu", "sad"]},
+                ).path
+            )
+            for i, value in enumerate((first, second))
+        ]
+        assert digests[0] != digests[1], name

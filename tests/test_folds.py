@@ -10,7 +10,15 @@ import pytest
 
 from sertk.corpora.synthetic import plan_corpus
 from sertk.data import DataDir, write_data_dir
-from sertk.data.folds import PROTOCOLS, FoldOptions, make_folds, read_folds, select_folds, write_folds
+from sertk.data.folds import (
+    PROTOCOLS,
+    FoldOptions,
+    folds_record,
+    make_folds,
+    read_folds,
+    select_folds,
+    write_folds,
+)
 from sertk.errors import SertkError
 
 CLASSES = ["neu", "hap", "ang", "sad"]
@@ -229,6 +237,33 @@ def test_bad_options(tmp_path: Path) -> None:
         make_folds(no_sessions, "loso-session")
 
 
+def test_random_split_rounds_each_class_s_cumulative_cuts(tmp_path: Path) -> None:
+    # 8 neu, 8 hap, 6 ang, 6 sad; ratios 0.55 / 0.25 / 0.2 cut a class of n at round(0.55 n) and
+    # round(0.8 n): n = 8 -> 4.4, 6.4 -> 4 / 2 / 2; n = 6 -> 3.3, 4.8 -> 3 / 2 / 1 (floor would give 3 / 1 / 2).
+    data = make_data(tmp_path, sessions=(1,), per_speaker=14)
+    folds = make_folds(data, "random", FoldOptions(ratios=(0.55, 0.25, 0.2), repeats=2, seed=3))
+    emo = data["utt2emo"]
+    expected = {"train": (4, 4, 3, 3), "valid": (2, 2, 2, 2), "test": (2, 2, 1, 1)}
+    for fold in folds["folds"]:
+        for part, counts in expected.items():
+            assert Counter(emo[u] for u in fold[part]) == dict(zip(CLASSES, counts, strict=True)), part
+
+
+def test_the_folds_record_covers_every_option(tmp_path: Path) -> None:
+    data = make_data(tmp_path)
+    base = FoldOptions(ratios=(0.8, 0.1, 0.1), repeats=5, seed=0)
+    key = folds_record(data, "random", base).key
+    changed = [
+        ("kfold", base),
+        ("random", FoldOptions(ratios=(0.7, 0.2, 0.1), repeats=5, seed=0)),
+        ("random", FoldOptions(ratios=(0.8, 0.1, 0.1), repeats=4, seed=0)),
+        ("random", FoldOptions(ratios=(0.8, 0.1, 0.1), repeats=5, seed=1)),
+        ("random", FoldOptions(ratios=(0.8, 0.1, 0.1), repeats=5, seed=0, valid_ratio=0.3)),
+        ("random", FoldOptions(ratios=(0.8, 0.1, 0.1), repeats=5, seed=0, test_partitions=("Test2",))),
+    ]
+    assert all(folds_record(data, protocol, opts).key != key for protocol, opts in changed)
+
+
 def test_write_read_round_trip_and_invariants(tmp_path: Path) -> None:
     data = make_data(tmp_path)
     folds = make_folds(data, "loso-speaker")
@@ -244,6 +279,10 @@ def test_write_read_round_trip_and_invariants(tmp_path: Path) -> None:
     mixed["folds"][0]["train"].append(mixed["folds"][0]["test"].pop())
     with pytest.raises(SertkError, match="test speaker Ses01F is also in train"):
         write_folds(tmp_path / "bad.json", mixed, data)
+    in_valid = json.loads(json.dumps(folds))
+    in_valid["folds"][0]["valid"].append(in_valid["folds"][0]["test"].pop())
+    with pytest.raises(SertkError, match="test speaker Ses01F is also in valid"):
+        write_folds(tmp_path / "bad.json", in_valid, data)
     unknown = json.loads(json.dumps(folds))
     unknown["folds"][0]["test"].append("Ses09F_x_F000")
     with pytest.raises(SertkError, match="1 ids not in"):

@@ -164,6 +164,8 @@ def test_an_unreadable_transcription_file_is_reported(tmp_path: Path) -> None:
 def test_votes_and_speakers() -> None:
     assert parse_votes(" Frustration; Anger;\t(angry; loud)") == (["fru", "ang"], [])
     assert parse_votes("Other:annoyed; Bored;") == (["oth"], ["Bored"])
+    # One rater naming a category twice casts one vote for it.
+    assert parse_votes(" Anger; Frustration; Anger; (angry)") == (["ang", "fru"], [])
     assert speaker_of("Ses01F_impro01_M003") == "Ses01M"
     assert speaker_of("Ses05M_script01_1b_F012") == "Ses05F"
 
