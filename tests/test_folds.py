@@ -364,3 +364,99 @@ def test_loso_session_validation_is_a_rounded_per_class_share_drawn_from_the_see
         return [f["valid"] for f in make_folds(data, "loso-session", FoldOptions(seed=seed))["folds"]]
 
     assert valid_parts(0) == valid_parts(0) != valid_parts(1)
+
+
+def _table_data(tmp_path: Path, rows: list[tuple[str, str, str]]) -> DataDir:
+    """A data dir from (utt, speaker, session) rows, classes cycling over CLASSES."""
+    tables: dict[str, dict[str, str]] = {n: {} for n in ("wav.scp", "utt2spk", "utt2emo", "utt2session")}
+    for i, (utt, spk, session) in enumerate(rows):
+        tables["wav.scp"][utt] = "/x"
+        tables["utt2spk"][utt] = spk
+        tables["utt2emo"][utt] = CLASSES[i % 4]
+        tables["utt2session"][utt] = session
+    return write_data_dir(tmp_path / "data", tables, {"classes": CLASSES})
+
+
+def test_sessions_are_ordered_by_number_so_session10_follows_session3(tmp_path: Path) -> None:
+    # Natural order 1, 2, 3, 10 (byte order would be 1, 10, 2, 3): the next session of Session1 is Session2
+    # and Session10's next wraps round to Session1.
+    rows = [
+        (f"s{n:02d}{g}{i}", f"spk{n}{g}", f"Session{n}")
+        for n in (1, 2, 3, 10)
+        for g in "FM"
+        for i in range(4)
+    ]
+    folds = make_folds(_table_data(tmp_path, rows), "loso-session-nextval")["folds"]
+    assert [f["name"] for f in folds] == ["fold1", "fold2", "fold3", "fold10"]
+    assert [f["valid_speakers"] for f in folds] == [
+        ["spk2F", "spk2M"],
+        ["spk3F", "spk3M"],
+        ["spk10F", "spk10M"],
+        ["spk1F", "spk1M"],
+    ]
+
+
+def test_speaker_folds_are_numbered_by_session_then_speaker(tmp_path: Path) -> None:
+    # Speaker ids that do not sort with their sessions: zed is in Session1, amy in Session2.
+    rows = [
+        (f"u{spk}{i}", spk, session)
+        for spk, session in (("zed", "Session1"), ("amy", "Session2"))
+        for i in range(4)
+    ]
+    rows += [(f"ubob{i}", "bob", "Session3") for i in range(4)]
+    folds = make_folds(_table_data(tmp_path, rows), "loso-speaker-noval")["folds"]
+    assert [f["test_speakers"] for f in folds] == [["zed"], ["amy"], ["bob"]]
+
+
+def test_kfold_rotates_which_part_gets_a_class_remainder(tmp_path: Path) -> None:
+    # 3 sessions x 2 speakers x 4 utterances: 6 utterances of each class for k = 5, one over 5 per class.
+    # Dealing every class from part 1 would give fold1 all four remainders (8 tests, the others 4).
+    data = make_data(tmp_path, sessions=(1, 2, 3), per_speaker=4)
+    fold1_sizes = set()
+    for seed in range(4):
+        folds = make_folds(data, "kfold", FoldOptions(ratios=(0.6, 0.2, 0.2), repeats=5, seed=seed))["folds"]
+        sizes = [len(f["test"]) for f in folds]
+        assert sum(sizes) == 24 and min(sizes) >= 4
+        fold1_sizes.add(sizes[0])
+    assert fold1_sizes != {8}
+
+
+def test_random_splits_give_valid_and_test_their_own_ratios(tmp_path: Path) -> None:
+    data = make_data(tmp_path, per_speaker=20)  # 50 utterances per class
+    (fold,) = make_folds(data, "random", FoldOptions(ratios=(0.5, 0.3, 0.2), repeats=1))["folds"]
+    emo = data["utt2emo"]
+    for part, n in (("train", 25), ("valid", 15), ("test", 10)):
+        assert Counter(emo[u] for u in fold[part]) == {c: n for c in CLASSES}
+
+
+def test_a_zero_test_ratio_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SertkError, match="train and test ratios must be > 0"):
+        make_folds(make_data(tmp_path), "random", FoldOptions(ratios=(0.9, 0.1, 0.0)))
+
+
+def test_a_fold_with_an_empty_test_part_is_refused(tmp_path: Path) -> None:
+    data = make_data(tmp_path)
+    folds = make_folds(data, "loso-session")
+    folds["folds"][0]["train"] += folds["folds"][0]["test"]
+    folds["folds"][0]["test"] = []
+    with pytest.raises(SertkError, match="fold1.test is empty"):
+        write_folds(tmp_path / "f.json", folds, data)
+
+
+def test_rewriting_folds_withdraws_their_old_record(tmp_path: Path) -> None:
+    from sertk.data.folds import folds_record
+    from sertk.provenance import record_path
+
+    data = make_data(tmp_path)
+    path = tmp_path / "folds.json"
+    write_folds(
+        path, make_folds(data, "loso-session"), data, folds_record(data, "loso-session", FoldOptions())
+    )
+    assert record_path(path).is_file()
+    write_folds(path, make_folds(data, "loso-session-nextval"), data)
+    assert not record_path(path).exists()
+
+
+def test_select_folds_names_each_fold_once(tmp_path: Path) -> None:
+    folds = make_folds(make_data(tmp_path), "loso-session")
+    assert [f["name"] for f in select_folds(folds, "2 fold2,2 1")] == ["fold2", "fold1"]

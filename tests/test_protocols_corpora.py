@@ -115,3 +115,17 @@ def test_missing_classes_and_bad_options() -> None:
 
 def test_emodb_speaker_table_is_the_protocol_input() -> None:
     assert sorted(SPEAKER_SEX) == sorted(EMODB_COUNTS) and Counter(SPEAKER_SEX.values()) == {"M": 5, "F": 5}
+
+
+def test_an_official_fold_is_named_after_its_test_partition() -> None:
+    utt2part = {"a": "Train", "b": "Development", "c": "Test1", "d": "Test2"}
+    (fold,) = official_partitions(utt2part, tests=("Test2",))
+    assert (fold["name"], fold["test"]) == ("fold2", ["d"])
+
+
+def test_a_speakers_sex_is_that_of_most_of_its_utterances() -> None:
+    from sertk.data.protocols_corpora import speaker_genders
+
+    utt2spk = {"u1": "s1", "u2": "s1", "u3": "s1", "u4": "s2"}
+    assert speaker_genders(utt2spk, {"u1": "M", "u2": "M", "u3": "F", "u4": "M"}) == {"s1": "M", "s2": "M"}
+    assert speaker_genders(utt2spk, None) == {"s1": "U", "s2": "U"}
