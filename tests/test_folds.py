@@ -444,7 +444,6 @@ def test_a_fold_with_an_empty_test_part_is_refused(tmp_path: Path) -> None:
 
 
 def test_rewriting_folds_withdraws_their_old_record(tmp_path: Path) -> None:
-    from sertk.data.folds import folds_record
     from sertk.provenance import record_path
 
     data = make_data(tmp_path)
