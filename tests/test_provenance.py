@@ -47,6 +47,27 @@ def test_the_key_covers_stage_inputs_options_and_code_and_nothing_informative():
     assert informative.key == base.key
 
 
+def test_downstream_refuses_an_upstream_output_rewritten_after_its_record(tmp_path):
+    out = tmp_path / "feats.h5"
+    out.write_bytes(b"1234")
+    path = tmp_path / "feats.provenance.json"
+    record = provenance.write_record(path, provenance.Record("feats", {"a": "sha256:1"}), [out])
+    assert provenance.recorded_key(path, "the dump") == record.key
+    out.write_bytes(b"12345")
+    with pytest.raises(SertkError, match=r"the dump was modified since it was made \(feats.h5\)"):
+        provenance.recorded_key(path, "the dump")
+
+
+def test_a_json_file_that_is_not_a_sertk_record_is_no_record(tmp_path):
+    path = tmp_path / "feats.provenance.json"
+    record = provenance.write_record(path, provenance.Record("feats", {"a": "sha256:1"}))
+    assert provenance.read_record(path).key == record.key
+    foreign = json.loads(path.read_text()) | {"format": "other-tool/1"}
+    path.write_text(json.dumps(foreign))
+    assert provenance.read_record(path) is None
+    assert provenance.check(path, record) == ["unreadable provenance record"]
+
+
 def test_json_digest_is_the_sha256_of_canonical_json():
     # Sorted keys, no whitespace: the same mapping in another order has the same digest.
     canonical = hashlib.sha256(b'{"a":[1,2],"b":{"c":"x","d":null}}').hexdigest()
