@@ -6,7 +6,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 python=${root}/.venv/bin/python
 [ -x "${python}" ] || { echo "gpu_wheels: no ${python}: run tools/install.sh first" >&2; exit 1; }
-pins=$("${python}" -m pip list --format=freeze 2>/dev/null | grep -i -E '^(kaldiio|soundfile|cffi|pycparser)==')
+pins=$("${python}" -m pip list --format=freeze 2>/dev/null | grep -i -E '^(kaldiio|soundfile|cffi|pycparser)==' || true)
 [ "$(wc -l <<<"${pins}")" -eq 4 ] || { echo "gpu_wheels: the venv lacks one of kaldiio soundfile cffi pycparser" >&2; exit 1; }
 mkdir -p "${root}/.whl"
 # shellcheck disable=SC2086  # one argument per pin

@@ -367,7 +367,6 @@ def train_fold(
             )
     weights = None
     if cfg.train.class_weights == "balanced":
-        # Counted over the loss's samples: a segment-trained model's rows, not its utterances.
         weights = balanced_class_weights(data.train.row_labels.tolist(), len(xp.data.classes))
     loss_fn = build_loss(
         cfg.loss,
