@@ -320,3 +320,16 @@ def test_prep_redoes_when_a_label_or_transcript_changes(tree: Path, tmp_path: Pa
     assert read_data_dir(out)["text"]["Ses02F_impro02_F000"] == "Hello there."
     assert not prepare_iemocap(tree, out, style="impro").up_to_date
     assert prepare_iemocap(tree, out, style="impro").up_to_date
+
+
+def test_prep_refuses_an_utterance_filed_under_another_session(tree: Path, tmp_path: Path) -> None:
+    """A Ses01 record in Session2's EmoEvaluation is reported and skipped: its session decides its fold."""
+    emo = tree / "Session2/dialog/EmoEvaluation/Ses02F_impro02.txt"
+    with open(emo, "a") as f:
+        f.write(block("Ses01F_impro09_F000", "ang", ["Anger;"], start=9.0))
+    report = prepare_iemocap(tree, tmp_path / "d")
+    assert report.skipped == 1 and "Ses01F_impro09_F000" not in read_data_dir(tmp_path / "d").utts
+    assert any(
+        p.endswith("Ses01F_impro09_F000: utterance of Ses01 in Session2") and "Ses02F_impro02.txt" in p
+        for p in report.problems
+    )

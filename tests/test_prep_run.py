@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -144,3 +145,14 @@ def test_owned_names(tmp_path: Path) -> None:
         assert not is_prep_output(tmp_path / name)
     (tmp_path / "utt2spk").mkdir()
     assert not is_prep_output(tmp_path / "utt2spk")
+
+
+def test_a_synthetic_marker_added_after_prep_redoes_it(cremad: Path, tmp_path: Path) -> None:
+    """The marker decides whether results say SYNTHETIC: a data dir prepped without it is not reused."""
+    out = tmp_path / "data"
+    assert prepare("crema-d", cremad, out).synthetic is False
+    (cremad / "SYNTHETIC_CORPUS.txt").write_text("THIS IS A SYNTHETIC CORPUS\n")
+    report = prepare("crema-d", cremad, out)
+    assert not report.up_to_date and report.synthetic is True
+    assert json.loads((out / "corpus.json").read_text())["synthetic"] is True
+    assert prepare("crema-d", cremad, out).up_to_date

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from sertk.data.datadir import read_table, write_table
 from sertk.errors import SertkError
 from sertk.evaluate.inference import EvalOptions, evaluate
 from sertk.evaluate.score import score_experiment
+from sertk.utils import atomic_path
 
 pytestmark = pytest.mark.usefixtures("toy_arch")
 
@@ -295,3 +297,19 @@ def test_a_feature_name_keeps_its_promise_without_a_yaml():
 
     assert build_feature("spec-logpow8k").dim == 512 and build_feature("spec-logpow").dim == 256
     assert build_feature("spec-logpow8k", {"max_freq_hz": 4000.0}).dim == 256
+
+
+def test_an_interrupted_atomic_write_keeps_the_old_file_and_leaves_no_temp(tmp_path: Path) -> None:
+    """atomic_path: the final name sees the new bytes only when the block finishes, never a half write."""
+    target = tmp_path / "results.json"
+    target.write_text("old")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(target) as tmp:
+            assert tmp != target and tmp.parent == target.parent
+            tmp.write_text("half")
+            raise KeyboardInterrupt
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+    with atomic_path(target) as tmp:
+        tmp.write_text("new")
+        assert target.read_text() == "old"
+    assert target.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
