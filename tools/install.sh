@@ -42,7 +42,7 @@ if ${dev} && ! command -v chromium >/dev/null && ! command -v chromium-browser >
       "install it with: sudo apt-get install chromium (Debian/Ubuntu) or your system's package manager" >&2
   fi
 fi
-# tests/test_dispatch.py and test_recipe.py start a private single-node Slurm (slurmctld + slurmd + munged).
+# tests/test_dispatch.py and test_recipe_jobs.py start a private single-node Slurm (slurmctld + slurmd + munged).
 if ${dev} && ! command -v slurmctld >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "tools/install.sh: installing slurmctld, slurmd, slurm-client and munge with apt-get (the Slurm tests)"
