@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from sertk.errors import SertkError
 from sertk.features import build_feature
 from sertk.features.dump import dump_features
 from sertk.features.fbank import FbankConfig
-from sertk.features.io import feature_info, load_features
+from sertk.features.io import FeatureReader, encode_frames, feature_info, load_features
 
 RATE = 16000
 
@@ -264,3 +265,150 @@ def test_parallel_jobs_give_the_same_dump(data, tmp_path, monkeypatch):
     assert list(one) == list(two)  # the same utterances in the same order
     for utt in one:
         assert np.array_equal(one[utt], two[utt])
+
+
+def test_pcm_storage_rounds_to_the_nearest_sample_and_clips():
+    # rint(x * 32768), not a truncating cast: 0.7 and -0.7 of a step are 1 and -1; +1.0 is past int16's top.
+    step = 1.0 / 32768
+    values = np.array([0.7 * step, -0.7 * step, 3.2 * step, 1.0, -1.5], dtype=np.float32)
+    assert encode_frames(values, "int16").tolist() == [1, -1, 3, 32767, -32768]
+    assert encode_frames(values, "float16").dtype == np.float16
+
+
+def test_a_pcm_dump_reads_back_as_sample_values(data, tmp_path):
+    # feat wave stores int16 PCM; every reader path but read_into gives sample / 32768 as float32.
+    out = dump_features(data, tmp_path / "wave", feat="wave")["out"]
+    wave, _ = soundfile.read(read_table(data / "wav.scp")["Ses01F_b"], dtype="float32")
+    pcm = np.clip(np.rint(wave.astype(np.float64) * 32768), -32768, 32767)
+    reader = FeatureReader(out)
+    assert reader.stored_dtype("Ses01F_b") == np.int16
+    want = (pcm / 32768).astype(np.float32)[:, None]
+    np.testing.assert_array_equal(reader.read("Ses01F_b"), want)
+    np.testing.assert_array_equal(reader.read("Ses01F_b", 100, 200), want[100:200])
+    raw = np.empty((len(pcm), 1), dtype=np.int16)
+    reader.read_into("Ses01F_b", raw)
+    assert raw[:, 0].tolist() == pcm.astype(np.int16).tolist()
+    reader.close()
+    np.testing.assert_array_equal(load_features(out, ["Ses01F_b"])["Ses01F_b"], want)
+
+
+@pytest.mark.parametrize("fmt", ["hdf5", "ark"])
+def test_the_reader_reads_exactly_the_asked_frames(data, tmp_path, fmt):
+    out = dump_features(data, tmp_path / "dump", fmt=fmt)["out"]
+    full = load_features(out)
+    reader = FeatureReader(out)
+    for utt in ("Ses01F_a", "Ses01M_c"):
+        np.testing.assert_array_equal(reader.read(utt), full[utt])
+        np.testing.assert_array_equal(reader.read(utt, 3, 7), full[utt][3:7])
+        assert reader.read(utt, 10).shape == (len(full[utt]) - 10, 40)
+    assert reader.counts == {u: len(f) for u, f in full.items()} and reader.dim == 40
+    reader.close()
+    wide = load_features(out, dtype=np.float64)
+    assert all(wide[u].dtype == np.float64 and np.array_equal(wide[u], full[u]) for u in full)
+
+
+def test_ark_offsets_count_bytes_and_the_scp_is_sorted(tmp_path):
+    # A non-ASCII id takes more bytes than characters; a ':' in the dump's path is not the offset's colon.
+    waves = {u: (_tone_mix(n, RATE, i), RATE) for i, (u, n) in enumerate({"Ses02F_z": 5000, "Ses01F_é": 6000,
+             "Ses01F_a": 7000}.items())}  # fmt: skip
+    data = _data_dir(tmp_path, waves)
+    h5 = load_features(dump_features(data, tmp_path / "h5")["out"])
+    ark_dir = tmp_path / "run:1" / "dump"
+    ark = load_features(dump_features(data, ark_dir, fmt="ark")["out"])
+    assert sorted(ark) == sorted(h5) and all(np.array_equal(ark[u], h5[u]) for u in h5)
+    lines = (ark_dir / "feats.scp").read_text(encoding="utf-8").splitlines()
+    assert [line.split()[0] for line in lines] == sorted(waves)
+    assert all(line.split()[1].rpartition(":")[0] == str(ark_dir / "feats.ark") for line in lines)
+
+
+def test_hdf5_file_attributes_are_the_documented_ones(data, tmp_path):
+    dump_features(data, tmp_path / "dump")
+    with h5py.File(tmp_path / "dump" / "feats.h5", "r") as f:
+        assert f.attrs["feat"] == "logmel40" and int(f.attrs["dim"]) == 40
+        assert json.loads(f.attrs["config"]) == to_dict(FbankConfig())
+
+
+def test_batches_are_length_sorted_and_bounded_by_their_padded_width(data):
+    # Lengths 801, 4000, 16000, 23456: sorted by length, a batch closes when (rows + 1) x the next
+    # length would pass the budget. At 7999 the 4000 (2 x 4000 = 8000) opens its own batch; at 8000 it joins.
+    wavs = read_table(data / "wav.scp")
+    extractor = build_feature("logmel40")
+    ids = {"Ses02F_d": 801, "Ses01F_b": 4000, "Ses01F_a": 16000, "Ses01M_c": 23456}
+    for budget, want in (
+        (7999, [["Ses02F_d"], ["Ses01F_b"], ["Ses01F_a"], ["Ses01M_c"]]),
+        (8000, [["Ses02F_d", "Ses01F_b"], ["Ses01F_a"], ["Ses01M_c"]]),
+        (10**9, [list(ids)]),
+    ):
+        batches, errors = dump_module.plan_batches(wavs, extractor, budget)
+        assert [[utt for utt, _ in batch] for batch in batches] == want and not errors
+        assert all(path == wavs[utt] for batch in batches for utt, path in batch)
+
+
+def test_at_most_two_batches_per_job_are_in_flight(monkeypatch):
+    # compute_batches submits a batch only while fewer than 2 nj wait: a finished batch is held in memory
+    # until written, so the bound is what keeps a long dump's memory flat.
+    submitted = []
+
+    class Counting(dump_module.ThreadPoolExecutor):
+        def submit(self, fn, /, *args, **kwargs):
+            submitted.append(args[1])
+            return super().submit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(dump_module, "ThreadPoolExecutor", Counting)
+    monkeypatch.setattr(dump_module, "compute_batch", lambda extractor, batch, device=None: batch)
+    batches = [[(f"u{i}", "x")] for i in range(10)]
+    seen = []
+    for done, result in enumerate(dump_module.compute_batches(None, batches, nj=2), start=1):
+        assert len(submitted) <= done - 1 + 4
+        seen.append(result)
+    assert seen == batches and len(submitted) == 10
+
+
+def test_a_foreign_file_in_the_output_dir_is_refused_before_any_work(data, tmp_path, monkeypatch):
+    out = tmp_path / "dump"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    calls = []
+    monkeypatch.setattr(dump_module, "compute_batch", lambda *args, **kwargs: calls.append(args))
+    with pytest.raises(SertkError, match=r"dump: exists and holds files sertk did not write \(notes.txt\)"):
+        dump_module.dump_features(data, out)
+    assert not calls and (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "dump", "wav"]
+
+
+def test_a_dump_owns_exactly_the_files_it_writes(data, tmp_path):
+    # What publish_dir may replace: the files of either format's dump, and the legacy .done marker.
+    written = set()
+    for fmt in ("hdf5", "ark"):
+        dump_features(data, tmp_path / fmt, fmt=fmt)
+        written |= {p.name for p in (tmp_path / fmt).iterdir()}
+    assert dump_module.DUMP_FILES == written | {".done"}
+
+
+@pytest.mark.parametrize("name", ["utt2num_frames", "feat.yaml", "feats.h5"])
+def test_a_dump_file_rewritten_after_the_dump_is_not_trusted(data, tmp_path, name):
+    out = tmp_path / "dump"
+    dump_features(data, out)
+    path = out / name
+    path.write_bytes(path.read_bytes() + b"\n")
+    assert not dump_features(data, out)["reused"]
+    assert dump_features(data, out)["reused"]
+
+
+def test_one_torch_thread_per_job_and_the_callers_count_restored(data, tmp_path, monkeypatch):
+    inside = []
+    compute = dump_module.compute_batch
+
+    def recording(extractor, items, device=None):
+        inside.append(torch.get_num_threads())
+        return compute(extractor, items, device)
+
+    monkeypatch.setattr(dump_module, "compute_batch", recording)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        dump_features(data, tmp_path / "dump")
+        assert inside and set(inside) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -109,7 +109,7 @@ def test_reader_errors_are_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("fmt", ["hdf5", "ark"])
-def test_lexical_dump_round_trip(tmp_path, fmt):
+def test_lexical_dump_round_trip(tmp_path, fmt, capsys):
     texts = {"u1": "Happy happy!", "u2": "I am SAD, don't ask.", "u3": "[BREATHING]"}
     data = tmp_path / "data"
     tables = {
@@ -129,7 +129,14 @@ def test_lexical_dump_round_trip(tmp_path, fmt):
     assert feats["u3"].shape == (1, 3) and not feats["u3"].any()
     assert feature_info(out)["feat"] == "lexical" and feature_info(out)["dim"] == 3
     assert (out / "utt2num_frames").read_text() == "u1 2\nu2 2\nu3 1\n"
+    # u3 ([BREATHING], no word) is the one utterance without a known word.
+    assert capsys.readouterr().err.rstrip().endswith(", 1 utterances without a known word")
     assert dump_features(data, out, feat="lexical", feat_config=conf, fmt=fmt)["reused"]
+    # New vectors in the same embedding file (same config) are a new dump, not the old one reused.
+    body = b"1 3\n" + b"happy " + struct.pack("<3f", 7.0, 7.0, 7.0) + b"\n"
+    (tmp_path / "w2v.bin").write_bytes(body)
+    assert not dump_features(data, out, feat="lexical", feat_config=conf, fmt=fmt)["reused"]
+    assert load_features(out)["u1"].tolist() == [[7.0, 7.0, 7.0]] * 2
     with pytest.raises(SertkError, match="needs --feat-config"):
         dump_features(data, tmp_path / "other", feat="lexical", fmt=fmt)
 
