@@ -9,7 +9,8 @@ import pytest
 import torch
 from test_package import CLASSES, write_checkpoint
 
-from sertk.deploy.export import export_model
+import sertk.deploy.export as export_module
+from sertk.deploy.export import build_network, export_model, frame_rule
 from sertk.deploy.package import load_models
 from sertk.errors import SertkError
 from sertk.features import build_feature
@@ -139,4 +140,59 @@ def test_exported_network_sees_what_model_batch_gives(tmp_path, arch, input_opts
     with torch.no_grad():
         expected = package.build()(x, n).softmax(-1).numpy()
         got = net(feats, lengths).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_a_parity_gap_above_1e_4_writes_nothing(tmp_path, monkeypatch):
+    """A parity check's max |Δ| of 2e-4 refuses the export and writes nothing; 5e-5 writes the network."""
+    write_checkpoint(tmp_path / "fold1")
+    for delta in (2e-4, 5e-5):
+        result = (b"network", delta, [(5, 173, 40), (2, 61, 40)])
+        monkeypatch.setattr(export_module, "traced_with_parity", lambda *args, r=result: r)
+        if delta > 1e-4:
+            with pytest.raises(SertkError, match=r"differs from PyTorch by 0.0002 \(> 0.0001\)"):
+                export_model(tmp_path / "fold1", tmp_path / "net.pt")
+            assert not (tmp_path / "net.pt").exists() and not (tmp_path / "net.pt.json").exists()
+        else:
+            assert export_model(tmp_path / "fold1", tmp_path / "net.pt") == delta
+            assert (tmp_path / "net.pt").read_bytes() == b"network"
+            assert json.loads((tmp_path / "net.pt.json").read_text())["parity_max_abs_diff"] == delta
+
+
+class CappedFrames:
+    """A feature type whose frame count stops at 50 frames: not 1 + (samples - first) // shift."""
+
+    sample_rate = 16000
+
+    def num_frames(self, n):
+        return min(50, max(0, 1 + (n - 400) // 160))
+
+
+def test_frame_rule_reads_kaldi_framing_and_refuses_other_counts():
+    # logmel40: 25 ms frames (400 samples) every 10 ms (160 samples) at 16 kHz.
+    assert frame_rule(build_feature("logmel40", {"num_mel_bins": 40})) == (400, 160)
+    with pytest.raises(SertkError, match="not of the form"):
+        frame_rule(CappedFrames())
+
+
+def test_waveform_rows_shorter_than_one_frame_are_scored_on_one_frame(tmp_path):
+    """200 samples hold no 400-sample frame: the network scores the row's first (padded) frame, not 0 frames
+    (which would be 0/0 in the masked means)."""
+    write_checkpoint(tmp_path / "fold1")
+    # The module that gets traced (test_waveform_torchscript_includes_the_feature_transform traces it).
+    net, names, _ = build_network(load_models(tmp_path / "fold1")[0], from_waveform=True)
+    assert names == ["waves", "lengths"]
+    waves = 0.1 * torch.randn(2, 4000, generator=torch.Generator().manual_seed(5))
+    waves[1, 200:] = 0
+    lengths = torch.tensor([4000, 200])
+    feats = build_feature("logmel40", {"num_mel_bins": 40}).compute(waves, lengths)
+    frames = torch.tensor([1 + (4000 - 400) // 160, 1])
+    expected = reference(
+        tmp_path / "fold1",
+        feats * (torch.arange(feats.shape[1])[None, :] < frames[:, None])[..., None],
+        frames,
+    )
+    with torch.no_grad():
+        got = net(waves, lengths).numpy()
+    assert np.isfinite(got).all()
     np.testing.assert_allclose(got, expected, atol=1e-5)

@@ -1,4 +1,7 @@
-"""``sertk infer``: posteriors as computed by hand, any audio format, error records, ensembles, windows."""
+"""``sertk infer``: posteriors as computed by hand, any audio format, error records, ensembles, windows.
+
+Also the batched prediction under it (``sertk.models.predict``): length-sorted batches, row caps, precisions.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +19,13 @@ from typer.testing import CliRunner
 import sertk.deploy.infer as infer_module
 from sertk.augment.vtlp import FixedVtlp
 from sertk.cli import app
-from sertk.deploy.infer import InferOptions, collect_inputs, infer
+from sertk.deploy.infer import InferOptions, Predictor, collect_inputs, format_record, infer, tsv_header
 from sertk.deploy.package import load_models
+from sertk.errors import SertkError
 from sertk.features import build_feature
+from sertk.inputs.config import InputConfig
+from sertk.inputs.featureset import MemoryFrames, build_feature_set
+from sertk.models.predict import autocast, rows_per_batch, utterance_posteriors
 
 CPU = InferOptions(device="cpu")
 
@@ -199,3 +206,169 @@ def test_a_model_trained_with_vtlp_voting_is_scored_by_its_vote(tmp_path):
         with torch.no_grad():
             votes[int(package.build()(x, torch.tensor([x.shape[1]])).argmax())] += 1 / 11
     np.testing.assert_allclose(posteriors(record), votes, atol=1e-9)
+
+
+def test_collect_inputs_ids_for_upper_case_suffixes_and_repeated_or_clashing_names(tmp_path):
+    """Upper-case suffixes count as audio; the same file twice is one item; a second file with a taken
+    id is named by its path."""
+    (tmp_path / "dir").mkdir()
+    write_wave(tmp_path / "dir" / "A.WAV", 0.1)
+    write_wave(tmp_path / "dir" / "b.wav", 0.1)
+    for sub in ("x", "y"):
+        (tmp_path / sub).mkdir()
+        write_wave(tmp_path / sub / "c.wav", 0.1)
+    first, second = str(tmp_path / "x" / "c.wav"), str(tmp_path / "y" / "c.wav")
+    items = collect_inputs([tmp_path / "dir", tmp_path / "x" / "c.wav", tmp_path / "x" / "c.wav", second])
+    assert items == [
+        ("A", str(tmp_path / "dir" / "A.WAV")),
+        ("b", str(tmp_path / "dir" / "b.wav")),
+        ("c", first),
+        (second, second),
+    ]
+
+
+def test_length_chunks_go_from_shortest_to_longest_in_chunks_of_batch_size(tmp_path):
+    seconds = [1.7, 0.6, 2.4, 0.9]
+    items = [(f"f{i}", str(tmp_path / f"f{i}.wav")) for i in range(len(seconds))]
+    for (_, path), length in zip(items, seconds, strict=True):
+        write_wave(path, length)
+    items.insert(2, ("gone", str(tmp_path / "gone.wav")))
+    chunks, errors = infer_module.length_chunks(items, 16000, 3)
+    # Indices after the insert: 0 -> 1.7 s, 1 -> 0.6 s, 2 -> missing, 3 -> 2.4 s, 4 -> 0.9 s.
+    assert chunks == [[1, 4, 0], [3]]
+    assert list(errors) == [2] and "gone.wav" in errors[2]
+
+
+def test_ensemble_across_feature_configs_averages_files_and_windows_over_all_models(tmp_path):
+    """Two folds whose feature configs are spelled differently (two feature groups of one model each):
+    the file's and each window's posteriors are the mean over both models, not a sum over groups.
+    (2 s: 198 frames, windows of 100 frames start at 0 and 50.)"""
+    write_checkpoint(tmp_path / "exp" / "fold1", seed=1)
+    ckpt = write_checkpoint(tmp_path / "exp" / "fold2", seed=2)
+    state = torch.load(ckpt, weights_only=True)
+    torch.save({**state, "feat_config": {**FEAT_CONFIG, "dither": 0.0}}, ckpt)  # same features, other key
+    wave = write_wave(tmp_path / "long.wav", 2.0, seed=4)
+    (record,) = infer(
+        tmp_path / "exp",
+        [tmp_path / "long.wav"],
+        None,
+        InferOptions(window=1.0, hop=0.5, device="cpu"),
+        stream=io.StringIO(),
+    )
+    folds = [tmp_path / "exp" / "fold1", tmp_path / "exp" / "fold2"]
+    np.testing.assert_allclose(
+        posteriors(record), np.mean([by_hand(f, wave) for f in folds], axis=0), atol=2e-6
+    )
+    np.testing.assert_allclose(
+        posteriors(record["windows"][1]),
+        np.mean([by_hand(f, wave, 50, 100) for f in folds], axis=0),
+        atol=2e-6,
+    )
+
+
+def test_window_tracks_of_models_with_different_frame_rates_are_refused(tmp_path):
+    write_checkpoint(tmp_path / "exp" / "fold1")
+    ckpt = write_checkpoint(tmp_path / "exp" / "fold2")
+    state = torch.load(ckpt, weights_only=True)
+    torch.save({**state, "feat_config": {**FEAT_CONFIG, "frame_shift_ms": 20.0}}, ckpt)
+    write_wave(tmp_path / "a.wav", 1.05)
+    # 16800 samples: 100 frames/s gives 103 frames, windows of 100 every 2 start at 0, 2 (two windows);
+    # 50 frames/s gives 52 frames, windows of 50 every 1 start at 0, 1, 2 (three).
+    with pytest.raises(SertkError, match="different frame rates"):
+        infer(
+            tmp_path / "exp",
+            [tmp_path / "a.wav"],
+            None,
+            InferOptions(window=1.0, hop=0.02, device="cpu"),
+            stream=io.StringIO(),
+        )
+
+
+def test_bad_option_values_and_mismatched_features_are_refused(tmp_path):
+    ckpt = write_checkpoint(tmp_path / "fold1")
+    packages = load_models(tmp_path / "fold1")
+    with pytest.raises(SertkError, match="--batch-size must be >= 1, got 0"):
+        Predictor(packages, "cpu", batch_size=0)
+    for window, hop in ((0.0, 0.5), (1.0, 0.0), (-1.0, 0.5)):
+        with pytest.raises(SertkError, match="--window and --hop"):
+            Predictor(packages, "cpu", window=window, hop=hop)
+    write_wave(tmp_path / "a.wav", 0.5)
+    with pytest.raises(SertkError, match="--format csv: expected one of jsonl, tsv"):
+        infer(tmp_path / "fold1", [tmp_path / "a.wav"], None, InferOptions(fmt="csv", device="cpu"))
+    # A model trained on 40 mel bins given a 64-bin feature config: refused before any audio is read.
+    state = torch.load(ckpt, weights_only=True)
+    torch.save({**state, "feat_config": {"num_mel_bins": 64}}, ckpt)
+    with pytest.raises(SertkError, match="model expects 40-dim features, logmel40 gives 64"):
+        Predictor(load_models(tmp_path / "fold1"), "cpu")
+
+
+def test_tsv_rows_have_the_headers_columns_and_window_rows_their_bounds():
+    header = tsv_header(CLASSES).split("\t")
+    error = format_record({"utt": "u", "path": "p.wav", "error": "p.wav: bad"}, "tsv", CLASSES)
+    assert [row.split("\t") for row in error] == [["u", "error", "", "", "", "", "", "", "", "p.wav: bad"]]
+    probs = dict(zip(CLASSES, [0.1, 0.2, 0.3, 0.4], strict=True))
+    window = {"start": 0.5, "end": 1.25, "label": "sad", "posteriors": probs}
+    record = {"utt": "u", "path": "p.wav", "label": "sad", "posteriors": probs, "windows": [window]}
+    rows = [row.split("\t") for row in format_record(record, "tsv", CLASSES)]
+    assert all(len(row) == len(header) for row in rows)
+    assert rows[1] == [
+        "u",
+        "window",
+        "0.500",
+        "1.250",
+        "sad",
+        "0.100000",
+        "0.200000",
+        "0.300000",
+        "0.400000",
+        "",
+    ]
+
+
+def test_autocast_precisions_on_cpu():
+    cpu = torch.device("cpu")
+    with autocast(cpu, "bf16"):
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    with autocast(cpu, "fp32"):
+        assert not torch.is_autocast_enabled("cpu")
+    with pytest.raises(SertkError, match="fp16 needs a CUDA device"):
+        autocast(cpu, "fp16")
+    with pytest.raises(SertkError, match="precision 'fp8'"):
+        autocast(cpu, "fp8")
+
+
+def test_rows_per_batch_is_the_smaller_of_batch_size_and_cpu_cap_shared_by_the_copies():
+    model = torch.nn.Linear(1, 1)
+    cpu = torch.device("cpu")
+    assert rows_per_batch(model, cpu, 6, 2) == 3  # no cap: 6 model rows, 2 copies each
+    model.cpu_batch_rows = 4
+    assert rows_per_batch(model, cpu, 2, 1) == 2  # a batch smaller than the cap is not raised to it
+    assert rows_per_batch(model, cpu, 32, 3) == 1  # cap 4 // 3 copies
+
+
+class WidthRecorder(torch.nn.Module):
+    """Logits: a linear map of the frame sum (zero padding adds nothing); records each batch's widths."""
+
+    def __init__(self):
+        super().__init__()
+        self.out = torch.nn.Linear(2, 3)
+        self.seen = []
+
+    def forward(self, feats, lengths):
+        self.seen.append((feats.shape[1], lengths.tolist()))
+        return self.out(feats.sum(1))
+
+
+def test_rows_are_batched_shortest_first_and_come_back_in_row_order():
+    torch.manual_seed(0)
+    model = WidthRecorder()
+    arrays = [
+        np.random.default_rng(i).normal(size=(n, 2)).astype(np.float32) for i, n in enumerate([6, 2, 5, 3])
+    ]
+    fset = build_feature_set(MemoryFrames(arrays), list("abcd"), [0, 1, 2, 0], InputConfig(), training=False)
+    post = utterance_posteriors(model, fset, torch.device("cpu"), 2)
+    # Sorted lengths 2, 3 | 5, 6: each batch pads to its own longest row.
+    assert model.seen == [(3, [2, 3]), (6, [5, 6])]
+    with torch.no_grad():
+        expected = [model.out(torch.from_numpy(x).sum(0)).softmax(-1) for x in arrays]
+    torch.testing.assert_close(post.scores, torch.stack(expected))

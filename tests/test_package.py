@@ -151,3 +151,63 @@ def test_loading_never_unpickles_objects_and_errors_are_one_line(tmp_path):
     torch.save({**ckpt, "classes": ["a", "b", "c", "d"]}, tmp_path / "other" / "fold2" / "best.pt")
     with pytest.raises(SertkError, match="differ"):
         load_models(tmp_path / "other")
+
+
+def test_foreign_or_damaged_checkpoints_are_one_line_errors(tmp_path):
+    ckpt = write_checkpoint(tmp_path / "fold1")
+    state = torch.load(ckpt, weights_only=True)
+    bad = tmp_path / "bad.pt"
+    torch.save({k: v for k, v in state.items() if k != "arch"}, bad)
+    with pytest.raises(SertkError, match=r"not a sertk checkpoint with model info \(missing arch\)"):
+        load_models(bad)
+    torch.save([1, 2], bad)
+    with pytest.raises(SertkError, match=r"not a sertk checkpoint \(a list, not a mapping\)"):
+        load_models(bad)
+    torch.save({**state, "input_dim": "forty"}, bad)
+    with pytest.raises(SertkError, match="malformed checkpoint"):
+        load_models(bad)
+    # Weights of a 4-cell LSTM under a config that asks for 8 cells: refused when the network is built.
+    torch.save({**state, "model_config": {**TINY["crnn-att"], "lstm_cells": 8}}, bad)
+    (model,) = load_models(bad)
+    with pytest.raises(SertkError, match="weights do not fit arch crnn-att"):
+        model.build()
+
+
+def test_manifest_says_whether_the_model_normalises_and_a_missing_weights_file_is_named(tmp_path):
+    ckpt = write_checkpoint(tmp_path / "fold1")
+    make_package(tmp_path / "fold1", tmp_path / "pkg")
+    assert json.loads((tmp_path / "pkg" / "manifest.json").read_text())["normalized"] is True
+    state = torch.load(ckpt, weights_only=True)
+    torch.save({**state, "norm_mean": None, "norm_std": None}, ckpt)
+    make_package(tmp_path / "fold1", tmp_path / "raw")
+    assert json.loads((tmp_path / "raw" / "manifest.json").read_text())["normalized"] is False
+    assert read_package(tmp_path / "raw").normalizer is None
+    (tmp_path / "raw" / "weights.pt").unlink()
+    with pytest.raises(SertkError, match=r"raw/weights.pt: weights file missing"):
+        read_package(tmp_path / "raw")
+
+
+def test_packages_sertk_did_not_list_there_are_never_replaced(tmp_path):
+    """Only an ensemble's listed members, the package files and encoder-* copy dirs may be replaced."""
+    for k in (1, 2):
+        write_checkpoint(tmp_path / "exp" / f"fold{k}", seed=k)
+    # models/ holds nothing but another package: it is not an ensemble sertk wrote there.
+    models = tmp_path / "models"
+    make_package(tmp_path / "exp" / "fold1", models / "crnn_fold1")
+    with pytest.raises(SertkError, match=r"holds files sertk did not write \(crnn_fold1\)"):
+        make_package(tmp_path / "exp", models)
+    assert sorted(p.name for p in models.iterdir()) == ["crnn_fold1"]
+    # An ensemble whose listed fold2 the user replaced by a folder of their own (no manifest.json).
+    make_package(tmp_path / "exp", tmp_path / "ens")
+    for entry in (tmp_path / "ens" / "fold2").iterdir():
+        entry.unlink()
+    (tmp_path / "ens" / "fold2" / "notes.txt").write_text("mine")
+    with pytest.raises(SertkError, match=r"holds files sertk did not write \(fold2\)"):
+        make_package(tmp_path / "exp", tmp_path / "ens")
+    assert (tmp_path / "ens" / "fold2" / "notes.txt").read_text() == "mine"
+    # A user's file named like an encoder copy is not one: only encoder-* directories are sertk's.
+    make_package(tmp_path / "exp" / "fold1", tmp_path / "pkg")
+    (tmp_path / "pkg" / "encoder-notes.txt").write_text("mine")
+    with pytest.raises(SertkError, match=r"holds files sertk did not write \(encoder-notes.txt\)"):
+        make_package(tmp_path / "exp" / "fold1", tmp_path / "pkg")
+    assert (tmp_path / "pkg" / "encoder-notes.txt").read_text() == "mine"
