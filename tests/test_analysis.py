@@ -26,15 +26,16 @@ UTTS = {
 }
 
 
-def make_experiment(root, with_votes=True):
+def make_experiment(root, with_votes=True, with_sessions=True, synthetic=True):
     utts = sorted(UTTS)
     tables = {
         "wav.scp": {u: f"/nonexistent/{u}.wav" for u in utts},
         "utt2spk": {u: UTTS[u][0] for u in utts},
         "utt2emo": {u: UTTS[u][1] for u in utts},
-        "utt2session": {u: "Session1" for u in utts},
         "utt2gender": {u: UTTS[u][0][-1] for u in utts},
     }
+    if with_sessions:
+        tables["utt2session"] = {u: "Session1" for u in utts}
     if with_votes:
         tables["utt2votes"] = {u: UTTS[u][2] for u in utts if UTTS[u][2]}
     data = root / "data"
@@ -47,7 +48,10 @@ def make_experiment(root, with_votes=True):
             post = UTTS[u][3]
             lines.append("\t".join([u, UTTS[u][1], CLASSES[int(np.argmax(post))], *map(str, post)]))
         (exp / fold / "posteriors.tsv").write_text("\n".join(lines) + "\n")
-    (exp / "experiment.json").write_text(json.dumps({"system": "toy", "data": str(data), "synthetic": True}))
+    info = {"system": "toy", "data": str(data)}
+    if synthetic is not None:
+        info["synthetic"] = synthetic
+    (exp / "experiment.json").write_text(json.dumps(info))
     return exp
 
 
@@ -156,3 +160,58 @@ def test_folds_are_listed_in_natural_order(tmp_path):
     (exp / "fold2").rename(exp / "fold10")
     folds = analyze_experiment(exp)["folds"]
     assert [(f["name"], f["speakers"]) for f in folds] == [("fold9", ["Ses01F"]), ("fold10", ["Ses01M"])]
+
+
+def test_fold_ua_is_the_mean_recall_of_the_true_classes(tmp_path, monkeypatch):
+    # fold2 gains sad -> sad and neu -> sad: true neu {hap, sad}, sad {sad, sad}, ang {ang}.
+    # Recall per true class: neu 0/2, sad 2/2, ang 1/1 -> UA 2/3; WA 3/5. Scoring the predictions as if they
+    # were the labels would give (hap 0/1, sad 2/3, ang 1/1) / 3 = 5/9 instead.
+    monkeypatch.setitem(UTTS, "Ses01M_u8", ("Ses01M", "sad", "sad sad sad", [0.0, 0.0, 1.0, 0.0]))
+    monkeypatch.setitem(UTTS, "Ses01M_u9", ("Ses01M", "neu", "neu neu neu", [0.1, 0.0, 0.8, 0.1]))
+    fold2 = analyze_experiment(make_experiment(tmp_path))["folds"][1]
+    assert (fold2["n"], fold2["wa"], fold2["ua"]) == (5, pytest.approx(3 / 5), pytest.approx(2 / 3))
+
+
+def test_session_falls_back_to_the_speaker_id_without_utt2session(tmp_path, monkeypatch):
+    # "Ses01F" -> session 1 (leading zeros dropped, as utt2session's "Session1" gives); an id without the
+    # IEMOCAP pattern -> "?".
+    monkeypatch.setitem(UTTS, "Ses01M_u5", ("spkX", "neu", None, [0.2, 0.6, 0.1, 0.1]))
+    exp = make_experiment(tmp_path, with_sessions=False)
+    # make_experiment puts the utterances of speaker Ses01M in fold2: add spkX's there by hand.
+    with (exp / "fold2" / "posteriors.tsv").open("a") as tsv:
+        tsv.write("\t".join(["Ses01M_u5", "neu", "hap", "0.2", "0.6", "0.1", "0.1"]) + "\n")
+    f1, f2 = analyze_experiment(exp)["folds"]
+    assert f1["session"] == "1"
+    assert f2["session"] == "1+?" and f2["speakers"] == ["Ses01M", "spkX"]
+
+
+def test_average_rows_and_the_no_votes_note_in_analysis_md(tmp_path):
+    exp = make_experiment(tmp_path)
+    analyze_experiment(exp)
+    md = (exp / "ANALYSIS.md").read_text()
+    # From test_per_fold_and_agreement_tables' hand counts: all 7 utts 4/7 right, 3/7 2nd right; unanimous
+    # 4 (3/4, 1/4, per class 5/6, 1/6); ambiguous 2 (1/2, 1/2 both ways). N only in the weighted row.
+    assert "| Weighted | 7 | 57.1 | 42.9 | 4 | 75.0 | 25.0 | 2 | 50.0 | 50.0 |" in md
+    assert "| Unweighted |  | 50.0 | 50.0 |  | 83.3 | 16.7 |  | 50.0 | 50.0 |" in md
+    assert "1 test utterances have no votes and are in neither subset." in md
+
+
+def test_banner_says_synthetic_unknown_or_nothing(tmp_path):
+    def banner(synthetic):
+        exp = make_experiment(tmp_path / str(synthetic), synthetic=synthetic)
+        analyze_experiment(exp)
+        md = (exp / "ANALYSIS.md").read_text()
+        return "SYNTHETIC" in md, "provenance unknown" in md
+
+    # experiment.json's flag wins; without one the data dir's meta (here none) leaves the provenance unknown.
+    assert banner(True) == (True, False)
+    assert banner(False) == (False, False)
+    assert banner(None) == (False, True)
+
+
+def test_an_experiment_without_posteriors_is_an_error(tmp_path):
+    exp = make_experiment(tmp_path)
+    for fold in ("fold1", "fold2"):
+        (exp / fold / "posteriors.tsv").unlink()
+    with pytest.raises(SertkError, match=r"no fold has a posteriors.tsv \(run stage 6"):
+        analyze_experiment(exp)

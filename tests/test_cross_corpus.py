@@ -6,15 +6,18 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from helpers import CLASSES, make_feature_dir, make_recipe, run
 
+import sertk.evaluate.cross as cross
 from sertk import provenance
 from sertk.data.datadir import write_data_dir
 from sertk.errors import SertkError
-from sertk.evaluate.cross import cross_record, evaluate_cross, restrict
+from sertk.evaluate.cross import cross_record, evaluate_cross, restrict, shared_classes
 from sertk.evaluate.inference import EvalOptions
 from sertk.evaluate.posteriors import read_posteriors
 from sertk.metrics import summarize
+from sertk.models.predict import Posteriors
 
 pytestmark = pytest.mark.usefixtures("toy_arch")
 
@@ -69,6 +72,12 @@ def test_other_features_must_match_the_models(tmp_path):
     other = make_feature_dir(tmp_path / "mfcc", {"other00": np.zeros((3, 6), np.float32)}, feat="mfcc")
     with pytest.raises(SertkError, match="holds mfcc with another config"):
         evaluate_cross(exp, data, other, opts=EvalOptions(fold="1", device="cpu"))
+    # The same feature name dumped with another config (the model's toyfeat config is {}) is refused too.
+    shifted = make_feature_dir(
+        tmp_path / "toyfeat_5ms", {"other00": np.zeros((3, 6), np.float32)}, config={"frame_shift_ms": 5}
+    )
+    with pytest.raises(SertkError, match="holds toyfeat with another config"):
+        evaluate_cross(exp, data, shifted, opts=EvalOptions(fold="1", device="cpu"))
 
 
 def test_cross_eval_record_changes_with_the_other_corpus_labels(tmp_path):
@@ -90,3 +99,75 @@ def test_cross_eval_record_changes_with_the_other_corpus_labels(tmp_path):
         keys.append(cross_record(fold, data.path, feats, EvalOptions(), "none").key)
     # Same tables, same record; other labels on the same utterances: another record (the posteriors rerun).
     assert keys[0] == keys[1] != keys[2]
+
+
+def test_shared_classes_keep_the_models_order_and_none_is_an_error(tmp_path):
+    tables = {"wav.scp": {"a": "/x", "b": "/x"}, "utt2spk": {"a": "s", "b": "s"}}
+    other = write_data_dir(
+        tmp_path / "other",
+        {**tables, "utt2emo": {"a": "sad", "b": "neu"}},
+        {"classes": ["sad", "cal", "neu"]},
+    )
+    # The model's order (neu before sad), not the other corpus's (sad, cal, neu).
+    assert shared_classes(CLASSES, other) == ["neu", "sad"]
+    with pytest.raises(SertkError, match=r"none of its classes \['sad', 'cal', 'neu'\]"):
+        shared_classes(["hap", "ang"], other)
+
+
+def test_cross_eval_record_changes_with_the_features_the_checkpoint_and_the_tta(tmp_path):
+    fold = tmp_path / "exp" / "fold1"
+    fold.mkdir(parents=True)
+    provenance.write_record(
+        provenance.record_path(fold, "train"), provenance.Record(stage="train", inputs={"experiment": "x"})
+    )
+    (fold / "best.pt").write_bytes(b"weights")
+    feats = make_feature_dir(tmp_path / "feats", {"a": np.zeros((3, 2), np.float32)})
+    tables = {"wav.scp": {"a": "/x"}, "utt2spk": {"a": "s"}, "utt2emo": {"a": "neu"}}
+    data = write_data_dir(tmp_path / "other", tables, {"classes": ["neu", "sad"]}).path
+
+    def key(feats=feats, tta="none"):
+        return cross_record(fold, data, feats, EvalOptions(), tta).key
+
+    base = key()
+    assert key() == base
+    assert key(tta="vtlp") != base
+    other_feats = make_feature_dir(tmp_path / "feats2", {"a": np.ones((3, 2), np.float32)})
+    assert key(feats=other_feats) != base
+    (fold / "best.pt").write_bytes(b"retrained weights")
+    assert key() != base
+
+
+def test_cross_predictions_are_the_argmax_among_the_shared_classes(tmp_path, monkeypatch):
+    """Hand-made model outputs over (neu, hap, ang, sad) in place of the trained folds', to check the
+    restriction to (neu, sad), the predictions, the --tta override and the ensemble by hand."""
+    recipe = make_recipe(tmp_path)
+    exp = tmp_path / "exp"
+    run(recipe, exp, epochs=1)
+    data, feats = other_corpus(tmp_path, np.random.default_rng(5))
+    # Fold 1: every utterance (neu, hap, ang, sad) = (0.3, 0, 0.5, 0.2): ang is highest, but among the shared
+    # classes neu wins, 0.3 / 0.5 = 0.6 against 0.4. Fold 2: a neu utterance (0.09, 0.8, 0, 0.11) ->
+    # (0.45, 0.55); a sad one (0.02, 0.8, 0, 0.18) -> (0.1, 0.9): sad wins either way.
+    fold1 = [0.3, 0.0, 0.5, 0.2]
+    fold2 = {0: [0.09, 0.8, 0.0, 0.11], 1: [0.02, 0.8, 0.0, 0.18]}
+    seen = []
+
+    def fake(model, fset, tta, device, batch_size):
+        seen.append(tta)
+        labels = fset.labels.tolist()  # indices into the shared classes (neu, sad)
+        rows = [fold1] * len(labels) if len(seen) == 1 else [fold2[y] for y in labels]
+        scores = torch.tensor(rows, dtype=torch.float32)
+        return Posteriors(scores, scores, voted=False)
+
+    monkeypatch.setattr(cross, "fold_posteriors", fake)
+    results = evaluate_cross(exp, data, feats, opts=EvalOptions(device="cpu", tta="vtlp"))
+    assert seen == ["vtlp", "vtlp"]  # --tta overrides the config's (none)
+    out = exp / "cross_other"
+    one = read_posteriors(out / "fold1" / "posteriors.tsv", ["neu", "sad"])
+    np.testing.assert_allclose(one.scores, np.tile([0.6, 0.4], (12, 1)), atol=1e-6)
+    assert one.preds.tolist() == [0] * 12
+    two = read_posteriors(out / "fold2" / "posteriors.tsv", ["neu", "sad"])
+    assert two.preds.tolist() == [1] * 12
+    # 6 neu and 6 sad: fold 1 gets the neu half right, fold 2 the sad half: UA 1/2 each.
+    assert [f["ua"] for f in results["folds"]] == [0.5, 0.5]
+    # Ensemble: neu (0.6 + 0.45) / 2 = 0.525 > 0.475 -> neu; sad (0.4 + 0.9) / 2 = 0.65 -> sad: all right.
+    assert (results["ensemble"]["ua"], results["ensemble"]["wa"]) == (1.0, 1.0)

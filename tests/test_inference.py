@@ -177,3 +177,72 @@ def test_evaluate_errors(tmp_path):
     (tmp_path / "exp" / "fold1" / "best.pt").write_bytes(b"garbage")
     with pytest.raises(SertkError, match="cannot load checkpoint"):
         evaluate(tmp_path / "exp", EvalOptions(fold="1", device="cpu"))
+
+
+def test_evaluate_reports_ua_as_the_mean_recall_of_the_true_classes(tmp_path, monkeypatch):
+    recipe = make_recipe(tmp_path)
+    run(recipe, tmp_path / "exp", fold="1", epochs=1)
+
+    def hap_as_neu(model, fset, tta, device, batch_size):
+        # Every utterance right except hap, predicted neu.
+        pred = fset.labels.masked_fill(fset.labels == CLASSES.index("hap"), CLASSES.index("neu"))
+        scores = torch.nn.functional.one_hot(pred, len(CLASSES)).float()
+        return Posteriors(scores, scores, voted=False)
+
+    monkeypatch.setattr(inference, "fold_posteriors", hap_as_neu)
+    (result,) = evaluate(tmp_path / "exp", EvalOptions(fold="1", device="cpu"))
+    _, rows = read_tsv(tmp_path / "exp" / "fold1" / "posteriors.tsv")
+    labels = [r[1] for r in rows]
+    assert "hap" in labels and [r[2] for r in rows] == ["neu" if y == "hap" else y for y in labels]
+    # WA: share right; UA: mean over the true classes present of their recall (hap 0, the others 1).
+    present = sorted(set(labels))
+    assert result["wa"] == pytest.approx(np.mean([y != "hap" for y in labels]))
+    assert result["ua"] == pytest.approx((len(present) - 1) / len(present))
+
+
+def test_posteriors_reader_skips_blank_lines_and_names_the_line_of_a_bad_row(tmp_path):
+    path = tmp_path / "posteriors.tsv"
+    header = "utt\tlabel\tpred\tneu\tang\n"
+    path.write_text(header + "u1\tneu\tneu\t0.9\t0.1\n\n   \nu2\tang\tneu\t0.6\t0.4\n\n")
+    table = read_posteriors(path, ["neu", "ang"])
+    assert (table.utts, table.labels.tolist(), table.preds.tolist()) == (["u1", "u2"], [0, 1], [0, 0])
+    np.testing.assert_allclose(table.scores, [[0.9, 0.1], [0.6, 0.4]])
+    path.write_text(header)
+    with pytest.raises(SertkError, match=r"posteriors\.tsv: no utterances after the header"):
+        read_posteriors(path, ["neu", "ang"])
+    # 3 + 2 fields expected; a sixth on line 3 is an error, not a silently dropped column.
+    path.write_text(header + "u1\tneu\tneu\t0.9\t0.1\nu2\tang\tang\t0.2\t0.8\t0.0\n")
+    with pytest.raises(SertkError, match=r"posteriors\.tsv: line 3: expected 5 fields, got 6"):
+        read_posteriors(path, ["neu", "ang"])
+    path.write_text(header + "u1\tneu\tneu\t0.9\tx\n")
+    with pytest.raises(SertkError, match=r"posteriors\.tsv: line 2: posteriors must be numbers"):
+        read_posteriors(path, ["neu", "ang"])
+
+
+def test_evaluate_refuses_an_unknown_tta_and_a_model_of_other_classes(tmp_path):
+    with pytest.raises(SertkError, match=r"--tta speed: expected config, none or vtlp"):
+        evaluate(tmp_path / "exp", EvalOptions(tta="speed"))
+    recipe = make_recipe(tmp_path)
+    run(recipe, tmp_path / "exp", fold="1", epochs=1)
+    best = tmp_path / "exp" / "fold1" / "best.pt"
+    checkpoint = torch.load(best, weights_only=True)
+    checkpoint["classes"] = CLASSES[::-1]  # same count, other order: every label would be misread
+    torch.save(checkpoint, best)
+    with pytest.raises(SertkError, match=r"best.pt: classes \['sad', 'ang', 'hap', 'neu'\] differ from"):
+        evaluate(tmp_path / "exp", EvalOptions(fold="1", device="cpu"))
+
+
+def test_a_rewritten_checkpoint_is_evaluated_again(tmp_path):
+    # best.pt is guarded by the training record; a checkpoint file of the user's own (here a copy) only by
+    # the eval record's digest of it.
+    recipe = make_recipe(tmp_path)
+    exp = tmp_path / "exp"
+    run(recipe, exp, fold="1", epochs=1)
+    checkpoint = torch.load(exp / "fold1" / "best.pt", weights_only=True)
+    torch.save(checkpoint, exp / "fold1" / "mine.pt")
+    mine = EvalOptions(fold="1", device="cpu", checkpoint="mine.pt")
+    assert [r["name"] for r in evaluate(exp, mine)] == ["fold1"]
+    assert evaluate(exp, mine) == []  # up to date: skipped
+    checkpoint["model"]["out.bias"] += 1.0
+    torch.save(checkpoint, exp / "fold1" / "mine.pt")
+    assert [r["name"] for r in evaluate(exp, mine)] == ["fold1"]
