@@ -25,7 +25,14 @@ from sertk.errors import SertkError
 from sertk.features import build_feature
 from sertk.features.dump import dump_features
 from sertk.features.io import load_features
-from sertk.features.ssl import SslFeatures, layer_layout, plan_chunks
+from sertk.features.ssl import (
+    SslConfig,
+    SslFeatures,
+    _resolve_layers,
+    layer_layout,
+    normalize_waveforms,
+    plan_chunks,
+)
 from sertk.features.ssl_checkpoint import conv_frames
 
 # transformers' WavLM attention mixes a float attention mask with a boolean padding mask (its own code).
@@ -373,6 +380,60 @@ def test_plan_chunks_tiles_the_frames():
                 assert keep_from == plan[k - 1][3] and keep_from - offset >= overlap // 2
             if k < len(plan) - 1:
                 assert offset + frames - keep_to >= overlap // 2
+
+
+def test_plan_chunks_by_hand():
+    # Standard conv stack: floor((n - 400) / 320) + 1 frames. 5 s chunks = 249 frames, 50 overlap -> hop 199.
+    grid, chunk = _Grid(), 5 * RATE
+    assert plan_chunks(chunk, grid, chunk, 50) == [(0, chunk, 0, 249)]  # exactly one chunk's length
+    # 143680 = 199 * 320 + 80000 samples: the second chunk ends at the end, no third one.
+    assert plan_chunks(143_680, grid, chunk, 50) == [(0, 80_000, 0, 224), (63_680, 143_680, 224, 448)]
+    # 144077 samples (449 frames): starts 0, 199 and ceil(64077 / 320) = 201; the seams halve each overlap,
+    # (0 + 199 + 249) // 2 = 224 and (199 + 201 + 249) // 2 = 324.
+    assert plan_chunks(144_077, grid, chunk, 50) == [
+        (0, 80_000, 0, 224),
+        (63_680, 143_680, 224, 324),
+        (64_320, 144_077, 324, 449),
+    ]
+
+
+def test_waveform_normalisation_by_hand():
+    # Row 0: 1, 2, 3 -> mean 2, variance 2/3; row 1: constant -> 0 (eps keeps it finite); padding stays 0.
+    waves = torch.tensor([[1.0, 2.0, 3.0, 9.0], [4.0, 4.0, 7.0, 7.0]])
+    out = normalize_waveforms(waves, torch.tensor([3, 2]), eps=1e-5)
+    scale = (2 / 3 + 1e-5) ** -0.5
+    torch.testing.assert_close(out, torch.tensor([[-scale, 0.0, scale, 0.0], [0.0, 0.0, 0.0, 0.0]]))
+
+
+def test_layer_choices_and_config_ranges_are_checked():
+    assert _resolve_layers([0, -1, 1], 3, "ckpt") == [0, 2, 1]
+    with pytest.raises(SertkError, match=r"layers: each hidden state at most once, got \[1, -2\]"):
+        _resolve_layers([1, -2], 3, "ckpt")
+    with pytest.raises(SertkError, match=r"ckpt has hidden states 0..2"):
+        _resolve_layers([-4], 3, "ckpt")
+    with pytest.raises(ValueError, match=r"max_padding must be in \[0, 1\), got 1.0"):
+        SslConfig(checkpoint="x", max_padding=1.0)
+    with pytest.raises(ValueError, match="overlap_seconds must be in"):
+        SslConfig(checkpoint="x", overlap_seconds=30.0)
+
+
+def test_calls_hold_at_most_batch_samples_and_skip_rows_without_a_frame(tmp_path, one_thread):
+    extractor = _extract(_save_hf(_hf_model("wav2vec2-layer"), tmp_path / "w2v"), max_padding=0.9)
+    encoder = extractor.encoder
+    pieces = [(row, 0, 1000, 0, 1) for row in range(3)]
+    encoder.batch_samples = 3000
+    assert [len(g) for g in encoder._groups(pieces)] == [3]
+    encoder.batch_samples = 2999  # (2 + 1) x 1000 samples no longer fit
+    assert [len(g) for g in encoder._groups(pieces)] == [2, 1]
+    with pytest.raises(SertkError, match=r"layer_dim: .* has 32-dim hidden states, the config says 31"):
+        _extract(tmp_path / "w2v", layer_dim=31)
+    calls = []
+    forward = encoder.backend.forward
+    encoder.backend.forward = lambda waves, lengths: calls.append(lengths.tolist()) or forward(waves, lengths)
+    assert encoder.num_frames(5) == 0  # a 5-sample row has no frame and runs no call
+    hidden, frames = encoder(torch.randn(2, 1000), torch.tensor([1000, 5]))
+    assert calls == [[1000]] and frames.tolist() == [encoder.num_frames(1000), 0]
+    assert not hidden[1].any()
 
 
 def test_padded_calls_waste_at_most_max_padding(tmp_path, one_thread):
