@@ -33,6 +33,7 @@ from sertk.inputs.config import InputConfig
 from sertk.inputs.featureset import MemoryFrames, StreamFrames, build_feature_set, load_frames
 from sertk.models import build_model
 from sertk.models.predict import utterance_posteriors
+from sertk.models.ssl_pool import SslPool
 from sertk.models.trained import TrainedModel
 from sertk.train.run import TrainOptions, train
 
@@ -387,3 +388,35 @@ def test_feats_device_is_checked(corpus, tmp_path):
         pytest.skip("this machine has CUDA")
     with pytest.raises(SertkError, match="--device cuda: CUDA is not available"):
         dump_features(corpus["data"], tmp_path / "x", feat="wave", device="cuda")
+
+
+def test_an_averaging_encoder_gives_one_layer(corpus):
+    cfg = {"projection_dim": 4, "encoder": {"checkpoint": str(corpus["checkpoint"]), "average_layers": True}}
+    model = build_model("ssl-pool", cfg, 1, 4).eval()
+    assert model.cfg.num_layers == 1 and model.layer_logits.shape == (1,)
+    waves, lengths = 0.1 * torch.randn(2, 9000), torch.tensor([9000, 7000])
+    hidden, frames = model.encoder(waves, lengths)
+    with torch.no_grad():
+        want = model.head(model.pooling(model.projection(hidden.mean(dim=2)), frames))
+        torch.testing.assert_close(model(waves[..., None], lengths), want)
+
+
+def test_the_wave_dump_must_be_16_khz_and_the_checkpoint_path_becomes_absolute(corpus, monkeypatch):
+    monkeypatch.chdir(corpus["checkpoint"].parent)
+    cfg = SslPool.Config(encoder={"checkpoint": corpus["checkpoint"].name})
+    fitted = SslPool.fit_to_features(cfg, "wave", {"sample_rate": 16000})
+    assert fitted.encoder["checkpoint"] == str(corpus["checkpoint"].resolve())
+    with pytest.raises(SertkError, match="model.encoder reads 16000 Hz audio, the wave dump holds 8000 Hz"):
+        SslPool.fit_to_features(cfg, "wave", {"sample_rate": 8000})
+
+
+def test_weights_once_fine_tuned_stay_in_the_state(corpus):
+    cfg = {"projection_dim": 4, "encoder": {"checkpoint": str(corpus["checkpoint"])}}
+    tuned = build_model("ssl-pool", cfg, 1, 4)
+    tuned.set_finetune(True)
+    tuned.set_finetune(False)  # frozen again later: the tuned weights are still not the checkpoint's
+    state = tuned.state_dict()
+    assert any(key.startswith("encoder.") for key in state)
+    loaded = build_model("ssl-pool", cfg, 1, 4)
+    loaded.load_state_dict(state)
+    assert loaded.encoder_in_state and any(key.startswith("encoder.") for key in loaded.state_dict())

@@ -125,3 +125,32 @@ def test_learns_to_weight_the_one_informative_layer(tmp_path, one_thread):
         accuracy = (model(batch, lengths).argmax(dim=1) == targets).float().mean().item()
     assert accuracy == 1.0
     assert int(weights.argmax()) == informative and weights[informative] > 0.5
+
+
+def test_layer_norm_dropout_and_statistics_floor_by_hand():
+    model = build_model("ssl-pool", {"num_layers": 1, "projection_dim": 2, "layer_norm": True}, 2, 2).double()
+    with torch.no_grad():
+        model.projection.weight.copy_(torch.eye(2))
+        model.projection.bias.zero_()
+        model.head.weight.copy_(torch.eye(2))
+        model.head.bias.zero_()
+    # One frame [1, 3]: mean 2, variance 1, so LayerNorm (no affine, eps 1e-5) gives -+1 / sqrt(1 + 1e-5).
+    logits = model(torch.tensor([[[1.0, 3.0]]], dtype=torch.float64), torch.tensor([1]))[0]
+    assert logits.tolist() == pytest.approx([-((1 + 1e-5) ** -0.5), (1 + 1e-5) ** -0.5], rel=1e-12)
+    # Dropout acts on the pooled vector: at p = 1 a training forward leaves only the head's bias.
+    dropped = build_model("ssl-pool", {"num_layers": 1, "projection_dim": 2, "dropout": 1.0}, 2, 2).train()
+    assert torch.equal(dropped(torch.ones(1, 3, 2), torch.tensor([3]))[0], dropped.head.bias)
+    # A constant track has sigma = sqrt(0 + 1e-8) = 1e-4, not 0 (finite gradients).
+    stats = build_model(
+        "ssl-pool", {"num_layers": 1, "projection_dim": 1, "pooling": "mean-std"}, 1, 2
+    ).pooling
+    assert stats(torch.full((1, 4, 1), 2.0), torch.tensor([4]))[0].tolist() == pytest.approx([2.0, 1e-4])
+
+
+def test_projection_and_layer_choices_are_checked():
+    with pytest.raises(SertkError, match="model.projection_dim: must be positive, got 0"):
+        build_model("ssl-pool", {"num_layers": 2, "projection_dim": 0}, 8, 4)
+    with pytest.raises(SertkError, match=r"model.use_layers: distinct positions in 0..1 .*got \[1, -1\]"):
+        build_model("ssl-pool", {"num_layers": 2, "use_layers": [1, -1]}, 8, 4)
+    model = build_model("ssl-pool", {"num_layers": 3, "use_layers": [-1, 0]}, 12, 4)
+    assert model.use_layers == [2, 0] and model.layer_logits.shape == (2,)
