@@ -4,6 +4,8 @@ and a dump end to end."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import socket
 from pathlib import Path
@@ -33,7 +35,7 @@ from sertk.features.ssl import (
     normalize_waveforms,
     plan_chunks,
 )
-from sertk.features.ssl_checkpoint import conv_frames
+from sertk.features.ssl_checkpoint import conv_frames, file_digest, hf_dir_files, load_torchaudio_file
 
 # transformers' WavLM attention mixes a float attention mask with a boolean padding mask (its own code).
 pytestmark = pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask")
@@ -695,3 +697,57 @@ def test_ssl_reads_16_khz_only():
 
     with pytest.raises(SertkError, match="reads 16000 Hz"):
         from_dict(SslConfig, {"checkpoint": "x", "sample_rate": 8000})
+
+
+def test_sharded_checkpoints_list_the_index_and_each_shard_once(tmp_path):
+    path = tmp_path / "sharded"
+    _hf_model("wav2vec2-group").save_pretrained(path, max_shard_size="60KB")
+    index = json.loads((path / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert len(shards) > 1 and len(index["weight_map"]) > len(shards)  # shards hold several tensors each
+    files = hf_dir_files(path)
+    assert files == [path / "config.json", path / "model.safetensors.index.json", *(path / s for s in shards)]
+    transformers.Wav2Vec2FeatureExtractor().save_pretrained(path)
+    assert hf_dir_files(path)[-1] == path / "preprocessor_config.json"
+    (path / shards[-1]).unlink()
+    with pytest.raises(SertkError, match=f"index.json: shard {shards[-1]} not found"):
+        hf_dir_files(path)
+
+
+def test_the_checkpoint_digest_covers_each_files_name_and_bytes(tmp_path):
+    a, b = tmp_path / "config.json", tmp_path / "model.bin"
+    a.write_bytes(b"{}")
+    b.write_bytes(b"\x00\x01" * 10)
+    want = hashlib.sha256(b"config.json\0{}" + b"model.bin\0" + b"\x00\x01" * 10).hexdigest()
+    assert file_digest([a, b]) == want
+
+
+def test_incomplete_or_foreign_weights_are_refused(tmp_path, one_thread):
+    model = _hf_model("wav2vec2-group")
+    lacking = _save_hf(model, tmp_path / "lacking")
+    state = safetensors.torch.load_file(lacking / "model.safetensors")
+    del state["encoder.layers.0.attention.q_proj.weight"]
+    safetensors.torch.save_file(state, lacking / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(
+        SertkError, match=r"do not match .* \(1 missing, 0 of another shape, first encoder.layers"
+    ):
+        _extract(lacking)
+    rate = _save_hf(model, tmp_path / "rate")
+    transformers.Wav2Vec2FeatureExtractor(sampling_rate=8000).save_pretrained(rate)
+    with pytest.raises(SertkError, match="sampling_rate 8000, sertk's ssl feature reads 16 kHz audio"):
+        _extract(rate)
+    # Hidden-state masking (SpecAugment in transformers) is off even where config.json turns it on.
+    masked = _save_hf(
+        _hf_model("wav2vec2-group", apply_spec_augment=True, mask_time_prob=0.5), tmp_path / "m"
+    )
+    assert _extract(masked).encoder.backend.model.config.apply_spec_augment is False
+
+
+def test_torchaudio_files_must_be_tensors_of_a_known_builder(tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save({"w": torch.zeros(2), "step": 3}, path)
+    with pytest.raises(SertkError, match=r"weights.pt: expected a state dict \(parameter name -> tensor\)"):
+        load_torchaudio_file(path, "wav2vec2_base", {})
+    # conv_tasnet_base is a torchaudio.models builder, but not of a speech encoder.
+    with pytest.raises(SertkError, match="torchaudio_builder: unknown builder 'conv_tasnet_base'"):
+        load_torchaudio_file(path, "conv_tasnet_base", {})
