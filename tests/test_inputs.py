@@ -17,6 +17,7 @@ from sertk.inputs.config import InputConfig
 from sertk.inputs.featureset import (
     MemoryFrames,
     StreamFrames,
+    attach_words,
     build_feature_set,
     crop_starts,
     load_frames,
@@ -96,6 +97,13 @@ def test_random_crop_is_centred_outside_training():
     assert [fset_of([ramp(10)], cfg, training=False, seed=s).crop_start.item() for s in range(10)] == [3] * 10
     again = [fset_of([ramp(10)], cfg, training=True, seed=s).crop_start.item() for s in range(30)]
     assert len(set(again)) > 3
+
+
+def test_head_and_centre_crops_keep_their_window_outside_training():
+    # Only a random crop turns into the centre window for validation and test rows: 10 frames into 4.
+    for crop, start in (("head", 0), ("center", 3)):
+        fset = fset_of([ramp(10)], InputConfig(max_frames=4, crop=crop), training=False)
+        assert fset.crop_start.tolist() == [start]
 
 
 def test_fixed_padding_shows_zeros_as_frames_after_normalisation():
@@ -329,3 +337,150 @@ def test_fixed_padding_comes_after_the_augmentations_so_noise_stays_off_the_padd
     feats, lengths, _ = model_batch(fset, torch.arange(2), torch.device("cpu"), augment=[noise])
     assert lengths.tolist() == [6, 6]
     assert torch.all(feats[0, 3:] == 0) and torch.all(feats[0, :3] != torch.from_numpy(ramp(3, dim=2)))
+
+
+def test_norm_stats_sum_in_float64_so_a_small_spread_far_from_zero_survives():
+    # Dimension 0: 10000 -+ 0.5 (std 0.5). In float32 the squares 10000.5^2 round to multiples of 8, so
+    # E[x^2] - E[x]^2 would be 0 (std 1 by the zero-variance rule). Dimension 1: 0 / 2e-4 (std 1e-4) is a
+    # small spread, not a constant, and keeps its std.
+    frames = np.stack([10000 + np.tile([-0.5, 0.5], 4), np.tile([0.0, 2e-4], 4)], axis=1).astype(np.float32)
+    mean, std = norm_stats(fset_of([frames]))
+    np.testing.assert_allclose(mean.numpy(), [10000.0, 1e-4], rtol=1e-6)
+    np.testing.assert_allclose(std.numpy(), [0.5, 1e-4], rtol=1e-4)
+
+
+def test_a_constant_dimension_whose_variance_rounds_below_zero_still_gets_std_one():
+    # 100 copies of this float32 value: sum(x^2) / n - (sum(x) / n)^2 comes out as -4.5e-13 in float64
+    # (on x86-64 numpy), not 0, and its square root would be nan.
+    value = np.float32(54.36249923706055)
+    frames = np.stack([np.full(100, value), np.arange(100.0)], axis=1).astype(np.float32)
+    mean, std = norm_stats(fset_of([frames]))
+    np.testing.assert_allclose(std.numpy(), [1.0, np.arange(100.0).std()], rtol=1e-6)
+
+
+def test_a_normalizer_needs_both_mean_and_std():
+    mean, std = torch.zeros(2), torch.ones(2)
+    assert Normalizer.of(mean, None) is None and Normalizer.of(None, std) is None
+    assert Normalizer.of(None, None) is None and isinstance(Normalizer.of(mean, std), Normalizer)
+
+
+def test_model_batch_gives_each_row_the_words_of_its_utterance_trimmed_to_the_batch():
+    # Segments of 2 frames: u0 (4 frames) gives rows 0 and 1, u1 (2 frames) row 2. u0 has one word vector,
+    # u1 three, so a batch of u0's rows holds one word and a batch with u1 holds three (u0's zero-padded after).
+    cfg = InputConfig(segment_frames=2, segment_shift_train=2)
+    fset = fset_of([ramp(4, dim=1), ramp(2, dim=1)], cfg)
+    words = {
+        "u0": np.array([[1.0, 2.0]], dtype=np.float32),
+        "u1": np.arange(6.0, dtype=np.float32).reshape(3, 2),
+    }
+    attach_words(fset, words)
+    assert fset.owner.tolist() == [0, 0, 1]
+    _, _, extra = model_batch(fset, torch.tensor([0, 1]), torch.device("cpu"))
+    assert extra["word_lengths"].tolist() == [1, 1]
+    np.testing.assert_array_equal(extra["words"].numpy(), [[[1, 2]], [[1, 2]]])
+    _, _, extra = model_batch(fset, torch.tensor([2, 0]), torch.device("cpu"))
+    assert extra["word_lengths"].tolist() == [3, 1]
+    np.testing.assert_array_equal(extra["words"][0].numpy(), [[0, 1], [2, 3], [4, 5]])
+    np.testing.assert_array_equal(extra["words"][1].numpy(), [[1, 2], [0, 0], [0, 0]])
+
+
+def test_a_store_of_mixed_dtypes_holds_values_not_codes():
+    # int16 PCM 16384 is the value 16384 / 32768 = 0.5; next to a float32 utterance both are stored as values.
+    store = MemoryFrames([np.array([[16384], [-8192]], dtype=np.int16), np.array([[0.25]], dtype=np.float32)])
+    np.testing.assert_array_equal(store.utterance(0).numpy(), [[0.5], [-0.25]])
+    np.testing.assert_array_equal(store.utterance(1).numpy(), [[0.25]])
+    gathered = store.gather(torch.tensor([0, 1]), torch.tensor([0, 0]), torch.tensor([2, 1]), 2)
+    np.testing.assert_array_equal(gathered[:, :, 0].numpy(), [[0.5, -0.25], [0.25, 0.0]])
+
+
+def test_frames_that_fill_the_memory_budget_exactly_stay_in_memory_in_their_stored_dtype(tmp_path):
+    # 5 + 8 frames of 4 dims: 13 * 4 * 4 = 208 bytes as float32, 104 as float16.
+    arrays = {"a": np.ones((5, 4), np.float32), "b": np.ones((8, 4), np.float32)}
+    feats = make_feature_dir(tmp_path / "f32", arrays)
+    assert isinstance(load_frames(feats, ["a", "b"], budget_bytes=208), MemoryFrames)
+    assert isinstance(load_frames(feats, ["a", "b"], budget_bytes=207), StreamFrames)
+    halves = make_feature_dir(tmp_path / "f16", {k: v.astype(np.float16) for k, v in arrays.items()})
+    store = load_frames(halves, ["a", "b"], budget_bytes=104)
+    assert isinstance(store, MemoryFrames) and store.nbytes == (13 + 1) * 4 * 2
+    assert isinstance(load_frames(halves, ["a", "b"], budget_bytes=103), StreamFrames)
+
+
+def test_centre_and_uncapped_crops():
+    # Length 9 into 4 frames: excess 5, the centre window starts at floor(5 / 2) = 2 (frames 2..5).
+    assert crop_starts(torch.tensor([9, 4, 2]), 4, "center", None).tolist() == [2, 0, 0]
+    # max_frames 0 keeps whole utterances: every crop mode starts at frame 0.
+    lengths = torch.tensor([9, 4])
+    assert crop_starts(lengths, 0, "center", None).tolist() == [0, 0]
+    assert crop_starts(lengths, 0, "random", torch.Generator().manual_seed(0)).tolist() == [0, 0]
+    fset = fset_of([ramp(9, dim=1), ramp(4, dim=1)], InputConfig(crop="center"))
+    batch, lengths = fset.batch(torch.arange(2))
+    assert lengths.tolist() == [9, 4] and batch[0, :, 0].tolist() == list(range(9))
+
+
+def test_segments_cover_only_the_cropped_window():
+    # u0: 9 frames, centre window of 5 starts at 2 (frames 2..6); segments of 2 every 2: 1 + (5 - 2) // 2 = 2
+    # rows, frames 2-3 and 4-5 (the whole utterance would give 4). u1: 3 frames, kept whole, one row 0-1.
+    cfg = InputConfig(max_frames=5, crop="center", segment_frames=2, segment_shift_train=2)
+    fset = fset_of([ramp(9, dim=1), ramp(3, dim=1, offset=100)], cfg)
+    assert fset.owner.tolist() == [0, 0, 1] and fset.lengths.tolist() == [2, 2, 2]
+    batch, _ = fset.batch(torch.arange(3))
+    np.testing.assert_array_equal(batch[:, :, 0].numpy(), [[2, 3], [4, 5], [100, 101]])
+    # A window of 3 (frames 3..5) shorter than a 4-frame segment: one row of the window's 3 frames, not 4.
+    cfg = InputConfig(max_frames=3, crop="center", segment_frames=4)
+    fset = fset_of([ramp(9, dim=1)], cfg)
+    assert fset.lengths.tolist() == [3]
+    np.testing.assert_array_equal(fset.batch(torch.arange(1))[0][0, :, 0].numpy(), [3, 4, 5, 0])
+
+
+def test_segment_and_fixed_pad_rows_are_full_width_even_in_a_batch_of_short_rows():
+    # A batch of one 3-frame utterance's only segment is still segment_frames = 4 wide.
+    seg = fset_of([ramp(3, dim=1)], InputConfig(segment_frames=4))
+    batch, lengths = seg.batch(torch.tensor([0]))
+    assert batch.shape == (1, 4, 1) and lengths.tolist() == [3]
+    # pad fixed: a batch of two 3-frame utterances is max_frames = 6 wide.
+    fixed = fset_of([ramp(3, dim=1), ramp(3, dim=1)], InputConfig(max_frames=6, pad="fixed"))
+    feats, lengths, _ = model_batch(fixed, torch.arange(2), torch.device("cpu"))
+    assert feats.shape == (2, 6, 1) and lengths.tolist() == [6, 6]
+
+
+def test_an_epochs_random_recrop_draws_windows_over_the_whole_utterance():
+    # 10 frames into 4: starts 0..6, each reachable; the kept window's own length (4) would allow only 0.
+    fset = fset_of([ramp(10, dim=1)], InputConfig(max_frames=4, crop="random"))
+    gen = torch.Generator().manual_seed(0)
+    starts = {fset.recrop(gen, 4).crop_start.item() for _ in range(60)}
+    assert starts == set(range(7))
+    start = fset.recrop(torch.Generator().manual_seed(1), 4)
+    batch, _ = start.batch(torch.arange(1))
+    first = start.crop_start.item()
+    assert batch[0, :, 0].tolist() == [first, first + 1, first + 2, first + 3]
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"vtlp_range": [0.0, 1.1]}, "vtlp_range"),
+        ({"vtlp_range": [0.9, 1.0, 1.1]}, "vtlp_range"),
+        ({"vtlp_range": [1.1, 0.9]}, "vtlp_range"),
+        # 0.92 * 1.1 (the TTA copies' largest alpha) = 1.012 >= 1 although 0.92 * 1.0 < 1.
+        ({"vtlp_range": [0.9, 1.0], "vtlp_boundary": 0.92}, "vtlp_boundary"),
+        ({"vtlp_range": [1.0, 1.25], "vtlp_boundary": 0.8}, "vtlp_boundary"),  # 0.8 * 1.25 = 1 exactly
+        ({"vtlp_boundary": 0.0}, "vtlp_boundary"),
+        ({"vtlp_boundary": -0.5}, "vtlp_boundary"),
+        ({"max_frames": -1}, "max_frames"),
+        ({"segment_frames": -1}, "segment_frames"),
+        ({"segment_frames": 10, "segment_shift_train": 0}, "segment_shift"),
+        ({"segment_frames": 10, "segment_shift_test": 0}, "segment_shift"),
+        ({"segment_frames": 10, "segment_mu": 0.0}, "segment_mu"),
+    ],
+)
+def test_input_config_refuses(bad, match):
+    with pytest.raises(ValueError, match=match):
+        InputConfig(**bad)
+
+
+def test_input_config_accepts_the_edges_and_gives_the_row_width():
+    InputConfig(vtlp_range=[1.0, 1.0])  # one fixed alpha: low == high
+    assert InputConfig(segment_frames=200, pad="fixed").width == 200  # segments alone allow pad fixed
+    assert InputConfig(max_frames=500, segment_frames=200, pad="fixed").width == 200  # segments win
+    assert InputConfig(max_frames=500, pad="fixed").width == 500
+    assert InputConfig(max_frames=500).width == 0  # pad batch: rows keep their own lengths
