@@ -21,6 +21,8 @@ from sertk.corpora.iemocap import (
     speaker_of,
 )
 from sertk.data import read_data_dir, validate_data_dir
+from sertk.data.labels import agreement, soft_labels
+from sertk.data.labels import parse_votes as parse_vote_tokens
 from sertk.errors import SertkError
 
 HEADER = "% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]\n\n"
@@ -333,3 +335,207 @@ def test_prep_refuses_an_utterance_filed_under_another_session(tree: Path, tmp_p
         p.endswith("Ses01F_impro09_F000: utterance of Ses01 in Session2") and "Ses02F_impro02.txt" in p
         for p in report.problems
     )
+
+
+def test_a_copy_misfiled_in_an_earlier_session_does_not_shadow_the_record(tree: Path, tmp_path: Path) -> None:
+    """Session1 (read first) holds a stray copy of a Session2 record: the copy is skipped, the record kept."""
+    emo = tree / "Session1/dialog/EmoEvaluation/Ses01M_script01_1.txt"
+    with open(emo, "a") as f:
+        f.write(block("Ses02F_impro02_F000", "hap", ["Happiness;"], start=9.0))
+    report = prepare_iemocap(tree, tmp_path / "d")
+    assert report.skipped == 1 and "Ses02F_impro02_F000" in read_data_dir(tmp_path / "d").utts
+    assert [p for p in report.problems if "Ses02F_impro02_F000" in p] == [
+        f"{emo}:13: Ses02F_impro02_F000: utterance of Ses02 in Session1"
+    ]
+
+
+def test_parser_rejected_ids_and_their_rater_lines(tmp_path: Path) -> None:
+    """An id without an F/M speaker letter is reported; the rater lines under it vote for nothing."""
+    path = tmp_path / "Ses01F_impro01.txt"
+    path.write_text(
+        HEADER  # lines 1-2
+        + block("Ses01F_impro01_F000", "neu", ["Neutral;"])  # lines 3-7
+        + "[2.0 - 3.0]\tSes01F_impro01_X001\tang\t[2.5, 2.5, 2.5]\nC-E1:\tAnger;\t()\nC-E2:\tAnger;\t()\n\n"
+        + "[3.0 - 4.0]\tSes01F_impro01\tsad\t[2.5, 2.5, 2.5]\nC-E1:\tSadness;\t()\n\n"  # lines 12-14
+        + block("Ses01F_impro01_M002", "hap", ["Happiness;"], start=5.0)  # lines 15-19
+        + block("Ses01X_impro01_F003", "neu", ["Neutral;"], start=6.0)  # line 20: X is no actor's letter
+    )
+    records, problems = parse_emo_evaluation(path)
+    assert [(r.utt, r.line) for r in records] == [("Ses01F_impro01_F000", 3), ("Ses01F_impro01_M002", 15)]
+    # F000 keeps its one vote: neither the Anger lines of X001 nor the A-E1 (dimensional) line count.
+    assert records[0].votes == [["neu"]] and records[0].unrecognised_votes == []
+    assert [p.split(": utterance id")[0] for p in problems] == [
+        f"{path}:8: Ses01F_impro01_X001",
+        f"{path}:12: Ses01F_impro01",
+        f"{path}:20: Ses01X_impro01_F003",
+    ]
+
+
+def test_parser_accepts_every_iemocap_code_and_rejects_trailing_junk(tmp_path: Path) -> None:
+    # The 11 summary codes of Busso et al. (2008), written out independently of LABEL_CODES.
+    codes = ["neu", "hap", "exc", "ang", "sad", "fru", "sur", "fea", "dis", "oth", "xxx"]
+    path = tmp_path / "Ses02M_impro03.txt"
+    path.write_text(
+        HEADER
+        + "".join(block(f"Ses02M_impro03_F{i:03d}", c, ["Neutral;"], start=i) for i, c in enumerate(codes))
+        + "[20.0 - 21.0]\tSes02M_impro03_M000\tneu\t[2.5, 2.5, 2.5] 3.0\n\n"
+    )
+    records, problems = parse_emo_evaluation(path)
+    assert [r.code for r in records] == codes
+    assert len(problems) == 1 and "malformed summary line" in problems[0]
+
+
+def test_parser_and_transcripts_tolerate_latin1_bytes(tmp_path: Path) -> None:
+    emo = tmp_path / "emo.txt"
+    emo.write_bytes(
+        HEADER.encode()
+        + b"[1.0 - 2.0]\tSes01F_impro01_F000\tneu\t[2.5, 2.5, 2.5]\nC-E1:\tNeutral;\t(caf\xe9)\n"
+    )
+    records, problems = parse_emo_evaluation(emo)
+    assert problems == [] and records[0].votes == [["neu"]]
+    trans = tmp_path / "trans.txt"
+    trans.write_bytes(b"Ses01F_impro01_F000 [001.0-002.0]: caf\xe9 au lait\n")
+    # The undecodable byte becomes U+FFFD; the line is still read.
+    assert read_transcriptions(trans, PrepReport(out=tmp_path)) == {
+        "Ses01F_impro01_F000": "caf\ufffd au lait"
+    }
+
+
+def test_parser_reports_an_unreadable_file(tmp_path: Path) -> None:
+    folder = tmp_path / "Ses01F_impro01.txt"
+    folder.mkdir()
+    records, problems = parse_emo_evaluation(folder)
+    assert records == [] and len(problems) == 1 and problems[0].startswith(f"{folder}: cannot read")
+
+
+def test_session_dirs_are_whole_names_and_need_both_subfolders(tree: Path, tmp_path: Path) -> None:
+    (tree / "Session1_backup").mkdir()  # not a SessionN dir: ignored, not taken for Session1
+    report = prepare_iemocap(tree, tmp_path / "d")
+    assert (report.kept, report.sessions) == (8, 4)
+    half = tmp_path / "half" / "Session1" / "sentences" / "wav"
+    half.mkdir(parents=True)
+    with pytest.raises(SertkError, match="Session1/dialog/EmoEvaluation is missing"):
+        prepare_iemocap(tmp_path / "half", tmp_path / "e")
+
+
+def test_the_parent_of_the_release_folder_gets_a_hint(tree: Path, tmp_path: Path) -> None:
+    with pytest.raises(SertkError, match=f"did you mean {tree}"):
+        prepare_iemocap(tree.parent, tmp_path / "d")
+
+
+def test_only_txt_files_of_emoevaluation_are_read(tree: Path, tmp_path: Path) -> None:
+    emo = tree / "Session1/dialog/EmoEvaluation"
+    # An editor's backup of a label file would duplicate every id of its dialog if it were read.
+    (emo / "Ses01F_impro01.txt~").write_text((emo / "Ses01F_impro01.txt").read_text())
+    (emo / "README").write_text("not a label file\n")
+    report = prepare_iemocap(tree, tmp_path / "d")
+    assert (report.total, report.kept, report.problems) == (10, 8, [])
+
+
+def test_a_rewritten_wav_redoes_the_prep(tree: Path, tmp_path: Path) -> None:
+    out = tmp_path / "d"
+    prepare_iemocap(tree, out)
+    write_wav(tree / "Session2/sentences/wav/Ses02F_impro02/Ses02F_impro02_F000.wav", seconds=0.5)
+    assert not prepare_iemocap(tree, out).up_to_date
+    assert read_data_dir(out)["utt2dur"]["Ses02F_impro02_F000"] == "0.5000"
+
+
+def test_every_transcription_file_of_a_session_gives_text(tree: Path, tmp_path: Path) -> None:
+    data = read_data_dir(prepare_iemocap(tree, tmp_path / "d").out)
+    # Session1 has two dialogs: the texts of the first file (sorted) survive the second.
+    assert data["text"]["Ses01F_impro01_F000"] == "words of Ses01F_impro01_F000."
+    assert data["text"]["Ses01M_script01_1_F000"] == "words of Ses01M_script01_1_F000."
+
+
+def test_a_third_copy_of_an_id_names_the_first(tree: Path, tmp_path: Path) -> None:
+    emo = tree / "Session1/dialog/EmoEvaluation"
+    with open(emo / "Ses01M_script01_1.txt", "a") as f:
+        f.write(block("Ses01F_impro01_F000", "neu", ["Neutral;"], start=7.0))
+    (emo / "Ses01M_script02_1.txt").write_text(HEADER + block("Ses01F_impro01_F000", "sad", ["Sadness;"]))
+    report = prepare_iemocap(tree, tmp_path / "d")
+    # The first copy is block 1 of Ses01F_impro01.txt: its summary is line 3 (after the header and a blank).
+    dups = [p for p in report.problems if "duplicate utterance id" in p]
+    assert len(dups) == 2 and all(p.endswith("(first in Ses01F_impro01.txt:3)") for p in dups)
+    assert read_data_dir(tmp_path / "d")["utt2emo"]["Ses01F_impro01_F000"] == "neu"
+
+
+def test_sessions_are_read_in_number_order_whatever_the_listing(
+    tree: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """Session1's own record wins over a copy misfiled in Session2, even when Session2 is listed first."""
+    with open(tree / "Session2/dialog/EmoEvaluation/Ses02F_impro02.txt", "a") as f:
+        f.write(block("Ses01F_impro01_F000", "sad", ["Sadness;"], start=9.0))
+    listing = Path.iterdir
+    monkeypatch.setattr(Path, "iterdir", lambda self: iter(sorted(listing(self), reverse=True)))
+    report = prepare_iemocap(tree, tmp_path / "d")
+    assert read_data_dir(tmp_path / "d")["utt2emo"]["Ses01F_impro01_F000"] == "neu"
+    assert report.skipped == 1 and "first in Ses01F_impro01.txt:3" in report.problems[0]
+
+
+def test_prep_notes_count_unlabelled_wavs_and_missing_votes(tmp_path: Path) -> None:
+    dialogs = dict(DIALOGS)
+    # A kept utterance whose only rater line names nothing known, and a filtered (fru) one with such a line.
+    dialogs["Ses04F_impro01"] = [
+        ("Ses04F_impro01_F000", "neu", ["unsure;", "maybe;"]),
+        ("Ses04F_impro01_M000", "fru", ["unsure;", "Frustration;"]),
+    ]
+    tree = make_tree(tmp_path / "IEMOCAP_full_release", dialogs)
+    write_wav(tree / "Session1/sentences/wav/Ses01F_impro01/Ses01F_impro01_F099.wav")  # no label record
+    (tree / "Session1/sentences/wav/Ses01F_impro01/._Ses01F_impro01_F000.wav").write_bytes(b"\x00\x05")
+    report = prepare_iemocap(tree, tmp_path / "d")
+    assert report.kept == 9
+    # Two rater lines (of one kept utterance) count; the filtered fru's line does not; nor does the ._ file.
+    assert "2 external rater lines of kept utterances gave no recognisable label (no vote)" in report.notes
+    assert "1 wavs have no EmoEvaluation entry and were ignored" in report.notes
+    assert "1 kept utterances have no external rater votes (empty utt2votes)" in report.notes
+    assert read_data_dir(tmp_path / "d")["utt2votes"]["Ses04F_impro01_F000"] == ""
+
+
+def test_style_is_recorded_and_only_sessions_kept_count(tree: Path, tmp_path: Path) -> None:
+    # Improvised dialogs are in Sessions 1, 2 and 3 only (Session5's one dialog is scripted).
+    assert prepare_iemocap(tree, tmp_path / "d", style="impro").sessions == 3
+    assert read_data_dir(tmp_path / "d").meta["style"] == "impro"
+    prepare_iemocap(tree, tmp_path / "e")
+    assert read_data_dir(tmp_path / "e").meta["style"] == "all"
+
+
+def test_prep_votes_give_the_soft_labels_of_table5(tree: Path, tmp_path: Path) -> None:
+    """utt2votes and class_map of a prepped dir -> soft labels (cnn_blstm_vtlp.txt §3.3), by hand."""
+    data = read_data_dir(prepare_iemocap(tree, tmp_path / "d").out)
+    classes = data.meta["classes"]  # neu hap ang sad
+    utts = ["Ses01F_impro01_F000", "Ses01F_impro01_M000"]
+    targets, weights = soft_labels(
+        [data["utt2votes"][u] for u in utts], [0, 1], classes, data.meta["class_map"]
+    )
+    # F000 "neu neu,sad oth": neu 1 + 1/2, sad 1/2; 2 of 3 raters' votes inside -> (0.75, 0, 0, 0.25), 2/3.
+    # M000 "exc hap": exc counts for hap, both raters inside -> one-hot hap, weight 1.
+    np.testing.assert_allclose(targets, [[0.75, 0, 0, 0.25], [0, 1, 0, 0]], rtol=1e-6)
+    np.testing.assert_allclose(weights, [2 / 3, 1], rtol=1e-6)
+
+
+def test_a_rater_vote_is_split_among_its_labels_before_merging() -> None:
+    # "hap,exc,neu" on hap+exc: thirds to hap, exc (-> hap) and neu: hap 2/3, neu 1/3.
+    targets, weights = soft_labels(
+        ["hap,exc,neu"], [1], ["neu", "hap"], {"neu": "neu", "hap": "hap", "exc": "hap"}
+    )
+    np.testing.assert_allclose(targets, [[1 / 3, 2 / 3]], rtol=1e-6)
+    np.testing.assert_allclose(weights, [1.0])
+    # Empty names from stray commas are no labels.
+    assert parse_vote_tokens("neu,,sad oth,") == [["neu", "sad"], ["oth"]]
+
+
+def test_parser_strips_indented_and_blank_looking_lines(tmp_path: Path) -> None:
+    path = tmp_path / "Ses01F_impro01.txt"
+    path.write_text(
+        HEADER
+        + "  [1.0 - 2.0]\tSes01F_impro01_F000\tneu\t[2.5, 2.5, 2.5]\n\tC-E1:\tNeutral;\t()\n \t\n"
+        + block("Ses01F_impro01_M000", "ang", ["Anger;"])
+    )
+    records, problems = parse_emo_evaluation(path)
+    assert problems == [] and [r.votes for r in records] == [[["neu"]], [["ang"]]]
+
+
+def test_unanimous_means_every_rater_named_the_class_among_others() -> None:
+    # Both raters name neu (the first one second, after hap): unanimous; "hap sad" for neu: ambiguous.
+    out = agreement(["hap,neu neu", "hap sad"], np.array([0, 0]), ["neu", "hap", "sad"], {})
+    assert out.tolist() == [1, 0]

@@ -38,9 +38,10 @@ from sertk.errors import SertkError
 from sertk.utils import console
 
 NAME = "iemocap"
-# Bump when prep writes something else from the same tree and options (the prep record names it).
 TITLE = "IEMOCAP"
-VERSION = 1
+# Bump when prep writes something else from the same tree and options (the prep record names it).
+# 2: a record misfiled in an earlier session no longer makes its own session's record a duplicate.
+VERSION = 2
 DEFAULT_CLASSES = "neu,hap+exc,ang,sad"
 LABEL_CODES = ("neu", "hap", "exc", "ang", "sad", "fru", "sur", "fea", "dis", "oth", "xxx")
 CATEGORY_CODES = {
@@ -273,7 +274,9 @@ def _session_candidates(
                 )
             else:
                 records.append(rec)
-            seen.setdefault(rec.utt, f"{rec.path.name}:{rec.line}")
+                # Only an accepted record holds its id: a copy misfiled in an earlier session must not
+                # make the record in its own session a duplicate.
+                seen[rec.utt] = f"{rec.path.name}:{rec.line}"
     return records
 
 
