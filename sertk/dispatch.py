@@ -104,7 +104,9 @@ def visible_gpus() -> list[str]:
         out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return []
-    return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
+    # Only the "GPU i:" lines count: MIG instances are listed as indented lines between them.
+    gpus = [line for line in out.stdout.splitlines() if line.startswith("GPU ")]
+    return [str(i) for i in range(len(gpus))]
 
 
 def core_slots(cores: list[int], nj: int) -> list[list[int]]:

@@ -3,15 +3,18 @@
 The 2-process run must end with the weights, batch norm statistics and metrics.csv of the 1-process run
 (float tolerance: sums are split over ranks), including random transforms (white noise, SpecAugment, random
 crop, mixup) and class-weighted loss on unequal shards (batch 7 -> 4 + 3 rows), both batch norms synced; an
-interrupted 2-process run resumed with --resume ends the same; rank 0 alone writes.
+interrupted 2-process run resumed with --resume ends the same; rank 0 alone writes. The launcher on its own, on
+a stand-in script: torchrun's environment per rank, who speaks, the first failed rank and stopping the rest.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +23,9 @@ import yaml
 from ddp_toys import BatchNormToy
 from helpers import ToyModel, make_recipe, run, write_conf
 
+from sertk.errors import SertkError
 from sertk.models import MODELS, SYSTEMS
+from sertk.train.launch import in_distributed_job, relaunch, wait_all
 
 ENTRY = Path(__file__).with_name("ddp_entry.py")
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,3 +125,89 @@ def test_crnn_att_with_torch_batch_norm_trains_like_one_process(recipe, tmp_path
     result = train_processes(crnn, tmp_path / "two", 2)
     assert result.returncode == 0, result.stderr[-3000:]
     assert_same_training(tmp_path / "two" / "fold1", tmp_path / "one" / "fold1", epochs=2)
+
+
+# What relaunch runs as each rank (standing in for ``sertk train ...``): it records the rendezvous environment
+# in rank<RANK>.json, says one line on stdout and one on stderr, then sleeps and exits as RANK_ACTIONS says.
+RANK_SCRIPT = """
+import json, os, sys, time
+rank = os.environ["RANK"]
+keys = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "OMP_NUM_THREADS")
+with open(os.path.join(os.environ["RANK_DIR"], f"rank{rank}.json"), "w") as f:
+    json.dump({k: os.environ.get(k) for k in keys}, f)
+print(f"rank {rank} out", flush=True)
+print(f"rank {rank} err", file=sys.stderr, flush=True)
+sleep, code = json.loads(os.environ["RANK_ACTIONS"])[int(rank)]
+time.sleep(sleep)
+sys.exit(code)
+"""
+
+
+def relaunch_script(monkeypatch, tmp_path: Path, nproc: int, actions: list[tuple[float, int]]) -> None:
+    """relaunch(nproc) of RANK_SCRIPT: this process's command line is made ``python -c RANK_SCRIPT``."""
+    monkeypatch.setattr(sys, "orig_argv", [sys.executable, "-c", RANK_SCRIPT])
+    monkeypatch.setattr(sys, "argv", ["sertk", "train"])
+    monkeypatch.setenv("RANK_DIR", str(tmp_path))
+    monkeypatch.setenv("RANK_ACTIONS", json.dumps(actions))
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    relaunch(nproc)
+
+
+def test_relaunch_gives_each_rank_torchruns_environment_and_lets_rank_0_speak(tmp_path, monkeypatch, capfd):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    relaunch_script(monkeypatch, tmp_path, 2, [(0, 0), (0, 0)])
+    env = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    for r in range(2):
+        assert env[r]["RANK"] == env[r]["LOCAL_RANK"] == str(r)
+        assert env[r]["WORLD_SIZE"] == env[r]["LOCAL_WORLD_SIZE"] == "2"
+        assert env[r]["MASTER_ADDR"] == "127.0.0.1"
+        # 2 ranks share the cores: cpu_count // 2 threads each (at least 1)
+        assert env[r]["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
+    assert env[0]["MASTER_PORT"] == env[1]["MASTER_PORT"] and 0 < int(env[0]["MASTER_PORT"]) < 65536
+    out, err = capfd.readouterr()
+    assert "rank 0 out" in out and "rank 0 err" in err  # rank 0 on this terminal
+    assert "rank 1" not in out + err  # the others kept quiet while all went well
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")  # a user's own setting is kept
+    relaunch_script(monkeypatch, tmp_path, 1, [(0, 0)])
+    assert json.loads((tmp_path / "rank0.json").read_text())["OMP_NUM_THREADS"] == "5"
+
+
+def test_relaunch_reports_a_failed_rank_with_its_output_and_stops_the_others(tmp_path, monkeypatch, capfd):
+    """Rank 1 fails at once while rank 0 would sleep 30 s: rank 0 is stopped, rank 1's kept output shown."""
+    start = time.monotonic()
+    with pytest.raises(SertkError, match=r"--nproc 2: rank 1 failed \(exit status 3\); others stopped"):
+        relaunch_script(monkeypatch, tmp_path, 2, [(30, 0), (0, 3)])
+    assert time.monotonic() - start < 15
+    assert "rank 1 out\nrank 1 err\n" in capfd.readouterr().err
+
+
+def test_relaunch_waits_for_every_rank_not_just_the_first_to_finish(tmp_path, monkeypatch):
+    with pytest.raises(SertkError, match=r"rank 1 failed \(exit status 4\)"):
+        relaunch_script(monkeypatch, tmp_path, 2, [(0, 0), (0.5, 4)])
+
+
+def test_relaunch_refuses_fewer_than_one_process():
+    with pytest.raises(SertkError, match=r"--nproc 0: must be >= 1"):
+        relaunch(0)
+
+
+def test_wait_all_returns_the_lowest_failed_rank_a_signal_included():
+    """Rank 0 killed by SIGKILL (exit status -9), rank 1 exit 3: rank 0's failure is the one reported."""
+    procs = [subprocess.Popen(["bash", "-c", "kill -9 $$"]), subprocess.Popen(["bash", "-c", "exit 3"])]
+    for proc in procs:
+        proc.wait()
+    assert wait_all(procs) == (0, -9)
+    assert wait_all([subprocess.Popen(["true"]) for _ in range(2)]) is None
+
+
+def test_a_distributed_job_has_both_rank_and_world_size(monkeypatch):
+    for key in ("RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    assert not in_distributed_job()
+    monkeypatch.setenv("RANK", "0")  # RANK alone (some other tool's variable) is no torch.distributed job
+    assert not in_distributed_job()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert in_distributed_job()
+    monkeypatch.delenv("RANK")
+    assert not in_distributed_job()
