@@ -80,14 +80,19 @@ def test_other_features_must_match_the_models(tmp_path):
         evaluate_cross(exp, data, shifted, opts=EvalOptions(fold="1", device="cpu"))
 
 
-def test_cross_eval_record_changes_with_the_other_corpus_labels(tmp_path):
+def _recorded_fold(tmp_path):
+    """A fold dir with a train record and a best.pt, and a one-utterance feature dir: what cross_record reads."""
     fold = tmp_path / "exp" / "fold1"
     fold.mkdir(parents=True)
     provenance.write_record(
         provenance.record_path(fold, "train"), provenance.Record(stage="train", inputs={"experiment": "x"})
     )
     (fold / "best.pt").write_bytes(b"weights")
-    feats = make_feature_dir(tmp_path / "feats", {"a": np.zeros((3, 2), np.float32)})
+    return fold, make_feature_dir(tmp_path / "feats", {"a": np.zeros((3, 2), np.float32)})
+
+
+def test_cross_eval_record_changes_with_the_other_corpus_labels(tmp_path):
+    fold, feats = _recorded_fold(tmp_path)
     tables = {"wav.scp": {"a": "/x", "b": "/x"}, "utt2spk": {"a": "s", "b": "s"}}
     keys = []
     for name, emo in (("one", ["neu", "sad"]), ("two", ["neu", "sad"]), ("three", ["sad", "neu"])):
@@ -115,13 +120,7 @@ def test_shared_classes_keep_the_models_order_and_none_is_an_error(tmp_path):
 
 
 def test_cross_eval_record_changes_with_the_features_the_checkpoint_and_the_tta(tmp_path):
-    fold = tmp_path / "exp" / "fold1"
-    fold.mkdir(parents=True)
-    provenance.write_record(
-        provenance.record_path(fold, "train"), provenance.Record(stage="train", inputs={"experiment": "x"})
-    )
-    (fold / "best.pt").write_bytes(b"weights")
-    feats = make_feature_dir(tmp_path / "feats", {"a": np.zeros((3, 2), np.float32)})
+    fold, feats = _recorded_fold(tmp_path)
     tables = {"wav.scp": {"a": "/x"}, "utt2spk": {"a": "s"}, "utt2emo": {"a": "neu"}}
     data = write_data_dir(tmp_path / "other", tables, {"classes": ["neu", "sad"]}).path
 
