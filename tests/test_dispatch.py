@@ -174,14 +174,19 @@ def path_without_nvidia_smi() -> str:
     return os.pathsep.join(dirs)
 
 
+def stub_tools(bin_dir: Path, scripts: dict[str, str]) -> Path:
+    """Executable stand-ins (name -> script text) in a new ``bin_dir``, to put first on PATH."""
+    bin_dir.mkdir()
+    for name, text in scripts.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    return bin_dir
+
+
 def fake_nvidia_smi(tmp_path: Path, monkeypatch, listing: str) -> None:
     """An ``nvidia-smi`` first on PATH whose ``-L`` prints ``listing``."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "nvidia-smi").write_text(
-        f'#!/usr/bin/env bash\n[ "$*" = "-L" ] || exit 2\ncat <<"EOF"\n{listing}EOF\n'
-    )
-    (bin_dir / "nvidia-smi").chmod(0o755)
+    script = f'#!/usr/bin/env bash\n[ "$*" = "-L" ] || exit 2\ncat <<"EOF"\n{listing}EOF\n'
+    bin_dir = stub_tools(tmp_path / "bin", {"nvidia-smi": script})
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
 
 
@@ -359,12 +364,8 @@ def check_slurm_run(tmp_path: Path, out: subprocess.CompletedProcess) -> None:
 
 def test_slurm_engine_submits_one_array_to_sbatch(tmp_path):
     """The submission path against a fake sbatch (the real one: the next test)."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "sbatch").write_text(FAKE_SBATCH)
-    (bin_dir / "sbatch").chmod(0o755)
-    (bin_dir / "squeue").write_text(FAKE_SQUEUE)  # the fake sbatch ran every task before it returned
-    (bin_dir / "squeue").chmod(0o755)
+    # The fake sbatch runs every task before it returns, so the fake squeue lists none.
+    bin_dir = stub_tools(tmp_path / "bin", {"sbatch": FAKE_SBATCH, "squeue": FAKE_SQUEUE})
     env = dict(
         os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", FAKE_SBATCH_ARGS=str(tmp_path / "args")
     )
@@ -377,11 +378,10 @@ def test_slurm_engine_submits_one_array_to_sbatch(tmp_path):
 
 def fake_slurm(tmp_path: Path, monkeypatch, sbatch: str, squeue: str) -> Path:
     """sbatch and squeue stand-ins first on PATH; returns the file sbatch records its arguments in."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for tool, body in (("sbatch", sbatch), ("squeue", squeue)):
-        (bin_dir / tool).write_text(f"#!/usr/bin/env bash\n{body}\n")
-        (bin_dir / tool).chmod(0o755)
+    bin_dir = stub_tools(
+        tmp_path / "bin",
+        {tool: f"#!/usr/bin/env bash\n{body}\n" for tool, body in (("sbatch", sbatch), ("squeue", squeue))},
+    )
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     return bin_dir / "args"
 

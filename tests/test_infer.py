@@ -239,14 +239,18 @@ def test_length_chunks_go_from_shortest_to_longest_in_chunks_of_batch_size(tmp_p
     assert list(errors) == [2] and "gone.wav" in errors[2]
 
 
+def respell_features(ckpt, feat_config: dict) -> None:
+    """Rewrite a checkpoint with another recorded feature config (its weights unchanged)."""
+    torch.save({**torch.load(ckpt, weights_only=True), "feat_config": feat_config}, ckpt)
+
+
 def test_ensemble_across_feature_configs_averages_files_and_windows_over_all_models(tmp_path):
     """Two folds whose feature configs are spelled differently (two feature groups of one model each):
     the file's and each window's posteriors are the mean over both models, not a sum over groups.
     (2 s: 198 frames, windows of 100 frames start at 0 and 50.)"""
     write_checkpoint(tmp_path / "exp" / "fold1", seed=1)
     ckpt = write_checkpoint(tmp_path / "exp" / "fold2", seed=2)
-    state = torch.load(ckpt, weights_only=True)
-    torch.save({**state, "feat_config": {**FEAT_CONFIG, "dither": 0.0}}, ckpt)  # same features, other key
+    respell_features(ckpt, {**FEAT_CONFIG, "dither": 0.0})  # same features, other key
     wave = write_wave(tmp_path / "long.wav", 2.0, seed=4)
     (record,) = infer(
         tmp_path / "exp",
@@ -269,8 +273,7 @@ def test_ensemble_across_feature_configs_averages_files_and_windows_over_all_mod
 def test_window_tracks_of_models_with_different_frame_rates_are_refused(tmp_path):
     write_checkpoint(tmp_path / "exp" / "fold1")
     ckpt = write_checkpoint(tmp_path / "exp" / "fold2")
-    state = torch.load(ckpt, weights_only=True)
-    torch.save({**state, "feat_config": {**FEAT_CONFIG, "frame_shift_ms": 20.0}}, ckpt)
+    respell_features(ckpt, {**FEAT_CONFIG, "frame_shift_ms": 20.0})
     write_wave(tmp_path / "a.wav", 1.05)
     # 16800 samples: 100 frames/s gives 103 frames, windows of 100 every 2 start at 0, 2 (two windows);
     # 50 frames/s gives 52 frames, windows of 50 every 1 start at 0, 1, 2 (three).
@@ -296,8 +299,7 @@ def test_bad_option_values_and_mismatched_features_are_refused(tmp_path):
     with pytest.raises(SertkError, match="--format csv: expected one of jsonl, tsv"):
         infer(tmp_path / "fold1", [tmp_path / "a.wav"], None, InferOptions(fmt="csv", device="cpu"))
     # A model trained on 40 mel bins given a 64-bin feature config: refused before any audio is read.
-    state = torch.load(ckpt, weights_only=True)
-    torch.save({**state, "feat_config": {"num_mel_bins": 64}}, ckpt)
+    respell_features(ckpt, {"num_mel_bins": 64})
     with pytest.raises(SertkError, match="model expects 40-dim features, logmel40 gives 64"):
         Predictor(load_models(tmp_path / "fold1"), "cpu")
 
